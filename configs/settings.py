@@ -1,0 +1,430 @@
+"""The BayesPilot configuration tree.
+
+One pydantic model per stage, every section forbids unknown keys, every number carries its unit
+in its name or its description. Loaded from YAML, then environment variables, then ``--set``
+overrides (highest precedence wins)::
+
+    defaults < YAML file < environment (BAYESPILOT__SECTION__KEY=value) < --set section.key=value
+
+``BAYESPILOT_HOME`` is a shortcut for ``paths.workspace``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "BAYESPILOT__"
+HOME_ENV = "BAYESPILOT_HOME"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported with the offending key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(Section):
+    workspace: str | None = Field(
+        None, description="Directory for all run state (MLflow db, models, records, logs); "
+        "default: the repository's artifacts/ or $BAYESPILOT_HOME."
+    )
+
+
+class DataConfig(Section):
+    source: Literal["synthetic", "file"] = "synthetic"
+    path: str | None = Field(None, description="CSV or Parquet file, when source is file.")
+    id_column: str = "customer_id"
+    label_column: str = "churned"
+    positive_label: str | int | bool = "yes"
+    negative_label: str | int | bool | None = None
+    categorical: list[str] | None = None
+    numeric: list[str] | None = None
+    ignore: list[str] = Field(default_factory=list)
+    segment_columns: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> DataConfig:
+        if self.source == "file" and not self.path:
+            raise ValueError("data.path is required when data.source is 'file'")
+        return self
+
+
+class SyntheticConfig(Section):
+    rows: int = Field(20_000, gt=0, description="Number of customers (rows).")
+    seed: int = 7
+
+
+class SplitConfig(Section):
+    seed: int = 7
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="Share of rows for fitting.")
+    calibration_fraction: float = Field(0.15, gt=0, lt=1, description="Share for calibrators.")
+    selection_fraction: float = Field(
+        0.15, gt=0, lt=1, description="Share for choosing calibration, policy and candidate."
+    )
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share touched only by the gates.")
+    min_rows_per_class_per_split: int = Field(
+        20, ge=1, description="Each split needs at least this many rows of each class."
+    )
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = (
+            self.train_fraction
+            + self.calibration_fraction
+            + self.selection_fraction
+            + self.test_fraction
+        )
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1.0, got {total:.4f}")
+        return self
+
+
+class ValidationConfig(Section):
+    max_missing_share: float = Field(
+        0.3, ge=0, le=1, description="Largest share (0-1) of missing values allowed in a feature."
+    )
+    leakage_auc: float = Field(
+        0.99, gt=0.5, le=1, description="A single feature whose ROC-AUC (either direction) "
+        "reaches this is treated as a copy of the label."
+    )
+    leakage_sample_rows: int = Field(
+        200_000, gt=0, description="Rows sampled (seeded) for the leakage screen."
+    )
+    max_categories: int = Field(
+        200, gt=1, description="A text column with more distinct values than this is rejected "
+        "as a feature (likely an identifier); list it under data.ignore."
+    )
+
+
+class LogisticConfig(Section):
+    enabled: bool = True
+    C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength.")
+    max_iter: int = Field(1000, gt=0)
+    spline_knots: int = Field(
+        5, ge=0, description="Spline knots per numeric feature (0: linear terms only)."
+    )
+
+
+class ForestConfig(Section):
+    enabled: bool = True
+    n_estimators: int = Field(120, gt=0, description="Number of trees.")
+    min_samples_leaf: int = Field(20, ge=1, description="Leaf-size floor (rows).")
+    max_samples: float = Field(
+        0.5, gt=0, le=1, description="Share of train rows drawn for each tree."
+    )
+    max_train_rows: int = Field(
+        200_000, gt=0, description="Train on a seeded subsample of at most this many rows."
+    )
+    max_depth: int | None = Field(14, description="Tree depth cap (None: unbounded).")
+
+
+class BoostingConfig(Section):
+    enabled: bool = True
+    learning_rate: float = Field(0.06, gt=0)
+    max_iter: int = Field(300, gt=0, description="Boosting rounds (upper bound; early stopping).")
+    max_leaf_nodes: int = Field(15, ge=2)
+    min_samples_leaf: int = Field(40, ge=1, description="Leaf-size floor (rows).")
+    l2_regularization: float = Field(1.0, ge=0)
+
+
+class CandidatesConfig(Section):
+    seed: int = 7
+    logistic_regression: LogisticConfig = LogisticConfig()
+    random_forest: ForestConfig = ForestConfig()
+    gradient_boosting: BoostingConfig = BoostingConfig()
+    rule_quantiles: int = Field(
+        20, ge=2, description="Candidate cut points per numeric feature for the rule baseline."
+    )
+    n_jobs: int = Field(1, description="Threads per model fit (1 keeps fits predictable on 2 cores).")
+
+
+class CalibrationConfig(Section):
+    methods: list[Literal["none", "sigmoid", "isotonic"]] = Field(
+        default_factory=lambda: ["none", "sigmoid", "isotonic"]
+    )
+    min_rows_for_isotonic: int = Field(
+        1000, ge=1, description="Isotonic is considered only with this many calibration rows."
+    )
+    n_bins: int = Field(10, ge=2, description="Quantile bins for ECE and reliability diagrams.")
+
+
+class CustomerValueConfig(Section):
+    column: str | None = Field(None, description="Column holding a per-customer value.")
+    multiplier: float = Field(1.0, gt=0, description="Value (USD) = column x multiplier.")
+    constant_usd: float = Field(500.0, gt=0, description="Value (USD) when no column is set.")
+
+
+class EconomicsConfig(Section):
+    save_rate: float = Field(
+        0.25, gt=0, le=1, description="Share (0-1) of contacted churners a retention action keeps."
+    )
+    contact_cost_usd: float = Field(15.0, ge=0, description="Cost of one contact (USD).")
+    customer_value: CustomerValueConfig = CustomerValueConfig()
+    capacity: float | None = Field(
+        None, gt=0, description="Contact limit: a count (>= 1) or a share of customers (0-1)."
+    )
+
+
+class TierBand(Section):
+    name: str
+    min_expected_value_usd: float = Field(
+        description="Lowest expected value of contacting (USD) that lands in this tier."
+    )
+
+
+class PolicyConfig(Section):
+    tiers: list[TierBand] = Field(
+        default_factory=lambda: [
+            TierBand(name="no_action", min_expected_value_usd=float("-inf")),
+            TierBand(name="monitor", min_expected_value_usd=-5.0),
+            TierBand(name="contact", min_expected_value_usd=0.0),
+            TierBand(name="priority_contact", min_expected_value_usd=40.0),
+        ]
+    )
+    bootstrap_resamples: int = Field(500, ge=50, description="Resamples for profit spread.")
+
+
+class BootstrapConfig(Section):
+    resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples.")
+    seed: int = 11
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_rows: int = Field(
+        200_000, gt=0, description="Resample a seeded subsample of at most this many rows "
+        "(recorded as such) to cap memory."
+    )
+    chunk_resamples: int = Field(100, gt=0, description="Resamples drawn per chunk.")
+
+
+class BaselineGateConfig(Section):
+    enabled: bool = True
+    min_pr_auc_gain: float = Field(0.0, description="Lower bound of PR-AUC gain must exceed this.")
+    min_profit_gain_usd_per_customer: float = Field(
+        0.0, description="Lower bound of profit gain (USD per customer) must exceed this."
+    )
+
+
+class BusinessGateConfig(Section):
+    enabled: bool = True
+    min_profit_usd_per_customer: float = Field(
+        0.0, description="Expected policy profit per customer (USD) must exceed this."
+    )
+
+
+class CalibrationGateConfig(Section):
+    enabled: bool = True
+    max_ece: float = Field(0.03, gt=0, description="Absolute ECE ceiling on the whole test split.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="Significance of the ECE-vs-ideal test.")
+    simulations: int = Field(500, ge=100, description="Parametric bootstrap draws.")
+    log_loss_margin: float = Field(
+        0.002, ge=0, description="Calibrated log loss may exceed raw by at most this (nats)."
+    )
+
+
+class ThresholdGateConfig(Section):
+    enabled: bool = True
+    resamples: int = Field(200, ge=20, description="Bootstrap re-optimisations of the cut-off.")
+    max_cutoff_spread_usd: float = Field(
+        15.0, gt=0, description="Largest width (USD) of the 95% interval of the EV cut-off."
+    )
+    max_contact_rate_spread: float = Field(
+        0.15, gt=0, description="Largest width of the 95% interval of the contact rate (0-1)."
+    )
+    min_contact_rate: float = Field(0.005, ge=0, description="Contacting fewer fails (0-1).")
+    max_contact_rate: float = Field(0.995, le=1, description="Contacting more fails (0-1).")
+
+
+class SegmentsGateConfig(Section):
+    enabled: bool = True
+    min_segment_rows: int = Field(200, ge=1)
+    min_roc_auc: float = Field(0.6, description="ROC-AUC floor for each supported segment.")
+    recall_margin: float = Field(
+        0.15, ge=0, description="Segment recall may fall below overall recall by this much."
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate (Holm).")
+    max_ece: float = Field(0.08, gt=0, description="Per-segment ECE ceiling (beyond noise).")
+
+
+class StabilityGateConfig(Section):
+    enabled: bool = True
+    n_splits: int = Field(5, ge=2)
+    n_repeats: int = Field(2, ge=1)
+    max_auc_std: float = Field(0.02, gt=0, description="Largest std of fold ROC-AUC.")
+    max_profit_std_usd_per_customer: float = Field(
+        1.5, gt=0, description="Largest std of fold profit per customer (USD)."
+    )
+    max_rows: int = Field(
+        100_000, gt=0, description="Folds use a seeded subsample of at most this many rows."
+    )
+
+
+class ErrorCostGateConfig(Section):
+    enabled: bool = True
+    max_segment_fn_cost_multiple: float = Field(
+        2.0, gt=0, description="No supported segment's false-negative cost per customer may "
+        "exceed this multiple of the overall one."
+    )
+
+
+class TechnicalGateConfig(Section):
+    enabled: bool = True
+    max_p95_latency_ms: float = Field(50.0, gt=0, description="Single-row latency p95 (ms).")
+    max_artifact_mb: float = Field(200.0, gt=0, description="Serialized model size (MB).")
+    latency_rows: int = Field(200, gt=0, description="Single-row predictions timed.")
+    reload_rows: int = Field(2000, gt=0, description="Rows compared after reload.")
+
+
+class ChampionGateConfig(Section):
+    enabled: bool = True
+    profit_margin_usd_per_customer: float = Field(
+        0.5, ge=0, description="Non-inferiority margin (USD per customer): the challenger's "
+        "profit lower bound minus the champion's must exceed -margin."
+    )
+
+
+class GatesConfig(Section):
+    baseline: BaselineGateConfig = BaselineGateConfig()
+    business: BusinessGateConfig = BusinessGateConfig()
+    calibration: CalibrationGateConfig = CalibrationGateConfig()
+    threshold: ThresholdGateConfig = ThresholdGateConfig()
+    segments: SegmentsGateConfig = SegmentsGateConfig()
+    stability: StabilityGateConfig = StabilityGateConfig()
+    error_cost: ErrorCostGateConfig = ErrorCostGateConfig()
+    technical: TechnicalGateConfig = TechnicalGateConfig()
+    champion: ChampionGateConfig = ChampionGateConfig()
+
+
+class PromotionConfig(Section):
+    model_name: str = "churn-risk"
+    experiment: str = "churn-promotion"
+    lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
+
+
+class BayesPilotConfig(Section):
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    split: SplitConfig = SplitConfig()
+    validation: ValidationConfig = ValidationConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    economics: EconomicsConfig = EconomicsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    gates: GatesConfig = GatesConfig()
+    promotion: PromotionConfig = PromotionConfig()
+
+    def canonical_json(self) -> str:
+        """The config as sorted, compact JSON (what its hash is taken over)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value {text!r}: {exc}") from exc
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        raise ConfigError(f"{origin}: empty key")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: '{part}' in '{dotted}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn ``section.key=value`` strings into a nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects section.key=value, got {pair!r}")
+        key, _, raw = pair.partition("=")
+        _set_dotted(tree, key.strip(), _parse_scalar(raw), f"--set {pair!r}")
+    return tree
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect ``BAYESPILOT__SECTION__KEY=value`` variables and ``BAYESPILOT_HOME``."""
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            dotted = ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+            _set_dotted(tree, dotted, _parse_scalar(raw), f"environment {name}")
+    home = environ.get(HOME_ENV)
+    if home:
+        _set_dotted(tree, "paths.workspace", home, f"environment {HOME_ENV}")
+    return tree
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(root)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def build_config(*layers: Mapping[str, Any]) -> BayesPilotConfig:
+    """Merge layers (lowest precedence first) and validate them into a config tree."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _merge(merged, layer)
+    try:
+        return BayesPilotConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_describe(exc)}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> BayesPilotConfig:
+    """Load the config: defaults < YAML ``path`` < environment < ``overrides``."""
+    file_layer: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+        file_layer = loaded
+    env_layer = env_overrides(os.environ if environ is None else environ)
+    return build_config(file_layer, env_layer, parse_overrides(overrides))

@@ -1,0 +1,78 @@
+"""Pandera schemas built from the config's column roles (never from fixed column names)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandera.pandas as pa
+
+from tasks.load_data import ColumnRoles
+
+
+def _max_missing(share: float) -> pa.Check:
+    return pa.Check(
+        lambda s: bool(s.isna().mean() <= share),
+        name="max_missing_share",
+        error=f"missing share <= {share:g}",
+        ignore_na=False,
+    )
+
+
+def _max_categories(limit: int) -> pa.Check:
+    return pa.Check(
+        lambda s: bool(s.nunique(dropna=True) <= limit),
+        name="max_categories",
+        error=f"at most {limit} distinct values (list identifier-like columns under data.ignore)",
+    )
+
+
+def build_schema(
+    roles: ColumnRoles,
+    *,
+    label_values: Sequence[str],
+    max_missing_share: float,
+    max_categories: int,
+) -> pa.DataFrameSchema:
+    """Schema for a training table (the label column compared as text).
+
+    - the id column is present, non-null and unique;
+    - the label holds only ``label_values``;
+    - numeric features coerce to float (blank cells were turned into missing before) and miss
+      at most ``max_missing_share`` of their values;
+    - categorical features (any type, compared as text) have at most ``max_categories`` values;
+    - the customer-value column, when used, is numeric, non-negative and complete.
+    """
+    columns: dict[str, pa.Column] = {
+        roles.id_column: pa.Column(nullable=False, unique=True),
+        roles.label_column: pa.Column(
+            str, pa.Check.isin(list(label_values)), nullable=False, coerce=True
+        ),
+    }
+    for col in roles.numeric:
+        columns[col] = pa.Column(
+            float, nullable=True, coerce=True, checks=[_max_missing(max_missing_share)]
+        )
+    for col in roles.categorical:
+        columns[col] = pa.Column(
+            nullable=True,
+            checks=[_max_missing(max_missing_share), _max_categories(max_categories)],
+        )
+    if roles.value_column:
+        columns[roles.value_column] = pa.Column(
+            float, pa.Check.ge(0), nullable=False, coerce=True
+        )
+    return pa.DataFrameSchema(columns, strict=False, name="churn_training_table")
+
+
+def build_scoring_schema(roles: ColumnRoles) -> pa.DataFrameSchema:
+    """Schema for rows to score: id and features; the label is not needed."""
+    columns: dict[str, pa.Column] = {roles.id_column: pa.Column(nullable=False)}
+    for col in roles.numeric:
+        columns[col] = pa.Column(float, nullable=True, coerce=True)
+    for col in roles.categorical:
+        columns[col] = pa.Column(nullable=True)
+    if roles.value_column:
+        columns[roles.value_column] = pa.Column(
+            float, pa.Check.ge(0), nullable=False, coerce=True
+        )
+    return pa.DataFrameSchema(columns, strict=False, name="churn_scoring_table")

@@ -1,0 +1,242 @@
+"""Validate a training table: pandera schema (lazy, every failure at once) plus dataset checks.
+
+Dataset checks beyond the schema, as the development checklist asks: configured columns exist,
+the label is not constant, both classes are large enough for the splits, and no single feature
+is a near-copy of the label (leakage).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from sklearn.metrics import roc_auc_score
+
+from configs.settings import DataConfig, SplitConfig, ValidationConfig
+from schemas.churn import build_schema
+from tasks.load_data import ColumnRoles
+
+log = logging.getLogger(__name__)
+
+BLANK = r"^\s*$"
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ValidationIssue:
+    column: str
+    check: str
+    failing_count: int
+    examples: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything wrong with a table, found in one pass."""
+
+    passed: bool
+    rows: int
+    columns: int
+    issues: tuple[ValidationIssue, ...]
+    blank_as_missing: dict[str, int] = field(default_factory=dict)
+    missing_share: dict[str, float] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"validation passed: {self.rows} rows, {self.columns} columns"
+        lines = [f"validation failed: {len(self.issues)} problem(s) in {self.rows} rows"]
+        for i in self.issues:
+            ex = ", ".join(i.examples)
+            lines.append(f"  - {i.column}: {i.check} ({i.failing_count} failing; e.g. {ex})")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ValidatedData:
+    """The report and, when it passed, a clean copy: numeric features as float, blanks as NaN,
+    categorical features as text, the label as 0/1 in ``label_column``."""
+
+    report: ValidationReport
+    frame: pd.DataFrame | None
+
+
+def _label_values(series: pd.Series, data: DataConfig) -> tuple[str, str | None]:
+    positive = str(data.positive_label)
+    if data.negative_label is not None:
+        return positive, str(data.negative_label)
+    others = [v for v in series.dropna().astype(str).unique() if v != positive]
+    if len(others) == 1:
+        return positive, others[0]
+    # None (no other value) or several: the schema reports it via the isin check.
+    return positive, None
+
+
+def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
+    issues = []
+    fc = failures.copy()
+    missing_col = fc["check"].astype(str) == "column_in_dataframe"
+    fc.loc[missing_col, "column"] = fc.loc[missing_col, "failure_case"]
+    fc["column"] = fc["column"].fillna("(table)").astype(str)
+    fc["check"] = fc["check"].astype(str)
+    for (column, check), group in fc.groupby(["column", "check"], sort=False):
+        if check == "column_in_dataframe":
+            issues.append(ValidationIssue(column, "column missing from the data", 1, ("absent",)))
+            continue
+        if str(check).startswith("dtype("):
+            continue  # the coerce_dtype failure for the same column says it better
+        examples = tuple(str(v) for v in pd.unique(group["failure_case"].astype(str)))
+        count = int(group["index"].notna().sum()) or len(group)
+        issues.append(ValidationIssue(str(column), str(check), count, examples[:MAX_EXAMPLES]))
+    return issues
+
+
+def _single_feature_auc(x: pd.Series, y: np.ndarray, numeric: bool) -> float:
+    if numeric:
+        values = pd.to_numeric(x, errors="coerce").to_numpy(dtype=float)
+        values = np.where(np.isnan(values), np.nanmedian(values), values)
+    else:
+        codes = x.astype(str).fillna("(missing)")
+        values = codes.map(pd.Series(y, index=codes.index).groupby(codes).mean()).to_numpy()
+    if np.all(values == values[0]):
+        return 0.5
+    auc = float(roc_auc_score(y, values))
+    return max(auc, 1.0 - auc)
+
+
+def validate_data(
+    frame: pd.DataFrame,
+    *,
+    roles: ColumnRoles,
+    data: DataConfig,
+    validation: ValidationConfig,
+    split: SplitConfig,
+) -> ValidatedData:
+    """Validate ``frame`` lazily; never mutates it. Returns the report and a clean copy."""
+    work = frame.copy()
+    issues: list[ValidationIssue] = []
+
+    text_cols = [c for c in (*roles.numeric, *roles.categorical) if c in work.columns]
+    if roles.value_column and roles.value_column in work.columns:
+        text_cols.append(roles.value_column)
+    blanks: dict[str, int] = {}
+    for col in text_cols:
+        if not pd.api.types.is_numeric_dtype(work[col]):
+            as_text = work[col].astype("string")
+            mask = as_text.str.match(BLANK).fillna(False).to_numpy(dtype=bool)
+            if mask.any():
+                blanks[col] = int(mask.sum())
+                work[col] = work[col].where(~mask, np.nan)
+    for seg in roles.segment_columns:
+        if seg not in work.columns:
+            issues.append(ValidationIssue(seg, "segment column missing from the data", 1,
+                                          ("data.segment_columns",)))
+
+    label_present = roles.label_column in work.columns
+    positive, negative = (
+        _label_values(work[roles.label_column], data) if label_present else (str(data.positive_label), None)
+    )
+    allowed = [positive] + ([negative] if negative is not None else [])
+    if label_present:
+        work[roles.label_column] = work[roles.label_column].astype(str).where(
+            work[roles.label_column].notna(), None
+        )
+    schema = build_schema(
+        roles,
+        label_values=allowed,
+        max_missing_share=validation.max_missing_share,
+        max_categories=validation.max_categories,
+    )
+    try:
+        schema.validate(work, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        issues.extend(_issues_from_pandera(exc.failure_cases))
+
+    label_counts: dict[str, int] = {}
+    if label_present:
+        label_counts = {str(k): int(v) for k, v in work[roles.label_column].value_counts().items()}
+        n_pos = label_counts.get(positive, 0)
+        n_neg = sum(v for k, v in label_counts.items() if k != positive)
+        if n_pos == 0 or n_neg == 0:
+            seen = ", ".join(sorted(label_counts)) or "nothing"
+            issues.append(ValidationIssue(
+                roles.label_column,
+                f"label is constant: need both '{positive}' and another value",
+                len(work), (seen,),
+            ))
+        else:
+            smallest = min(split.train_fraction, split.calibration_fraction,
+                           split.selection_fraction, split.test_fraction)
+            need = int(np.ceil(split.min_rows_per_class_per_split / smallest))
+            small = {k: v for k, v in {"positive": n_pos, "negative": n_neg}.items() if v < need}
+            for name, count in small.items():
+                issues.append(ValidationIssue(
+                    roles.label_column,
+                    f"{name} class too small for the splits: need >= {need} rows",
+                    count, (f"{count} rows",),
+                ))
+
+    missing_share = {
+        c: round(float(work[c].isna().mean()), 4)
+        for c in roles.features if c in work.columns and work[c].isna().any()
+    }
+    if not issues and label_present:
+        clean = _clean(work, roles=roles, positive=positive)
+        issues.extend(_leakage(clean, roles=roles, validation=validation))
+    report = ValidationReport(
+        passed=not issues,
+        rows=len(frame),
+        columns=frame.shape[1],
+        issues=tuple(issues),
+        blank_as_missing=blanks,
+        missing_share=missing_share,
+        label_counts=label_counts,
+    )
+    if not report.passed:
+        log.warning(report.summary())
+        return ValidatedData(report=report, frame=None)
+    return ValidatedData(report=report, frame=clean)
+
+
+def _clean(work: pd.DataFrame, *, roles: ColumnRoles, positive: str) -> pd.DataFrame:
+    out = work.copy()
+    for col in roles.numeric:
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    for col in roles.categorical:
+        missing = out[col].isna().to_numpy()
+        text = out[col].astype(str).to_numpy(dtype=object)
+        text[missing] = np.nan
+        out[col] = pd.Series(text, index=out.index, dtype=object)
+    if roles.value_column:
+        out[roles.value_column] = pd.to_numeric(out[roles.value_column]).astype(float)
+    out[roles.label_column] = (out[roles.label_column] == positive).astype("int8")
+    keep = [roles.id_column, *roles.features, roles.label_column]
+    extra = [c for c in (*roles.segment_columns, roles.value_column) if c and c not in keep]
+    return out[keep + extra].reset_index(drop=True)
+
+
+def _leakage(
+    clean: pd.DataFrame, *, roles: ColumnRoles, validation: ValidationConfig
+) -> list[ValidationIssue]:
+    sample = clean
+    if len(clean) > validation.leakage_sample_rows:
+        sample = clean.sample(validation.leakage_sample_rows, random_state=0)
+    y = sample[roles.label_column].to_numpy()
+    issues = []
+    for col in roles.features:
+        auc = _single_feature_auc(sample[col], y, numeric=col in roles.numeric)
+        if auc >= validation.leakage_auc:
+            issues.append(ValidationIssue(
+                col,
+                f"leakage: this feature alone separates the label (ROC-AUC {auc:.4f} >= "
+                f"{validation.leakage_auc}); drop it or list it under data.ignore",
+                len(sample), (f"AUC={auc:.4f}",),
+            ))
+    return issues
