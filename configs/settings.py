@@ -110,9 +110,6 @@ class LogisticConfig(Section):
     enabled: bool = True
     C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength.")
     max_iter: int = Field(1000, gt=0)
-    spline_knots: int = Field(
-        5, ge=0, description="Spline knots per numeric feature (0: linear terms only)."
-    )
 
 
 class ForestConfig(Section):
@@ -177,21 +174,28 @@ class EconomicsConfig(Section):
 
 class TierBand(Section):
     name: str
-    min_expected_value_usd: float = Field(
-        description="Lowest expected value of contacting (USD) that lands in this tier."
+    min_expected_value_usd: float | None = Field(
+        description="Lowest expected value of contacting (USD) that lands in this tier "
+        "(null: no lower bound)."
     )
 
 
 class PolicyConfig(Section):
     tiers: list[TierBand] = Field(
         default_factory=lambda: [
-            TierBand(name="no_action", min_expected_value_usd=float("-inf")),
+            TierBand(name="no_action", min_expected_value_usd=None),
             TierBand(name="monitor", min_expected_value_usd=-5.0),
             TierBand(name="contact", min_expected_value_usd=0.0),
             TierBand(name="priority_contact", min_expected_value_usd=40.0),
         ]
     )
     bootstrap_resamples: int = Field(500, ge=50, description="Resamples for profit spread.")
+
+    @model_validator(mode="after")
+    def _one_open_band(self) -> PolicyConfig:
+        if sum(t.min_expected_value_usd is None for t in self.tiers) != 1:
+            raise ValueError("policy.tiers needs exactly one band with min_expected_value_usd: null")
+        return self
 
 
 class BootstrapConfig(Section):
@@ -225,6 +229,11 @@ class CalibrationGateConfig(Section):
     max_ece: float = Field(0.03, gt=0, description="Absolute ECE ceiling on the whole test split.")
     alpha: float = Field(0.01, gt=0, lt=1, description="Significance of the ECE-vs-ideal test.")
     simulations: int = Field(500, ge=100, description="Parametric bootstrap draws.")
+    max_ece_excess: float = Field(
+        0.01, ge=0, description="ECE may exceed the (1 - alpha) quantile of a perfectly "
+        "calibrated model's ECE at the same sample size by at most this (overall and per "
+        "supported segment)."
+    )
     log_loss_margin: float = Field(
         0.002, ge=0, description="Calibrated log loss may exceed raw by at most this (nats)."
     )
@@ -251,7 +260,10 @@ class SegmentsGateConfig(Section):
         0.15, ge=0, description="Segment recall may fall below overall recall by this much."
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate (Holm).")
-    max_ece: float = Field(0.08, gt=0, description="Per-segment ECE ceiling (beyond noise).")
+    max_ece_excess: float = Field(
+        0.03, ge=0, description="Per-segment ECE may exceed its ideal (1 - alpha) quantile by "
+        "at most this."
+    )
 
 
 class StabilityGateConfig(Section):

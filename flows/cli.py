@@ -1,1 +1,145 @@
-def main(): pass
+"""The ``bayespilot`` command line.
+
+Exit codes for every command: 0 done (for ``run``: a decision was made, promoted or rejected),
+2 bad input (config or data), 3 rejected with ``--fail-on-reject``, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from configs.paths import DEFAULT_CONFIG, Workspace
+from configs.settings import BayesPilotConfig, ConfigError, load_config
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
+log = logging.getLogger("bayespilot")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bayespilot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the churn-promotion flow")
+    _common(run)
+    run.add_argument("--fail-on-reject", action="store_true", help="exit 3 when rejected")
+    run.add_argument("--no-prefect", action="store_true",
+                     help="call the stages directly, without Prefect (same functions)")
+    cfg = sub.add_parser("config", help="print the resolved configuration as JSON")
+    _common(cfg)
+    verify = sub.add_parser("verify", help="verify the promotion record chain")
+    _common(verify)
+    return parser
+
+
+def _setup_env(config: BayesPilotConfig) -> Workspace:
+    """Workspace-local state for Prefect (unless the user points elsewhere) and quiet
+    telemetry; must run before Prefect is imported."""
+    ws = Workspace.from_setting(config.paths.workspace)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(ws.prefect_home)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return ws
+
+
+def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    _setup_env(config)
+    from flows.promotion import NoCandidate, ValidationFailed, run_direct, run_prefect
+    from flows.reports import gate_table_text
+    from tasks.load_data import DataError
+
+    try:
+        result = run_direct(config) if args.no_prefect else run_prefect(config)
+    except ValidationFailed as exc:
+        print(exc.report.summary(), file=sys.stderr)
+        print(f"full report: {exc.report_path}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DataError as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NoCandidate as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    rec = result.outcome.record
+    print(result.data_summary)
+    print()
+    print(gate_table_text(result.gates))
+    print()
+    print(f"decision: {rec['decision'].upper()}  (record {rec['sequence']:06d} "
+          f"{rec['record_id'][:12]}, candidate {rec['candidate']}, "
+          f"calibration {rec['calibration']['method']}, policy {rec['policy_id'][:12]})")
+    for reason in result.outcome.reasons if rec["decision"] == "rejected" else ():
+        print(f"  - {reason}")
+    champ = rec.get("champion")
+    print(f"champion: {champ['model_name']} v{champ['model_version']}" if champ
+          else "champion: none")
+    if rec["decision"] == "rejected" and args.fail_on_reject:
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from tasks.records import RecordStore
+
+    ws = Workspace.from_setting(config.paths.workspace)
+    report = RecordStore(ws.promotions, ws.promotions_lock).verify()
+    if report.ok:
+        print(f"chain intact: {report.records} record(s), head "
+              f"{(report.head_id or '-')[:12]}")
+        return EXIT_OK
+    print("chain BROKEN:", file=sys.stderr)
+    for p in report.problems:
+        print(f"  - {p}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow warns on every pickle-format save; the served artifact is hash-verified instead.
+    for chatty in ("mlflow.sklearn", "mlflow.utils.environment", "mlflow.models.model"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
+    try:
+        config = load_config(Path(args.config), overrides=args.overrides)
+    except ConfigError as exc:
+        print(f"bad config: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if args.command == "run":
+            return cmd_run(args, config)
+        if args.command == "config":
+            print(json.dumps(config.model_dump(mode="json"), indent=2))
+            return EXIT_OK
+        if args.command == "verify":
+            return cmd_verify(args, config)
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except Exception as exc:  # the user sees one line; the log has the traceback
+        log.debug("unhandled error", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

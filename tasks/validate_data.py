@@ -16,9 +16,9 @@ import pandas as pd
 import pandera.pandas as pa
 from sklearn.metrics import roc_auc_score
 
-from configs.settings import DataConfig, SplitConfig, ValidationConfig
+from configs.settings import BayesPilotConfig, DataConfig, SplitConfig, ValidationConfig
 from schemas.churn import build_schema
-from tasks.load_data import ColumnRoles
+from tasks.load_data import ColumnRoles, resolve_roles
 
 log = logging.getLogger(__name__)
 
@@ -240,3 +240,18 @@ def _leakage(
                 len(sample), (f"AUC={auc:.4f}",),
             ))
     return issues
+
+
+@dataclass(frozen=True)
+class ValidatedTable:
+    roles: ColumnRoles
+    validated: ValidatedData
+
+
+def validate_table(frame: pd.DataFrame, *, config: BayesPilotConfig) -> ValidatedTable:
+    """Resolve column roles from config and data, then validate (the flow's validate stage)."""
+    roles = resolve_roles(frame, data=config.data,
+                          value_column=config.economics.customer_value.column)
+    validated = validate_data(frame, roles=roles, data=config.data,
+                              validation=config.validation, split=config.split)
+    return ValidatedTable(roles, validated)

@@ -1,0 +1,125 @@
+"""What people read: data summary, gate tables, the decision in markdown, and plots (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.gates import GateResult
+from tasks.load_data import ColumnRoles
+from tasks.split_data import Splits
+from tasks.validate_data import ValidationReport
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return round(value, 6) if np.isfinite(value) else str(value)
+    return json.dumps(value, default=str)[:500]
+
+
+def validation_rows(report: ValidationReport) -> list[dict[str, Any]]:
+    return [{"column": i.column, "check": i.check, "failing_count": i.failing_count,
+             "examples": ", ".join(i.examples)} for i in report.issues]
+
+
+def data_summary(source: str, roles: ColumnRoles, splits: Splits, report: ValidationReport) -> str:
+    base = splits.positive_rate["train"]
+    lines = [
+        "## Data summary",
+        f"- source: `{source}`",
+        f"- rows: {report.rows}, columns: {report.columns}, base churn rate: {base:.3f}",
+        f"- id: `{roles.id_column}`, label: `{roles.label_column}`",
+        f"- numeric ({len(roles.numeric)}): {', '.join(roles.numeric)}",
+        f"- categorical ({len(roles.categorical)}): {', '.join(roles.categorical)}",
+        f"- ignored: {', '.join(roles.ignored) or 'none'}; "
+        f"segments: {', '.join(roles.segment_columns) or 'none'}",
+    ]
+    if report.blank_as_missing:
+        lines.append(f"- blank cells read as missing: {report.blank_as_missing}")
+    lines += ["", "| split | rows | churn rate | sha256 |", "|---|---:|---:|---|"]
+    for name, rows in splits.rows.items():
+        lines.append(f"| {name} | {rows} | {splits.positive_rate[name]:.4f} | "
+                     f"`{splits.hashes[name][:16]}` |")
+    return "\n".join(lines)
+
+
+def gate_rows(gates: tuple[GateResult, ...]) -> list[dict[str, Any]]:
+    return [{"gate": g.gate, "passed": g.passed, "metric": g.metric, "value": _cell(g.value),
+             "interval": _cell(g.interval), "threshold": _cell(g.threshold),
+             "reason": g.reason} for g in gates]
+
+
+def gate_table_text(gates: tuple[GateResult, ...] | list[dict[str, Any]]) -> str:
+    rows = [g.as_dict() if isinstance(g, GateResult) else g for g in gates]
+    out = [f"{'gate':<12} {'result':<6} {'value':>12}  reason", "-" * 100]
+    for g in rows:
+        v = g.get("value")
+        vtxt = f"{v:.4f}" if isinstance(v, int | float) else str(v)
+        out.append(f"{g['gate']:<12} {'PASS' if g['passed'] else 'FAIL':<6} {vtxt:>12}  "
+                   f"{g['reason'][:160]}")
+    return "\n".join(out)
+
+
+def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
+    champ = record.get("champion") or {}
+    lines = [
+        f"# Decision: **{record['decision'].upper()}**",
+        f"- record `{record['record_id'][:12]}` (sequence {record['sequence']}), "
+        f"run `{record['run_id']}`",
+        f"- candidate: `{record.get('candidate')}`, calibration: "
+        f"`{record.get('calibration', {}).get('method')}`, policy `{str(record.get('policy_id'))[:12]}`",
+        f"- champion after this run: `{champ.get('model_name')}` v{champ.get('model_version')}"
+        if champ else "- no champion",
+        "", "## Why", *[f"- {r}" for r in record["reasons"]], "",
+        "## Gates", "| gate | passed | metric | value | interval | threshold |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    for g in record["gates"]:
+        lines.append(f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['metric']} | "
+                     f"{_cell(g['value'])} | {_cell(g['interval'])} | {_cell(g['threshold'])} |")
+    if plots:
+        lines += ["", "## Plots", *[f"- {k}: `{v}`" for k, v in plots.items()]]
+    return "\n".join(lines)
+
+
+def plot_reliability(table: pd.DataFrame, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
+    for kind, grp in table.groupby("kind"):
+        ax.plot(grp["predicted"], grp["observed"], marker="o", label=str(kind))
+    ax.set(xlabel="mean predicted churn probability", ylabel="observed churn rate", title=title)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_profit_curve(curve: pd.DataFrame, chosen_share: float, chosen_profit: float,
+                      path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve["contact_share"], curve["profit_per_customer_usd"], label="top share by EV")
+    ax.scatter([chosen_share], [chosen_profit], color="red", zorder=3, label="chosen policy")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="share of customers contacted", ylabel="profit per customer (USD)", title=title)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path

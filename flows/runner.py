@@ -1,0 +1,93 @@
+"""How stages run: as Prefect task runs inside a flow, or as direct calls (for benchmarks and
+for measuring Prefect's overhead against the very same functions)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    flow_run_id: str | None
+
+    def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
+
+    def concurrent(self, name: str, fn: Callable[..., T], calls: Sequence[dict[str, Any]],
+                   labels: Sequence[str]) -> list[T]: ...
+
+    def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None: ...
+
+    def markdown(self, key: str, text: str, description: str) -> None: ...
+
+
+class DirectRunner:
+    """Plain calls; concurrent stages on a thread pool of the same width Prefect uses."""
+
+    flow_run_id: str | None = None
+
+    def __init__(self, max_workers: int = 3) -> None:
+        self.max_workers = max_workers
+
+    def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return fn(*args, **kwargs)
+
+    def concurrent(self, name: str, fn: Callable[..., T], calls: Sequence[dict[str, Any]],
+                   labels: Sequence[str]) -> list[T]:
+        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+            futures = [pool.submit(fn, **kw) for kw in calls]
+            return [f.result() for f in futures]
+
+    def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
+        return None
+
+    def markdown(self, key: str, text: str, description: str) -> None:
+        return None
+
+
+class PrefectRunner:
+    """Each stage a named Prefect task run. Results that carry frames or models are not
+    persisted (no result storage, no cache keys computed over frames)."""
+
+    def __init__(self, retries: dict[str, int] | None = None) -> None:
+        from prefect.runtime import flow_run
+
+        self.flow_run_id = str(flow_run.id) if flow_run.id else None
+        self.retries = retries or {}
+        self._tasks: dict[str, Any] = {}
+
+    def _task(self, name: str, fn: Callable[..., Any]) -> Any:
+        if name not in self._tasks:
+            from prefect import task
+            from prefect.cache_policies import NO_CACHE
+
+            self._tasks[name] = task(
+                fn, name=name, persist_result=False, cache_policy=NO_CACHE,
+                retries=self.retries.get(name, 0), retry_delay_seconds=2,
+            )
+        return self._tasks[name]
+
+    def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        result: T = self._task(name, fn)(*args, **kwargs)
+        return result
+
+    def concurrent(self, name: str, fn: Callable[..., T], calls: Sequence[dict[str, Any]],
+                   labels: Sequence[str]) -> list[T]:
+        t = self._task(name, fn)
+        futures = [t.with_options(task_run_name=f"{name}-{label}").submit(**kw)
+                   for kw, label in zip(calls, labels, strict=True)]
+        return [f.result() for f in futures]
+
+    def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(table=rows, key=key, description=description)
+
+    def markdown(self, key: str, text: str, description: str) -> None:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(markdown=text, key=key, description=description)

@@ -1,0 +1,206 @@
+"""Shared evaluation: economics, calibration error, and a vectorised paired bootstrap.
+
+The bootstrap draws one seeded index matrix per call site and turns it into a count matrix
+(resamples x rows), so every metric of a comparison is computed on the very same resamples
+(paired). Large inputs are resampled in chunks of resamples, optionally on a seeded subsample
+of rows that is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from configs.settings import BootstrapConfig, EconomicsConfig
+
+EPS = 1e-15
+
+
+# ---------------------------------------------------------------- economics
+def customer_values(frame: pd.DataFrame, *, economics: EconomicsConfig) -> np.ndarray:
+    """Value of keeping each customer (USD): ``column x multiplier`` or the constant."""
+    cv = economics.customer_value
+    if cv.column:
+        if cv.column not in frame.columns:
+            raise KeyError(f"economics.customer_value.column {cv.column!r} is not in the data")
+        return frame[cv.column].to_numpy(dtype=float) * cv.multiplier
+    return np.full(len(frame), cv.constant_usd, dtype=float)
+
+
+def expected_value(p: np.ndarray, values: np.ndarray, *, economics: EconomicsConfig) -> np.ndarray:
+    """Expected value of contacting (USD): ``p * save_rate * value - contact_cost``."""
+    return p * economics.save_rate * values - economics.contact_cost_usd
+
+
+def realised_profit(y: np.ndarray, values: np.ndarray, *, economics: EconomicsConfig) -> np.ndarray:
+    """Per-customer profit of a contact given the outcome (USD): churners are saved at
+    ``save_rate`` (expected over the save), every contact costs ``contact_cost``."""
+    return y * economics.save_rate * values - economics.contact_cost_usd
+
+
+# ---------------------------------------------------------------- probability metrics
+def ece(y: np.ndarray, p: np.ndarray, *, n_bins: int) -> float:
+    """Expected calibration error over quantile bins (weighted mean |observed - predicted|)."""
+    return float(ece_table(y, p, n_bins=n_bins)["weighted_gap"].sum())
+
+
+def _quantile_bins(p: np.ndarray, n_bins: int) -> np.ndarray:
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) < 2:
+        return np.zeros(len(p), dtype=np.int64)
+    return np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
+
+
+def ece_table(y: np.ndarray, p: np.ndarray, *, n_bins: int) -> pd.DataFrame:
+    """Per-bin counts, mean predicted and observed rate, and the bin's share of the ECE."""
+    bins = _quantile_bins(p, n_bins)
+    df = pd.DataFrame({"bin": bins, "p": p, "y": y})
+    g = df.groupby("bin").agg(count=("y", "size"), predicted=("p", "mean"), observed=("y", "mean"))
+    g["weighted_gap"] = (g["observed"] - g["predicted"]).abs() * g["count"] / len(p)
+    return g.reset_index()
+
+
+def ece_null_quantile(
+    p: np.ndarray, *, n_bins: int, simulations: int, quantile: float, seed: int
+) -> tuple[float, np.ndarray]:
+    """ECE of a perfectly calibrated model at this sample size: labels drawn from ``p``.
+
+    Returns the ``quantile`` of the simulated ECEs and the simulations (vectorised)."""
+    rng = np.random.default_rng(seed)
+    bins = _quantile_bins(p, n_bins)
+    k = int(bins.max()) + 1
+    counts = np.bincount(bins, minlength=k).astype(float)
+    pred_sum = np.bincount(bins, weights=p, minlength=k)
+    sims = np.empty(simulations)
+    chunk = max(1, int(2e7 // max(len(p), 1)))
+    for start in range(0, simulations, chunk):
+        stop = min(simulations, start + chunk)
+        draws = rng.random((stop - start, len(p))) < p
+        obs_sum = np.stack([np.bincount(bins, weights=row, minlength=k) for row in draws])
+        sims[start:stop] = np.abs(obs_sum - pred_sum).sum(axis=1) / len(p)
+    del counts
+    return float(np.quantile(sims, quantile)), sims
+
+
+@dataclass(frozen=True)
+class ProbabilityMetrics:
+    """Ranking metrics (roc_auc, pr_auc) kept apart from probability metrics."""
+
+    roc_auc: float
+    pr_auc: float
+    brier: float
+    log_loss: float
+    ece: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 6) for k, v in self.__dict__.items()}
+
+
+def probability_metrics(y: np.ndarray, p: np.ndarray, *, n_bins: int) -> ProbabilityMetrics:
+    pc = np.clip(p, EPS, 1 - EPS)
+    return ProbabilityMetrics(
+        roc_auc=float(roc_auc_score(y, p)),
+        pr_auc=float(average_precision_score(y, p)),
+        brier=float(brier_score_loss(y, p)),
+        log_loss=float(log_loss(y, pc, labels=[0, 1])),
+        ece=ece(y, p, n_bins=n_bins),
+    )
+
+
+# ---------------------------------------------------------------- bootstrap
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    point: float
+
+    def as_list(self) -> list[float]:
+        return [round(self.low, 6), round(self.high, 6)]
+
+
+class PairedBootstrap:
+    """Seeded resampling counts shared by every metric of one comparison.
+
+    ``rows`` is the subsample used (all rows unless ``max_rows`` capped it).
+    """
+
+    def __init__(self, n: int, *, config: BootstrapConfig, resamples: int | None = None,
+                 seed_offset: int = 0) -> None:
+        self.config = config
+        self.resamples = resamples or config.resamples
+        rng = np.random.default_rng(config.seed + seed_offset)
+        self.rows = (
+            np.sort(rng.choice(n, size=config.max_rows, replace=False))
+            if n > config.max_rows else np.arange(n)
+        )
+        self.subsampled = n > config.max_rows
+        self.n = len(self.rows)
+        self._seed = int(rng.integers(0, 2**32 - 1))
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Count matrices (chunk x n): how often each row appears in each resample."""
+        rng = np.random.default_rng(self._seed)
+        step = self.config.chunk_resamples
+        for start in range(0, self.resamples, step):
+            b = min(step, self.resamples - start)
+            idx = rng.integers(0, self.n, size=(b, self.n))
+            flat = (idx + (np.arange(b) * self.n)[:, None]).ravel()
+            yield np.bincount(flat, minlength=b * self.n).reshape(b, self.n).astype(np.float64)
+
+    def describe(self) -> dict[str, object]:
+        return {"resamples": self.resamples, "rows": self.n, "subsampled": self.subsampled,
+                "seed": self.config.seed}
+
+    def run(self, stat: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Apply ``stat`` (count matrix -> one value per resample) to every chunk."""
+        return np.concatenate([stat(c) for c in self.chunks()])
+
+
+def interval(samples: np.ndarray, point: float, confidence: float) -> Interval:
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(samples, [a, 1 - a])
+    return Interval(float(lo), float(hi), float(point))
+
+
+def weighted_mean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return (counts @ values) / counts.sum(axis=1)
+
+
+def weighted_average_precision(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Average precision per resample (rows weighted by counts), matching sklearn on ties."""
+    order = np.argsort(-score, kind="mergesort")
+    s, yy, c = score[order], y[order].astype(float), counts[:, order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(c * yy, axis=1)[:, last]
+    fp = np.cumsum(c * (1 - yy), axis=1)[:, last]
+    total = tp[:, -1:]
+    precision = tp / np.maximum(tp + fp, EPS)
+    recall = tp / np.maximum(total, EPS)
+    d_recall = np.diff(np.concatenate([np.zeros((len(c), 1)), recall], axis=1), axis=1)
+    out: np.ndarray = (d_recall * precision).sum(axis=1)
+    return out
+
+
+def weighted_roc_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """ROC-AUC per resample via weighted ranks (ties count one half)."""
+    order = np.argsort(score, kind="mergesort")
+    s, yy, c = score[order], y[order].astype(float), counts[:, order]
+    neg = c * (1 - yy)
+    pos = c * yy
+    cum_neg = np.cumsum(neg, axis=1)
+    # negatives strictly below each position, and tied negatives within its score group
+    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(s)]))
+    ends = np.r_[starts[1:], len(s)] - 1
+    below = np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0)[:, group]
+    tied = (cum_neg[:, ends] - np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0))
+    tied = tied[:, group]
+    n_pos = pos.sum(axis=1)
+    n_neg = neg.sum(axis=1)
+    wins = (pos * (below + 0.5 * tied)).sum(axis=1)
+    out: np.ndarray = wins / np.maximum(n_pos * n_neg, EPS)
+    return out

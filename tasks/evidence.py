@@ -1,0 +1,171 @@
+"""Evidence the gates judge: the candidate's decisions on test, refits for stability, and the
+champion scored on the same rows. Plain computations; the gates in ``tasks.gates`` decide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold
+
+from configs.settings import BayesPilotConfig
+from tasks.calibrate import CalibratedModel, fit_calibrator
+from tasks.evaluate import customer_values, expected_value, realised_profit
+from tasks.gates import (
+    ChampionScores,
+    GateResult,
+    StabilityEvidence,
+    TechnicalEvidence,
+    gate_baseline,
+    gate_business,
+    gate_calibration,
+    gate_champion,
+    gate_error_cost,
+    gate_segments,
+    gate_stability,
+    gate_technical,
+    gate_threshold,
+    guarded,
+    segment_index,
+)
+from tasks.records import load_verified_model, load_verified_policy_text
+from tasks.select_policy import Policy, apply_policy, capacity_share, profit_per_customer
+from tasks.split_data import Splits
+from tasks.train_candidates import TrainedModel, build_candidate
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """A model's probabilities and decisions on one split under a policy."""
+
+    y: np.ndarray
+    p: np.ndarray
+    values: np.ndarray
+    ev: np.ndarray
+    contact: np.ndarray
+    profit: np.ndarray  # realised profit per customer (USD), 0 when not contacted
+
+    @property
+    def profit_if_contacted(self) -> np.ndarray:
+        return np.where(self.contact, self.profit, 0.0)
+
+
+def score_split(p: np.ndarray, frame: pd.DataFrame, y: np.ndarray, policy: Policy, *,
+                config: BayesPilotConfig) -> SplitScores:
+    econ = config.economics
+    d = apply_policy(p, frame, policy)
+    values = customer_values(frame, economics=econ)
+    return SplitScores(y, p, values, d.expected_value_usd, d.contact,
+                       profit_per_customer(y, values, d.contact, economics=econ))
+
+
+def measure_stability(
+    chosen: CalibratedModel, splits: Splits, policy: Policy, *, config: BayesPilotConfig
+) -> StabilityEvidence:
+    """Repeated stratified k-fold refits of the chosen pipeline on train + selection, each
+    calibrated with the chosen method on the calibration split; ROC-AUC and profit per
+    customer (USD) on each held-out fold."""
+    cfg = config.gates.stability
+    data = pd.concat([splits.train, splits.selection], ignore_index=True)
+    subsampled = len(data) > cfg.max_rows
+    if subsampled:
+        data = data.sample(cfg.max_rows, random_state=config.split.seed).reset_index(drop=True)
+    feats, label = list(splits.roles.features), splits.roles.label_column
+    X, y = data[feats], data[label].to_numpy(dtype=np.int64)
+    X_cal, y_cal = splits.X("calibration"), splits.y("calibration")
+    folds = RepeatedStratifiedKFold(n_splits=cfg.n_splits, n_repeats=cfg.n_repeats,
+                                    random_state=config.split.seed)
+    aucs, profits = [], []
+    for fit_idx, hold_idx in folds.split(X, y):
+        pipe = build_candidate(chosen.name, splits.roles, config=config.candidates)
+        pipe.fit(X.iloc[fit_idx], y[fit_idx])
+        est = fit_calibrator(pipe, X_cal, y_cal, method=chosen.method)
+        p = est.predict_proba(X.iloc[hold_idx])[:, 1]  # type: ignore[attr-defined]
+        held = data.iloc[hold_idx]
+        s = score_split(p, held, y[hold_idx], policy, config=config)
+        aucs.append(float(roc_auc_score(y[hold_idx], p)))
+        profits.append(float(s.profit.mean()))
+    return StabilityEvidence(aucs, profits, len(data), subsampled)
+
+
+def score_champion(
+    champion: dict[str, Any] | None, record_id: str, splits: Splits, workspace_root: Path,
+    *, config: BayesPilotConfig,
+) -> ChampionScores | None:
+    """Load the champion (hash-verified) and score the test split under its own policy."""
+    if champion is None:
+        return None
+    version = str(champion.get("model_version"))
+    try:
+        model = load_verified_model(workspace_root, champion)
+        policy = Policy.from_json(load_verified_policy_text(workspace_root, champion))
+        test = splits.test
+        needed = [c for col_list in champion.get("features", {}).values() for c in col_list]
+        missing = [c for c in needed if c not in test.columns]
+        if missing:
+            raise KeyError(f"test split lacks the champion's features {missing}")
+        p = model.predict_proba(test[needed])[:, 1]
+        s = score_split(p, test, splits.y("test"), policy, config=config)
+        return ChampionScores(version, record_id, s.profit)
+    except Exception as exc:
+        return ChampionScores(version, record_id, None, error=f"{type(exc).__name__}: {exc}")
+
+
+def run_gates(
+    chosen: CalibratedModel,
+    baselines: tuple[TrainedModel, ...],
+    splits: Splits,
+    policy: Policy,
+    *,
+    technical: TechnicalEvidence | None,
+    stability: StabilityEvidence | None,
+    champion: ChampionScores | None,
+    config: BayesPilotConfig,
+) -> tuple[GateResult, ...]:
+    """Every gate, in order, on the test split (each guarded: an error is a failed gate)."""
+    g, boot, econ = config.gates, config.bootstrap, config.economics
+    n_bins = config.calibration.n_bins
+    test, y = splits.test, splits.y("test")
+    X_test = splits.X("test")
+    cand = score_split(chosen.predict(X_test), test, y, policy, config=config)
+    p_raw = chosen.raw.predict(X_test)
+    base_scores = {b.name: score_split(b.predict(X_test), test, y, policy, config=config)
+                   for b in baselines if b.ok}
+    contact_all = realised_profit(y, cand.values, economics=econ)
+    segments = segment_index(test, splits.roles.segment_columns)
+    sel = splits.selection
+    y_sel = splits.y("selection")
+    sel_scores = score_split(chosen.predict(splits.X("selection")), sel, y_sel, policy,
+                             config=config)
+    ev_sel = expected_value(sel_scores.p, sel_scores.values, economics=econ)
+    profit_if_sel = realised_profit(y_sel, sel_scores.values, economics=econ)
+    share = capacity_share(econ, sum(splits.rows.values()))
+    return (
+        guarded("baseline", lambda: gate_baseline(
+            y, cand.p, cand.profit, {k: (v.p, v.profit) for k, v in base_scores.items()},
+            config=g.baseline, bootstrap=boot)),
+        guarded("business", lambda: gate_business(
+            cand.profit, contact_all, cand.contact, capacity_share=share, config=g.business,
+            bootstrap=boot)),
+        guarded("calibration", lambda: gate_calibration(
+            y, cand.p, p_raw, segments, n_bins=n_bins,
+            min_segment_rows=g.segments.min_segment_rows, config=g.calibration, bootstrap=boot)),
+        guarded("threshold", lambda: gate_threshold(
+            ev_sel, profit_if_sel, sel_scores.profit, cand.profit, cand.contact,
+            config=g.threshold, bootstrap=boot)),
+        guarded("segments", lambda: gate_segments(
+            y, cand.p, cand.contact, segments, n_bins=n_bins, config=g.segments,
+            calibration=g.calibration, bootstrap=boot)),
+        guarded("stability", lambda: gate_stability(stability, config=g.stability)),
+        guarded("error-cost", lambda: gate_error_cost(
+            y, cand.values, cand.contact, {k: v.contact for k, v in base_scores.items()},
+            segments, save_rate=econ.save_rate, contact_cost_usd=econ.contact_cost_usd,
+            min_segment_rows=g.segments.min_segment_rows, config=g.error_cost, bootstrap=boot)),
+        guarded("technical", lambda: gate_technical(technical, config=g.technical)),
+        guarded("champion", lambda: gate_champion(
+            cand.profit, champion, config=g.champion, bootstrap=boot)),
+    )

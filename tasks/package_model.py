@@ -1,0 +1,159 @@
+"""The served artifact: the calibrated pipeline serialized with joblib, its SHA-256, and a
+measurement of the real file in a fresh Python process (the technical gate's evidence).
+
+Run as ``python -m tasks.package_model ARTIFACT ROWS.parquet OUT.npy LATENCY_ROWS``: the probe
+loads the artifact, predicts ``ROWS`` in one batch into ``OUT.npy`` and times ``LATENCY_ROWS``
+single-row predictions, printing a JSON line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from configs.settings import TechnicalGateConfig
+from tasks.gates import TechnicalEvidence
+from tasks.select_policy import Policy
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(estimator: object, path: Path) -> str:
+    """Serialize ``estimator`` atomically; return the file's SHA-256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        joblib.dump(estimator, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file_sha256(path)
+
+
+def measure_artifact(
+    path: Path,
+    estimator: object,
+    X: pd.DataFrame,  # noqa: N803
+    *,
+    reload_rows: int,
+    latency_rows: int,
+    timeout_s: float = 300.0,
+) -> TechnicalEvidence:
+    """Load ``path`` in a fresh interpreter, compare its predictions with ``estimator``'s on
+    the first ``reload_rows`` of ``X`` and time single-row predictions (ms)."""
+    sample = X.head(reload_rows).reset_index(drop=True)
+    expected = estimator.predict_proba(sample)[:, 1]  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory(prefix="bayespilot-probe-") as tmp:
+        rows_path, out_path = Path(tmp) / "rows.pkl", Path(tmp) / "out.npy"
+        sample.to_pickle(rows_path)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "tasks.package_model", str(path), str(rows_path),
+             str(out_path), str(latency_rows)],
+            capture_output=True, text=True, timeout=timeout_s, env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        if proc.returncode != 0:
+            return TechnicalEvidence(path.stat().st_size, False, None, 0, {},
+                                     error=proc.stderr.strip().splitlines()[-1:][0]
+                                     if proc.stderr.strip() else f"exit {proc.returncode}")
+        probe = json.loads(proc.stdout.strip().splitlines()[-1])
+        got = np.load(out_path)
+    return TechnicalEvidence(
+        artifact_bytes=path.stat().st_size,
+        loaded_in_fresh_process=True,
+        max_abs_diff_after_reload=float(np.max(np.abs(got - expected))) if len(got) else 0.0,
+        rows_compared=len(got),
+        single_row_latency_ms=probe["latency_ms"],
+        extra={"load_seconds": probe["load_seconds"]},
+    )
+
+
+def _probe(artifact: str, rows: str, out: str, latency_rows: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    model = joblib.load(artifact)
+    load_s = time.perf_counter() - start
+    frame = pd.read_pickle(rows)
+    np.save(out, model.predict_proba(frame)[:, 1])
+    times = []
+    for i in range(min(latency_rows, len(frame))):
+        row = frame.iloc[[i]]
+        t = time.perf_counter()
+        model.predict_proba(row)
+        times.append((time.perf_counter() - t) * 1000)
+    arr = np.asarray(times) if times else np.asarray([np.inf])
+    return {"load_seconds": round(load_s, 4),
+            "latency_ms": {"p50": float(np.percentile(arr, 50)),
+                           "p95": float(np.percentile(arr, 95)),
+                           "p99": float(np.percentile(arr, 99)), "n": len(times)}}
+
+
+if __name__ == "__main__":
+    a, r, o, n = sys.argv[1:5]
+    print(json.dumps(_probe(a, r, o, int(n))))
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """Paths (absolute) and SHA-256 of the served model and policy, plus the technical probe."""
+
+    artifact_path: Path
+    artifact_sha256: str
+    policy_path: Path
+    policy_sha256: str
+    technical: TechnicalEvidence
+
+
+def package_model(
+    estimator: object,
+    policy: Policy,
+    X_test: pd.DataFrame,  # noqa: N803
+    *,
+    directory: Path,
+    config: TechnicalGateConfig,
+) -> PackagedModel:
+    """Write ``model.joblib`` and ``policy.json`` into ``directory`` (atomically) and measure
+    the written artifact in a fresh process."""
+    artifact = directory / "model.joblib"
+    sha = save_artifact(estimator, artifact)
+    policy_path = directory / "policy.json"
+    atomic_write_bytes(policy_path, policy.to_json().encode())
+    technical = measure_artifact(artifact, estimator, X_test, reload_rows=config.reload_rows,
+                                 latency_rows=config.latency_rows)
+    return PackagedModel(artifact, sha, policy_path, file_sha256(policy_path), technical)

@@ -1,0 +1,251 @@
+"""Promotion: the decision from the gates, the MLflow registry alias move (only when every gate
+passed), and the append-only record that ties run, data, config, gates, policy and artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from configs.paths import REPO_ROOT, Workspace
+from configs.settings import BayesPilotConfig
+from tasks.gates import GATE_IDS, GateResult
+from tasks.records import RecordStore, champion_of
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ("scikit-learn", "numpy", "pandas", "pandera", "mlflow", "prefect", "joblib", "scipy")
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """Everything the record states about one promotion run."""
+
+    run_id: str
+    flow_run_id: str | None
+    mlflow_run_id: str | None
+    config: BayesPilotConfig
+    data_source: str
+    data_sha256: str
+    split_hashes: dict[str, str]
+    split_rows: dict[str, int]
+    features: dict[str, list[str]]
+    schema: dict[str, Any]
+    candidate: str | None
+    calibration: dict[str, Any]
+    candidates: dict[str, Any]
+    baselines: dict[str, Any]
+    gates: tuple[GateResult, ...]
+    policy: dict[str, Any] | None
+    policy_id: str | None
+    policy_path: str | None  # relative to the workspace
+    policy_sha256: str | None
+    artifact_path: str | None  # relative to the workspace
+    artifact_sha256: str | None
+    gated_against: dict[str, Any] | None  # champion block the champion gate compared with
+    started_at: str
+    notes: tuple[str, ...] = ()
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registration:
+    model_name: str
+    model_version: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class PromotionOutcome:
+    decision: str  # "promoted" | "rejected"
+    reasons: tuple[str, ...]
+    record_path: Path
+    record: dict[str, Any]
+    registration: Registration | None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def git_state() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = run("rev-parse", "HEAD")
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    return {"git_commit": commit or None, "git_dirty": dirty if commit else None}
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def decide(gates: tuple[GateResult, ...]) -> tuple[str, tuple[str, ...]]:
+    """Promoted only when every gate ran and passed; the reasons name each failure."""
+    by_id = {g.gate: g for g in gates}
+    missing = [g for g in GATE_IDS if g not in by_id]
+    failed = [g for g in gates if not g.passed]
+    if not missing and not failed:
+        return "promoted", tuple(f"{g.gate}: {g.reason}" for g in gates)
+    reasons = [f"gate {g} did not run" for g in missing]
+    reasons += [f"{g.gate} failed: {g.reason}" for g in failed]
+    return "rejected", tuple(reasons)
+
+
+def promote(
+    evidence: RunEvidence,
+    *,
+    workspace: Workspace,
+    register: Callable[[], Registration],
+    move_aliases: Callable[[Registration, dict[str, Any] | None], None],
+    lock_timeout_s: float = 60.0,
+) -> PromotionOutcome:
+    """Decide, and append the record; register and move aliases only when promoted.
+
+    Holding the record lock: if the champion changed since the champion gate ran, the run is
+    rejected (its comparison is stale) so two runs can never both replace the same champion.
+    """
+    store = RecordStore(workspace.promotions, workspace.promotions_lock)
+    decision, reasons = decide(evidence.gates)
+    registration: Registration | None = None
+    with store.locked(lock_timeout_s):
+        head = store.head()
+        current = champion_of(head)
+        if decision == "promoted" and _champion_key(current) != _champion_key(evidence.gated_against):
+            decision = "rejected"
+            reasons = ("the champion changed while this run was gating (now "
+                       f"{_champion_key(current)}); re-run to compare against it",)
+        if decision == "promoted":
+            registration = register()
+            move_aliases(registration, current)
+        champion_after = current
+        if decision == "promoted" and registration is not None:
+            champion_after = {
+                "model_name": registration.model_name,
+                "model_version": registration.model_version,
+                "model_uri": registration.model_uri,
+                "artifact_path": evidence.artifact_path,
+                "artifact_sha256": evidence.artifact_sha256,
+                "policy_id": evidence.policy_id,
+                "policy_path": evidence.policy_path,
+                "policy_sha256": evidence.policy_sha256,
+                "promoted_by_run": evidence.run_id,
+                "features": evidence.features,
+            }
+        body = _record_body(evidence, decision, reasons, registration, champion_after, current)
+        path, record = store.append_locked(lambda _head: body)
+    log.info("decision %s recorded in %s", decision, path.name)
+    return PromotionOutcome(decision, reasons, path, record, registration)
+
+
+def _champion_key(block: dict[str, Any] | None) -> str | None:
+    if not block:
+        return None
+    return f"{block.get('model_name')}@{block.get('model_version')}"
+
+
+def _record_body(
+    ev: RunEvidence,
+    decision: str,
+    reasons: tuple[str, ...],
+    registration: Registration | None,
+    champion_after: dict[str, Any] | None,
+    previous_champion: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "kind": "promotion",
+        "decision": decision,
+        "reasons": list(reasons),
+        "champion": champion_after,
+        "previous_champion": previous_champion,
+        "run_id": ev.run_id,
+        "flow_run_id": ev.flow_run_id,
+        "mlflow_run_id": ev.mlflow_run_id,
+        "model_name": registration.model_name if registration else None,
+        "model_version": registration.model_version if registration else None,
+        **git_state(),
+        "config": ev.config.model_dump(mode="json"),
+        "config_sha256": ev.config.sha256(),
+        "data": {"source": ev.data_source, "sha256": ev.data_sha256,
+                 "split_hashes": ev.split_hashes, "split_rows": ev.split_rows},
+        "features": ev.features,
+        "schema": ev.schema,
+        "candidate": ev.candidate,
+        "candidates": ev.candidates,
+        "baselines": ev.baselines,
+        "calibration": ev.calibration,
+        "gates": [g.as_dict() for g in ev.gates],
+        "policy": ev.policy,
+        "policy_id": ev.policy_id,
+        "artifact": {"path": ev.artifact_path, "sha256": ev.artifact_sha256},
+        "explanation": ev.explanation,
+        "notes": list(ev.notes),
+        "packages": package_versions(),
+        "started_at": ev.started_at,
+        "finished_at": now_iso(),
+    }
+
+
+# ---------------------------------------------------------------- MLflow registry
+def mlflow_register(
+    estimator: object,
+    sample: Any,
+    *,
+    tracking_uri: str,
+    model_name: str,
+    parent_run_id: str | None,
+    policy_file: Path,
+    tags: dict[str, str],
+) -> Registration:
+    """Log the served (calibrated) pipeline with its policy document to the flow's MLflow run
+    and register it as a new version of ``model_name``."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(tracking_uri)
+    proba = estimator.predict_proba(sample)  # type: ignore[attr-defined]
+    with mlflow.start_run(run_id=parent_run_id) if parent_run_id else mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            estimator, name="served_model", serialization_format="pickle",
+            signature=infer_signature(sample, proba), input_example=sample.head(3),
+            pip_requirements=[f"{p}=={v}" for p, v in package_versions().items()
+                              if p in ("scikit-learn", "numpy", "pandas", "scipy", "joblib")],
+            extra_files=[str(policy_file)],
+        )
+        mlflow.log_artifact(str(policy_file), artifact_path="policy")
+    mv = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    return Registration(model_name, str(mv.version), f"models:/{model_name}/{mv.version}")
+
+
+def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, Any] | None], None]:
+    """Alias ``champion`` -> the new version; the old champion keeps alias ``previous``."""
+
+    def move(reg: Registration, current: dict[str, Any] | None) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        if current and current.get("model_name") == reg.model_name:
+            client.set_registered_model_alias(reg.model_name, "previous",
+                                              str(current["model_version"]))
+        client.set_registered_model_alias(reg.model_name, "champion", reg.model_version)
+
+    return move

@@ -1,0 +1,257 @@
+"""The operating policy from business economics.
+
+Expected value of contacting a customer (USD) = ``p * save_rate * value - contact_cost``.
+Contact when it is at least the policy's cut-off: 0 without a capacity, otherwise the value that
+meets the capacity on the selection split (as a share of customers, so one request can be decided
+alone). Tiers come from expected-value bands, never from fixed probabilities.
+
+The policy is a JSON document whose id is the SHA-256 of its canonical content; serving applies
+it as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.settings import BootstrapConfig, EconomicsConfig, PolicyConfig
+from tasks.evaluate import (
+    Interval,
+    PairedBootstrap,
+    customer_values,
+    expected_value,
+    interval,
+    realised_profit,
+    weighted_mean,
+)
+
+CONTACT = "contact"
+NO_CONTACT = "no_contact"
+POLICY_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The served decision rule. ``document`` is the JSON content; ``policy_id`` its SHA-256."""
+
+    document: dict[str, Any]
+
+    @property
+    def policy_id(self) -> str:
+        return policy_sha256(self.document)
+
+    @property
+    def cutoff_usd(self) -> float:
+        return float(self.document["cutoff_expected_value_usd"])
+
+    def to_json(self) -> str:
+        return json.dumps({**self.document, "policy_id": self.policy_id}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        doc = json.loads(text)
+        claimed = doc.pop("policy_id", None)
+        policy = cls(doc)
+        if claimed is not None and claimed != policy.policy_id:
+            raise ValueError(f"policy id mismatch: file says {claimed}, content is {policy.policy_id}")
+        return policy
+
+
+def policy_sha256(document: dict[str, Any]) -> str:
+    body = {k: v for k, v in document.items() if k != "policy_id"}
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Per-customer outputs of applying a policy."""
+
+    expected_value_usd: np.ndarray
+    contact: np.ndarray  # bool
+    tier: np.ndarray  # object (str)
+
+
+def _economics_from(document: dict[str, Any]) -> EconomicsConfig:
+    return EconomicsConfig.model_validate(document["economics"])
+
+
+def capacity_share(economics: EconomicsConfig, population_rows: int) -> float | None:
+    """Capacity as a share of customers: a share as given, a count over the population."""
+    cap = economics.capacity
+    if cap is None:
+        return None
+    return float(cap) if cap < 1 else min(1.0, float(cap) / max(population_rows, 1))
+
+
+def assign_tiers(ev: np.ndarray, contact: np.ndarray, tiers: list[dict[str, Any]]) -> np.ndarray:
+    """Tier by expected-value band; the action wins where a band and the action disagree
+    (e.g. a positive value beyond capacity is shown in the highest non-contact tier)."""
+    mins = np.array([-np.inf if t["min_expected_value_usd"] is None
+                     else t["min_expected_value_usd"] for t in tiers], dtype=float)
+    names = np.array([t["name"] for t in tiers], dtype=object)
+    is_contact = np.array([t["contact"] for t in tiers], dtype=bool)
+    band = np.clip(np.searchsorted(mins, ev, side="right") - 1, 0, len(tiers) - 1)
+    lowest_contact = int(np.argmax(is_contact))
+    highest_quiet = int(len(tiers) - 1 - np.argmax(~is_contact[::-1]))
+    band = np.where(contact & ~is_contact[band], lowest_contact, band)
+    band = np.where(~contact & is_contact[band], highest_quiet, band)
+    out: np.ndarray = names[band]
+    return out
+
+
+def apply_policy(p: np.ndarray, frame: pd.DataFrame, policy: Policy) -> Decisions:
+    """Decide for each row: expected value (USD), contact or not, tier."""
+    economics = _economics_from(policy.document)
+    ev = expected_value(p, customer_values(frame, economics=economics), economics=economics)
+    contact = ev >= policy.cutoff_usd
+    # A cut-off of 0 contacts only customers worth contacting (ties at exactly 0 do not pay).
+    if policy.cutoff_usd <= 0:
+        contact &= ev > 0
+    return Decisions(ev, contact, assign_tiers(ev, contact, policy.document["tiers"]))
+
+
+def _tier_dicts(config: PolicyConfig, cutoff: float) -> list[dict[str, Any]]:
+    def low(t: Any) -> float:
+        return -np.inf if t.min_expected_value_usd is None else float(t.min_expected_value_usd)
+
+    tiers = sorted(config.tiers, key=low)
+    return [{"name": t.name, "min_expected_value_usd": t.min_expected_value_usd,
+             "contact": low(t) >= min(cutoff, 0.0)} for t in tiers]
+
+
+@dataclass(frozen=True)
+class PolicyEvidence:
+    """How the policy was chosen and what it earns on the selection split."""
+
+    policy: Policy
+    profit_per_customer_usd: Interval
+    contact_rate: float
+    probability_threshold: float | None
+    curve: pd.DataFrame  # contacts share vs expected profit per customer (USD), by cut-off
+
+
+def profit_per_customer(y: np.ndarray, values: np.ndarray, contact: np.ndarray, *,
+                        economics: EconomicsConfig) -> np.ndarray:
+    """Realised profit of each customer under a contact decision (USD; 0 if not contacted)."""
+    return np.where(contact, realised_profit(y, values, economics=economics), 0.0)
+
+
+def select_policy(
+    p: np.ndarray,
+    y: np.ndarray,
+    frame: pd.DataFrame,
+    *,
+    economics: EconomicsConfig,
+    policy: PolicyConfig,
+    bootstrap: BootstrapConfig,
+    calibration_method: str,
+    population_rows: int,
+) -> PolicyEvidence:
+    """Choose the operating policy on the selection split (``p`` calibrated probabilities)."""
+    values = customer_values(frame, economics=economics)
+    ev = expected_value(p, values, economics=economics)
+    share = capacity_share(economics, population_rows)
+    cutoff = 0.0
+    if share is not None and share < 1:
+        k = int(np.floor(share * len(ev)))
+        top = np.sort(ev)[::-1]
+        kth = top[k - 1] if k >= 1 else np.inf
+        cutoff = float(max(0.0, kth))
+    threshold = None
+    if not economics.customer_value.column:
+        # constant value: the rule is a probability threshold
+        threshold = float((cutoff + economics.contact_cost_usd)
+                          / (economics.save_rate * economics.customer_value.constant_usd))
+    document: dict[str, Any] = {
+        "schema_version": POLICY_SCHEMA_VERSION,
+        "rule": "contact when p * save_rate * value - contact_cost_usd >= cutoff (and > 0)",
+        "economics": economics.model_dump(mode="json"),
+        "capacity_share": share,
+        "cutoff_expected_value_usd": round(cutoff, 6),
+        "probability_threshold": None if threshold is None else round(threshold, 6),
+        "tiers": _tier_dicts(policy, cutoff),
+        "calibration_method": calibration_method,
+    }
+    chosen = Policy(document)
+    decisions = apply_policy(p, frame, chosen)
+    prof = profit_per_customer(y, values, decisions.contact, economics=economics)
+    boot = PairedBootstrap(len(y), config=bootstrap, resamples=policy.bootstrap_resamples,
+                           seed_offset=101)
+    samples = boot.run(lambda c: weighted_mean(c, prof[boot.rows]))
+    return PolicyEvidence(
+        policy=chosen,
+        profit_per_customer_usd=interval(samples, float(prof.mean()), bootstrap.confidence),
+        contact_rate=float(decisions.contact.mean()),
+        probability_threshold=threshold,
+        curve=profit_curve(ev, realised_profit(y, values, economics=economics)),
+    )
+
+
+def profit_curve(ev: np.ndarray, profit_if_contacted: np.ndarray, points: int = 200) -> pd.DataFrame:
+    """Expected profit per customer (USD) when contacting the top share by expected value."""
+    order = np.argsort(-ev, kind="mergesort")
+    cum = np.r_[0.0, np.cumsum(profit_if_contacted[order])] / len(ev)
+    ks = np.unique(np.linspace(0, len(ev), points).astype(int))
+    cut = np.r_[np.inf, ev[order]][ks]
+    return pd.DataFrame({"contact_share": ks / len(ev), "cutoff_usd": cut,
+                         "profit_per_customer_usd": cum[ks]})
+
+
+def optimal_cutoffs(
+    ev: np.ndarray, profit_if_contacted: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each resample (rows of ``counts``): the cut-off that maximises realised profit and
+    the contact rate it implies. Vectorised: one sort, cumulative sums per resample."""
+    order = np.argsort(-ev, kind="mergesort")
+    c = counts[:, order]
+    cum = np.cumsum(c * profit_if_contacted[order], axis=1)
+    best = np.argmax(np.concatenate([np.zeros((len(c), 1)), cum], axis=1), axis=1)
+    sorted_ev = ev[order]
+    cut = np.where(best > 0, sorted_ev[np.maximum(best - 1, 0)], np.inf)
+    rate = np.where(best > 0, np.cumsum(c, axis=1)[np.arange(len(c)), np.maximum(best - 1, 0)], 0)
+    return cut, rate / c.sum(axis=1)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen candidate's name and each candidate's selection-split evidence."""
+
+    chosen: str
+    evidence: dict[str, PolicyEvidence]
+    brier: dict[str, float]
+    reason: str
+
+
+def select_candidate(
+    probabilities: dict[str, np.ndarray],
+    y: np.ndarray,
+    frame: pd.DataFrame,
+    *,
+    calibration_methods: dict[str, str],
+    economics: EconomicsConfig,
+    policy: PolicyConfig,
+    bootstrap: BootstrapConfig,
+    population_rows: int,
+) -> Selection:
+    """Best calibrated candidate by expected profit on the selection split (ties: Brier)."""
+    if not probabilities:
+        raise ValueError("no candidate produced probabilities; nothing to select")
+    evidence = {
+        name: select_policy(p, y, frame, economics=economics, policy=policy, bootstrap=bootstrap,
+                            calibration_method=calibration_methods[name],
+                            population_rows=population_rows)
+        for name, p in probabilities.items()
+    }
+    brier = {name: float(np.mean((p - y) ** 2)) for name, p in probabilities.items()}
+    chosen = min(evidence, key=lambda n: (-round(evidence[n].profit_per_customer_usd.point, 6),
+                                          brier[n]))
+    table = ", ".join(f"{n}={e.profit_per_customer_usd.point:.3f}" for n, e in evidence.items())
+    return Selection(chosen, evidence, brier,
+                     f"highest selection profit per customer (USD): {table}; ties by Brier")

@@ -1,0 +1,210 @@
+"""Baselines and candidate pipelines under one shared preprocessing definition.
+
+Every candidate is an sklearn ``Pipeline(preprocess, model)`` fitted on the train split only,
+so preprocessing statistics (medians, scales, categories) come from train alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from configs.settings import CandidatesConfig
+from tasks.load_data import ColumnRoles
+from tasks.split_data import Splits
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_NAMES = ("logistic_regression", "random_forest", "gradient_boosting")
+BASELINE_NAMES = ("majority", "stratified", "rule")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted estimator (``predict_proba`` on the feature frame) or the reason it failed."""
+
+    name: str
+    kind: str  # "candidate" or "baseline"
+    estimator: object | None
+    params: dict[str, object] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+    train_rows: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.estimator is not None and self.error is None
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        """Churn probability per row."""
+        if self.estimator is None:
+            raise RuntimeError(f"{self.name} has no fitted estimator: {self.error}")
+        proba: np.ndarray = self.estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
+        return proba
+
+
+def build_preprocessor(roles: ColumnRoles) -> ColumnTransformer:
+    """Imputation + scaling for numeric features, imputation + one-hot (unknown categories
+    ignored) for categorical ones. Dense output, so every model can consume it."""
+    numeric = Pipeline([
+        ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+        ("scale", StandardScaler()),
+    ])
+    categorical = Pipeline([
+        ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+    ])
+    return ColumnTransformer(
+        [("numeric", numeric, list(roles.numeric)),
+         ("categorical", categorical, list(roles.categorical))],
+        remainder="drop",
+        sparse_threshold=0.0,
+        verbose_feature_names_out=False,
+    )
+
+
+def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) -> Pipeline:
+    """The unfitted pipeline for candidate ``name``."""
+    if name == "logistic_regression":
+        lr = config.logistic_regression
+        model: BaseEstimator = LogisticRegression(C=lr.C, max_iter=lr.max_iter)
+    elif name == "random_forest":
+        rf = config.random_forest
+        model = RandomForestClassifier(
+            n_estimators=rf.n_estimators, min_samples_leaf=rf.min_samples_leaf,
+            max_samples=rf.max_samples, max_depth=rf.max_depth, n_jobs=config.n_jobs,
+            random_state=config.seed,
+        )
+    elif name == "gradient_boosting":
+        gb = config.gradient_boosting
+        model = HistGradientBoostingClassifier(
+            learning_rate=gb.learning_rate, max_iter=gb.max_iter, max_leaf_nodes=gb.max_leaf_nodes,
+            min_samples_leaf=gb.min_samples_leaf, l2_regularization=gb.l2_regularization,
+            early_stopping=True, validation_fraction=0.1, n_iter_no_change=15,
+            random_state=config.seed,
+        )
+    else:
+        raise ValueError(f"unknown candidate {name!r}; expected one of {CANDIDATE_NAMES}")
+    return Pipeline([("preprocess", build_preprocessor(roles)), ("model", model)])
+
+
+def enabled_candidates(config: CandidatesConfig) -> tuple[str, ...]:
+    return tuple(n for n in CANDIDATE_NAMES if getattr(config, n).enabled)
+
+
+def _train_rows(name: str, n: int, config: CandidatesConfig) -> np.ndarray:
+    cap = config.random_forest.max_train_rows if name == "random_forest" else n
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(config.seed).choice(n, size=cap, replace=False))
+
+
+def train_candidate(splits: Splits, *, name: str, config: CandidatesConfig) -> TrainedModel:
+    """Fit one candidate on train; a failure is returned, not raised, so others go on."""
+    start = time.perf_counter()
+    rows = _train_rows(name, splits.rows["train"], config)
+    try:
+        pipeline = build_candidate(name, splits.roles, config=config)
+        pipeline.fit(splits.X("train").iloc[rows], splits.y("train")[rows])
+    except Exception as exc:  # recorded as a failed candidate; the flow goes on
+        log.exception("candidate %s failed", name)
+        return TrainedModel(name, "candidate", None, error=f"{type(exc).__name__}: {exc}")
+    params = {f"model__{k}": v for k, v in pipeline.named_steps["model"].get_params().items()
+              if isinstance(v, int | float | str | bool) or v is None}
+    return TrainedModel(
+        name, "candidate", pipeline, params=params,
+        fit_seconds=round(time.perf_counter() - start, 3), train_rows=len(rows),
+    )
+
+
+class RuleBaseline(ClassifierMixin, BaseEstimator):
+    """The best single-feature rule found on train: ``feature > cut`` (or ``<``, or
+    ``== category``) flags churners; its probability is the churn rate on each side."""
+
+    def __init__(self, roles: ColumnRoles, quantiles: int = 20) -> None:
+        self.roles = roles
+        self.quantiles = quantiles
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RuleBaseline:  # noqa: N803
+        y = np.asarray(y)
+        best = (-np.inf, "", "", 0.0)
+        base = y.mean()
+        for col in self.roles.numeric:
+            x = X[col].to_numpy(dtype=float)
+            fill = np.nanmedian(x) if np.isfinite(x).any() else 0.0
+            x = np.where(np.isnan(x), fill, x)
+            for cut in np.unique(np.quantile(x, np.linspace(0.05, 0.95, self.quantiles))):
+                for op in (">", "<="):
+                    flag = x > cut if op == ">" else x <= cut
+                    score = self._score(flag, y, base)
+                    if score > best[0]:
+                        best = (score, col, op, float(cut))
+        for col in self.roles.categorical:
+            x = X[col].astype(str).to_numpy()
+            for value in pd.unique(x):
+                score = self._score(x == value, y, base)
+                if score > best[0]:
+                    best = (score, col, "==", str(value))
+        _, self.feature_, self.op_, self.cut_ = best
+        flag = self._flag(X)
+        self.rate_in_ = float(y[flag].mean()) if flag.any() else float(base)
+        self.rate_out_ = float(y[~flag].mean()) if (~flag).any() else float(base)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    @staticmethod
+    def _score(flag: np.ndarray, y: np.ndarray, base: float) -> float:
+        """Youden-like gain: recall minus false-positive rate of the flagged group."""
+        if flag.all() or not flag.any():
+            return -np.inf
+        pos = y == 1
+        return float(flag[pos].mean() - flag[~pos].mean())
+
+    def _flag(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        if self.op_ == "==":
+            out: np.ndarray = X[self.feature_].astype(str).to_numpy() == self.cut_
+            return out
+        x = X[self.feature_].to_numpy(dtype=float)
+        cut = float(self.cut_)
+        return np.where(np.isnan(x), False, x > cut if self.op_ == ">" else x <= cut)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        check_is_fitted(self, "feature_")
+        p = np.where(self._flag(X), self.rate_in_, self.rate_out_)
+        return np.column_stack([1 - p, p])
+
+    def describe(self) -> str:
+        return f"{self.feature_} {self.op_} {self.cut_}"
+
+
+def train_baselines(splits: Splits, *, config: CandidatesConfig) -> tuple[TrainedModel, ...]:
+    """Majority class, stratified random, and the best one-feature rule, all fit on train."""
+    X, y = splits.X("train"), splits.y("train")
+    out = []
+    for name, est in (
+        ("majority", DummyClassifier(strategy="prior")),
+        ("stratified", DummyClassifier(strategy="stratified", random_state=config.seed)),
+        ("rule", RuleBaseline(splits.roles, quantiles=config.rule_quantiles)),
+    ):
+        start = time.perf_counter()
+        est.fit(X, y)
+        params: dict[str, object] = {"strategy": getattr(est, "strategy", "rule")}
+        if isinstance(est, RuleBaseline):
+            params["rule"] = est.describe()
+        out.append(TrainedModel(name, "baseline", est, params=params,
+                                fit_seconds=round(time.perf_counter() - start, 3),
+                                train_rows=len(y)))
+    return tuple(out)
