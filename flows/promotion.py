@@ -37,7 +37,12 @@ from tasks.promote import (
 from tasks.records import RecordStore, champion_of
 from tasks.select_policy import select_candidate
 from tasks.split_data import Splits, split_data
-from tasks.train_candidates import TrainedModel, enabled_candidates, train_baselines, train_candidate
+from tasks.train_candidates import (
+    TrainedModel,
+    enabled_candidates,
+    train_baselines,
+    train_candidate,
+)
 from tasks.validate_data import ValidatedTable, ValidationReport, validate_table
 
 log = logging.getLogger(__name__)
@@ -75,151 +80,252 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
     started = now_iso()
 
     loaded = runner.call("load-data", load_data, config)
-    table: ValidatedTable = runner.call("validate-data", validate_table, loaded.frame,
-                                        config=config)
+    table: ValidatedTable = runner.call(
+        "validate-data", validate_table, loaded.frame, config=config
+    )
     report = table.validated.report
     if not report.passed or table.validated.frame is None:
         path = workspace.run_reports(run_id) / "validation.json"
         atomic_write_bytes(path, report.to_json().encode())
-        runner.table("validation-report", reports.validation_rows(report),
-                     f"Validation failures of {loaded.source}")
+        runner.table(
+            "validation-report",
+            reports.validation_rows(report),
+            f"Validation failures of {loaded.source}",
+        )
         raise ValidationFailed(report, path)
     roles = table.roles
-    splits: Splits = runner.call("split-data", split_data, table.validated.frame, roles=roles,
-                                 config=config.split)
+    splits: Splits = runner.call(
+        "split-data", split_data, table.validated.frame, roles=roles, config=config.split
+    )
     summary = reports.data_summary(loaded.source, roles, splits, report)
     runner.markdown("data-summary", summary, "Rows, column roles, base rate, split sizes/hashes")
-    log.info("data summary\n%s", summary)
+    log.debug("data summary\n%s", summary)
 
     workspace.ensure()
     tracker = Tracker(workspace, config.promotion.experiment)
-    parent = tracker.start_parent(f"promotion-{run_id[:8]}", {
-        "bayespilot.run_id": run_id, "prefect.flow_run_id": str(runner.flow_run_id)})
-    tracker.log_dict(parent, params={"config_sha256": config.sha256(),
-                                     "data_sha256": loaded.sha256, "data_source": loaded.source})
+    parent = tracker.start_parent(
+        f"promotion-{run_id[:8]}",
+        {"bayespilot.run_id": run_id, "prefect.flow_run_id": str(runner.flow_run_id)},
+    )
+    tracker.log_dict(
+        parent,
+        params={
+            "config_sha256": config.sha256(),
+            "data_sha256": loaded.sha256,
+            "data_source": loaded.source,
+        },
+    )
 
     baselines = runner.call("train-baselines", train_baselines, splits, config=config.candidates)
     names = enabled_candidates(config.candidates)
     trained: list[TrainedModel] = runner.concurrent(
-        "train-candidate", train_candidate,
-        [{"splits": splits, "name": n, "config": config.candidates} for n in names], names)
+        "train-candidate",
+        train_candidate,
+        [{"splits": splits, "name": n, "config": config.candidates} for n in names],
+        names,
+    )
     ok = [t for t in trained if t.ok]
     calibrated: list[CalibratedModel] = runner.concurrent(
-        "calibrate", calibrate,
+        "calibrate",
+        calibrate,
         [{"candidate": t, "splits": splits, "config": config.calibration} for t in ok],
-        [t.name for t in ok])
+        [t.name for t in ok],
+    )
     if not calibrated:
         tracker.finish(parent, "FAILED")
-        raise NoCandidate("every candidate failed: " + "; ".join(
-            f"{t.name}: {t.error}" for t in trained))
+        raise NoCandidate(
+            "every candidate failed: " + "; ".join(f"{t.name}: {t.error}" for t in trained)
+        )
 
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
     selection = runner.call(
-        "select-policy", select_candidate,
-        {c.name: c.predict(X_sel) for c in calibrated}, y_sel, splits.selection,
+        "select-policy",
+        select_candidate,
+        {c.name: c.predict(X_sel) for c in calibrated},
+        y_sel,
+        splits.selection,
         calibration_methods={c.name: c.method for c in calibrated},
-        economics=config.economics, policy=config.policy, bootstrap=config.bootstrap,
-        population_rows=sum(splits.rows.values()))
+        economics=config.economics,
+        policy=config.policy,
+        bootstrap=config.bootstrap,
+        population_rows=sum(splits.rows.values()),
+    )
     chosen = next(c for c in calibrated if c.name == selection.chosen)
     policy_ev = selection.evidence[chosen.name]
     policy = policy_ev.policy
 
-    packaged = runner.call("package-model", package_model, chosen.estimator, policy,
-                           splits.X("test"), directory=workspace.run_models(run_id),
-                           config=config.gates.technical)
-    stability = runner.call("stability-folds", measure_stability, chosen, splits, policy,
-                            config=config)
+    packaged = runner.call(
+        "package-model",
+        package_model,
+        chosen.estimator,
+        policy,
+        splits.X("test"),
+        directory=workspace.run_models(run_id),
+        config=config.gates.technical,
+    )
+    stability = runner.call(
+        "stability-folds", measure_stability, chosen, splits, policy, config=config
+    )
     store = RecordStore(workspace.promotions, workspace.promotions_lock)
     head = store.head()
     champion = champion_of(head)
-    champ_scores = runner.call("score-champion", score_champion, champion,
-                               head["record_id"] if head else "", splits, workspace.root,
-                               config=config)
-    gates = runner.call("run-gates", run_gates, chosen, baselines, splits, policy,
-                        technical=packaged.technical, stability=stability,
-                        champion=champ_scores, config=config)
+    champ_scores = runner.call(
+        "score-champion",
+        score_champion,
+        champion,
+        head["record_id"] if head else "",
+        splits,
+        workspace.root,
+        config=config,
+    )
+    gates = runner.call(
+        "run-gates",
+        run_gates,
+        chosen,
+        baselines,
+        splits,
+        policy,
+        technical=packaged.technical,
+        stability=stability,
+        champion=champ_scores,
+        config=config,
+    )
 
     plots = _plots(workspace, run_id, chosen, splits, policy_ev, config)
     for t in trained:
         cal = next((c for c in calibrated if c.name == t.name), None)
-        tracker.log_candidate(parent, t, cal, splits.X("selection").head(50),
-                              plots.get(t.name, []))
+        tracker.log_candidate(parent, t, cal, splits.X("selection").head(50), plots.get(t.name, []))
     tracker.log_dict(parent, metrics={f"gate_{g.gate}_passed": float(g.passed) for g in gates})
 
     rel = lambda p: str(p.relative_to(workspace.root))  # noqa: E731
     evidence = RunEvidence(
-        run_id=run_id, flow_run_id=runner.flow_run_id, mlflow_run_id=parent, config=config,
-        data_source=loaded.source, data_sha256=loaded.sha256, split_hashes=splits.hashes,
+        run_id=run_id,
+        flow_run_id=runner.flow_run_id,
+        mlflow_run_id=parent,
+        config=config,
+        data_source=loaded.source,
+        data_sha256=loaded.sha256,
+        split_hashes=splits.hashes,
         split_rows=splits.rows,
         features={"numeric": list(roles.numeric), "categorical": list(roles.categorical)},
-        schema={"id_column": roles.id_column, "label_column": roles.label_column,
-                "value_column": roles.value_column, "segment_columns": list(roles.segment_columns),
-                "ignored": list(roles.ignored), "label_counts": report.label_counts},
+        schema={
+            "id_column": roles.id_column,
+            "label_column": roles.label_column,
+            "value_column": roles.value_column,
+            "segment_columns": list(roles.segment_columns),
+            "ignored": list(roles.ignored),
+            "label_counts": report.label_counts,
+        },
         candidate=chosen.name,
-        calibration={"method": chosen.method, "reason": chosen.reason,
-                     "selection_metrics": chosen.selection_metrics},
+        calibration={
+            "method": chosen.method,
+            "reason": chosen.reason,
+            "selection_metrics": chosen.selection_metrics,
+        },
         candidates=_candidates_summary(trained, calibrated, selection),
         baselines={b.name: {"params": b.params} for b in baselines},
-        gates=gates, policy=policy.document, policy_id=policy.policy_id,
-        policy_path=rel(packaged.policy_path), policy_sha256=packaged.policy_sha256,
-        artifact_path=rel(packaged.artifact_path), artifact_sha256=packaged.artifact_sha256,
-        gated_against=champion, started_at=started, notes=_notes(splits, config, stability),
+        gates=gates,
+        policy=policy.document,
+        policy_id=policy.policy_id,
+        policy_path=rel(packaged.policy_path),
+        policy_sha256=packaged.policy_sha256,
+        artifact_path=rel(packaged.artifact_path),
+        artifact_sha256=packaged.artifact_sha256,
+        gated_against=champion,
+        started_at=started,
+        notes=_notes(splits, config, stability),
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(
-        "promote", promote, evidence, workspace=workspace,
+        "promote",
+        promote,
+        evidence,
+        workspace=workspace,
         register=lambda: mlflow_register(
-            chosen.estimator, sample, tracking_uri=tracker.uri,
-            model_name=config.promotion.model_name, parent_run_id=parent,
+            chosen.estimator,
+            sample,
+            tracking_uri=tracker.uri,
+            model_name=config.promotion.model_name,
+            parent_run_id=parent,
             policy_file=packaged.policy_path,
-            tags={"policy_id": policy.policy_id, "artifact_sha256": packaged.artifact_sha256,
-                  "run_id": run_id}),
+            tags={
+                "policy_id": policy.policy_id,
+                "artifact_sha256": packaged.artifact_sha256,
+                "run_id": run_id,
+            },
+        ),
         move_aliases=mlflow_move_aliases(tracker.uri),
-        lock_timeout_s=config.promotion.lock_timeout_s)
-    tracker.log_dict(parent, params={"decision": outcome.decision,
-                                     "record_id": outcome.record["record_id"]})
+        lock_timeout_s=config.promotion.lock_timeout_s,
+    )
+    tracker.log_dict(
+        parent, params={"decision": outcome.decision, "record_id": outcome.record["record_id"]}
+    )
     tracker.finish(parent)
 
     for g in gates:
         runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), f"{g.gate}: {g.reason}"[:500])
     plot_paths = {f"{k}/{p.name}": str(p) for k, ps in plots.items() for p in ps}
-    runner.markdown("promotion-decision", reports.decision_markdown(outcome.record, plot_paths),
-                    f"{outcome.decision}: record {outcome.record['record_id'][:12]}")
+    runner.markdown(
+        "promotion-decision",
+        reports.decision_markdown(outcome.record, plot_paths),
+        f"{outcome.decision}: record {outcome.record['record_id'][:12]}",
+    )
     return RunResult(run_id, outcome, summary, gates, splits, chosen, baselines, loaded)
 
 
-def _plots(workspace: Workspace, run_id: str, chosen: CalibratedModel, splits: Splits,
-           policy_ev: Any, config: BayesPilotConfig) -> dict[str, list[Path]]:
+def _plots(
+    workspace: Workspace,
+    run_id: str,
+    chosen: CalibratedModel,
+    splits: Splits,
+    policy_ev: Any,
+    config: BayesPilotConfig,
+) -> dict[str, list[Path]]:
     out_dir = workspace.run_reports(run_id)
     y = splits.y("test")
     X = splits.X("test")
-    table = reliability_table(y, chosen.raw.predict(X), chosen.predict(X),
-                              n_bins=config.calibration.n_bins)
-    rel = reports.plot_reliability(table, out_dir / f"reliability-{chosen.name}.png",
-                                   f"{chosen.name} ({chosen.method}) on test")
+    table = reliability_table(
+        y, chosen.raw.predict(X), chosen.predict(X), n_bins=config.calibration.n_bins
+    )
+    rel = reports.plot_reliability(
+        table,
+        out_dir / f"reliability-{chosen.name}.png",
+        f"{chosen.name} ({chosen.method}) on test",
+    )
     table.to_csv(out_dir / f"reliability-{chosen.name}.csv", index=False)
     curve = reports.plot_profit_curve(
-        policy_ev.curve, policy_ev.contact_rate, policy_ev.profit_per_customer_usd.point,
-        out_dir / f"profit-curve-{chosen.name}.png", f"{chosen.name}: profit on selection")
+        policy_ev.curve,
+        policy_ev.contact_rate,
+        policy_ev.profit_per_customer_usd.point,
+        out_dir / f"profit-curve-{chosen.name}.png",
+        f"{chosen.name}: profit on selection",
+    )
     return {chosen.name: [rel, curve]}
 
 
-def _candidates_summary(trained: list[TrainedModel], calibrated: list[CalibratedModel],
-                        selection: Any) -> dict[str, Any]:
+def _candidates_summary(
+    trained: list[TrainedModel], calibrated: list[CalibratedModel], selection: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for t in trained:
-        entry: dict[str, Any] = {"status": "ok" if t.ok else "failed", "error": t.error,
-                                 "fit_seconds": t.fit_seconds, "train_rows": t.train_rows}
+        entry: dict[str, Any] = {
+            "status": "ok" if t.ok else "failed",
+            "error": t.error,
+            "fit_seconds": t.fit_seconds,
+            "train_rows": t.train_rows,
+        }
         cal = next((c for c in calibrated if c.name == t.name), None)
         if cal is not None:
             ev = selection.evidence[t.name]
-            entry.update({
-                "calibration_method": cal.method,
-                "selection_metrics": cal.selection_metrics,
-                "selection_profit_per_customer_usd": ev.profit_per_customer_usd.point,
-                "selection_profit_interval": ev.profit_per_customer_usd.as_list(),
-                "selection_contact_rate": ev.contact_rate,
-            })
+            entry.update(
+                {
+                    "calibration_method": cal.method,
+                    "selection_metrics": cal.selection_metrics,
+                    "selection_profit_per_customer_usd": ev.profit_per_customer_usd.point,
+                    "selection_profit_interval": ev.profit_per_customer_usd.as_list(),
+                    "selection_contact_rate": ev.contact_rate,
+                }
+            )
         out[t.name] = entry
     out["_selection"] = selection.reason
     return out
@@ -231,26 +337,37 @@ def _notes(splits: Splits, config: BayesPilotConfig, stability: Any) -> tuple[st
     if splits.rows["train"] > cap:
         notes.append(f"random_forest trained on a seeded subsample of {cap} train rows")
     if splits.rows["test"] > config.bootstrap.max_rows:
-        notes.append(f"bootstraps resample a seeded subsample of {config.bootstrap.max_rows} "
-                     "test rows")
+        notes.append(
+            f"bootstraps resample a seeded subsample of {config.bootstrap.max_rows} test rows"
+        )
     if stability is not None and stability.subsampled:
         notes.append(f"stability folds on a seeded subsample of {stability.rows} rows")
     return tuple(notes)
 
 
 @flow(name=FLOW_NAME, log_prints=False, persist_result=False)
-def churn_promotion(config_path: str | None = None, overrides: list[str] | None = None,
-                    config_json: dict[str, Any] | None = None) -> dict[str, Any]:
+def churn_promotion(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    config_json: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Prefect entry point (deployments pass a config path and ``section.key=value``
     overrides). Returns the decision summary; raises on bad input."""
     from configs.settings import load_config
 
-    config = (build_config(config_json) if config_json is not None
-              else load_config(config_path, overrides=overrides or []))
+    config = (
+        build_config(config_json)
+        if config_json is not None
+        else load_config(config_path, overrides=overrides or [])
+    )
     result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
     rec = result.outcome.record
-    return {"decision": rec["decision"], "record_id": rec["record_id"],
-            "sequence": rec["sequence"], "model_version": rec.get("model_version")}
+    return {
+        "decision": rec["decision"],
+        "record_id": rec["record_id"],
+        "sequence": rec["sequence"],
+        "model_version": rec.get("model_version"),
+    }
 
 
 def run_direct(config: BayesPilotConfig) -> RunResult:
@@ -272,5 +389,13 @@ def run_prefect(config: BayesPilotConfig) -> RunResult:
     return holder["r"]
 
 
-__all__ = ["FLOW_NAME", "NoCandidate", "RunResult", "ValidationFailed", "churn_promotion",
-           "promotion_pipeline", "run_direct", "run_prefect"]
+__all__ = [
+    "FLOW_NAME",
+    "NoCandidate",
+    "RunResult",
+    "ValidationFailed",
+    "churn_promotion",
+    "promotion_pipeline",
+    "run_direct",
+    "run_prefect",
+]

@@ -24,8 +24,15 @@ def _cell(value: Any) -> Any:
 
 
 def validation_rows(report: ValidationReport) -> list[dict[str, Any]]:
-    return [{"column": i.column, "check": i.check, "failing_count": i.failing_count,
-             "examples": ", ".join(i.examples)} for i in report.issues]
+    return [
+        {
+            "column": i.column,
+            "check": i.check,
+            "failing_count": i.failing_count,
+            "examples": ", ".join(i.examples),
+        }
+        for i in report.issues
+    ]
 
 
 def data_summary(source: str, roles: ColumnRoles, splits: Splits, report: ValidationReport) -> str:
@@ -44,15 +51,25 @@ def data_summary(source: str, roles: ColumnRoles, splits: Splits, report: Valida
         lines.append(f"- blank cells read as missing: {report.blank_as_missing}")
     lines += ["", "| split | rows | churn rate | sha256 |", "|---|---:|---:|---|"]
     for name, rows in splits.rows.items():
-        lines.append(f"| {name} | {rows} | {splits.positive_rate[name]:.4f} | "
-                     f"`{splits.hashes[name][:16]}` |")
+        lines.append(
+            f"| {name} | {rows} | {splits.positive_rate[name]:.4f} | `{splits.hashes[name][:16]}` |"
+        )
     return "\n".join(lines)
 
 
 def gate_rows(gates: tuple[GateResult, ...]) -> list[dict[str, Any]]:
-    return [{"gate": g.gate, "passed": g.passed, "metric": g.metric, "value": _cell(g.value),
-             "interval": _cell(g.interval), "threshold": _cell(g.threshold),
-             "reason": g.reason} for g in gates]
+    return [
+        {
+            "gate": g.gate,
+            "passed": g.passed,
+            "metric": g.metric,
+            "value": _cell(g.value),
+            "interval": _cell(g.interval),
+            "threshold": _cell(g.threshold),
+            "reason": g.reason,
+        }
+        for g in gates
+    ]
 
 
 def gate_table_text(gates: tuple[GateResult, ...] | list[dict[str, Any]]) -> str:
@@ -61,8 +78,10 @@ def gate_table_text(gates: tuple[GateResult, ...] | list[dict[str, Any]]) -> str
     for g in rows:
         v = g.get("value")
         vtxt = f"{v:.4f}" if isinstance(v, int | float) else str(v)
-        out.append(f"{g['gate']:<12} {'PASS' if g['passed'] else 'FAIL':<6} {vtxt:>12}  "
-                   f"{g['reason'][:160]}")
+        out.append(
+            f"{g['gate']:<12} {'PASS' if g['passed'] else 'FAIL':<6} {vtxt:>12}  "
+            f"{g['reason'][:160]}"
+        )
     return "\n".join(out)
 
 
@@ -73,16 +92,24 @@ def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
         f"- record `{record['record_id'][:12]}` (sequence {record['sequence']}), "
         f"run `{record['run_id']}`",
         f"- candidate: `{record.get('candidate')}`, calibration: "
-        f"`{record.get('calibration', {}).get('method')}`, policy `{str(record.get('policy_id'))[:12]}`",
+        f"`{record.get('calibration', {}).get('method')}`, "
+        f"policy `{str(record.get('policy_id'))[:12]}`",
         f"- champion after this run: `{champ.get('model_name')}` v{champ.get('model_version')}"
-        if champ else "- no champion",
-        "", "## Why", *[f"- {r}" for r in record["reasons"]], "",
-        "## Gates", "| gate | passed | metric | value | interval | threshold |",
+        if champ
+        else "- no champion",
+        "",
+        "## Why",
+        *[f"- {r}" for r in record["reasons"]],
+        "",
+        "## Gates",
+        "| gate | passed | metric | value | interval | threshold |",
         "|---|---|---|---:|---|---:|",
     ]
     for g in record["gates"]:
-        lines.append(f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['metric']} | "
-                     f"{_cell(g['value'])} | {_cell(g['interval'])} | {_cell(g['threshold'])} |")
+        lines.append(
+            f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['metric']} | "
+            f"{_cell(g['value'])} | {_cell(g['interval'])} | {_cell(g['threshold'])} |"
+        )
     if plots:
         lines += ["", "## Plots", *[f"- {k}: `{v}`" for k, v in plots.items()]]
     return "\n".join(lines)
@@ -106,8 +133,9 @@ def plot_reliability(table: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def plot_profit_curve(curve: pd.DataFrame, chosen_share: float, chosen_profit: float,
-                      path: Path, title: str) -> Path:
+def plot_profit_curve(
+    curve: pd.DataFrame, chosen_share: float, chosen_profit: float, path: Path, title: str
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,8 +17,13 @@ class Runner(Protocol):
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
-    def concurrent(self, name: str, fn: Callable[..., T], calls: Sequence[dict[str, Any]],
-                   labels: Sequence[str]) -> list[T]: ...
+    def concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> list[T]: ...
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None: ...
 
@@ -36,8 +41,13 @@ class DirectRunner:
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
-    def concurrent(self, name: str, fn: Callable[..., T], calls: Sequence[dict[str, Any]],
-                   labels: Sequence[str]) -> list[T]:
+    def concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> list[T]:
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             futures = [pool.submit(fn, **kw) for kw in calls]
             return [f.result() for f in futures]
@@ -66,20 +76,30 @@ class PrefectRunner:
             from prefect.cache_policies import NO_CACHE
 
             self._tasks[name] = task(
-                fn, name=name, persist_result=False, cache_policy=NO_CACHE,
-                retries=self.retries.get(name, 0), retry_delay_seconds=2,
-            )
+                name=name,
+                persist_result=False,
+                cache_policy=NO_CACHE,
+                retries=self.retries.get(name, 0),
+                retry_delay_seconds=2,
+            )(fn)
         return self._tasks[name]
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         result: T = self._task(name, fn)(*args, **kwargs)
         return result
 
-    def concurrent(self, name: str, fn: Callable[..., T], calls: Sequence[dict[str, Any]],
-                   labels: Sequence[str]) -> list[T]:
+    def concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> list[T]:
         t = self._task(name, fn)
-        futures = [t.with_options(task_run_name=f"{name}-{label}").submit(**kw)
-                   for kw, label in zip(calls, labels, strict=True)]
+        futures = [
+            t.with_options(task_run_name=f"{name}-{label}").submit(**kw)
+            for kw, label in zip(calls, labels, strict=True)
+        ]
         return [f.result() for f in futures]
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:

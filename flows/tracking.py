@@ -29,7 +29,8 @@ class Tracker:
         if exp is None:
             workspace.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=workspace.mlflow_artifacts.as_uri())
+                experiment, artifact_location=workspace.mlflow_artifacts.as_uri()
+            )
         else:
             self.experiment_id = exp.experiment_id
 
@@ -37,29 +38,46 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return str(run.info.run_id)
 
-    def log_dict(self, run_id: str, params: dict[str, Any] | None = None,
-                 metrics: dict[str, float] | None = None) -> None:
+    def log_dict(
+        self,
+        run_id: str,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         from mlflow.entities import Metric, Param
 
         ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        ms = [Metric(k, float(v), 0, 0) for k, v in (metrics or {}).items()
-              if isinstance(v, int | float) and math.isfinite(float(v))]
+        ms = [
+            Metric(k, float(v), 0, 0)
+            for k, v in (metrics or {}).items()
+            if isinstance(v, int | float) and math.isfinite(float(v))
+        ]
         self.client.log_batch(run_id, metrics=ms, params=ps)
 
-    def log_candidate(self, parent_id: str, trained: TrainedModel, calibrated: CalibratedModel | None,
-                      sample: pd.DataFrame, plots: list[Path]) -> str:
+    def log_candidate(
+        self,
+        parent_id: str,
+        trained: TrainedModel,
+        calibrated: CalibratedModel | None,
+        sample: pd.DataFrame,
+        plots: list[Path],
+    ) -> str:
         """A nested run: params, selection metrics per calibration method, the fitted
         (calibrated) pipeline as an MLflow sklearn model with signature, plots."""
         import mlflow
         import mlflow.sklearn
         from mlflow.models import infer_signature
 
-        run = self.client.create_run(self.experiment_id, run_name=trained.name,
-                                     tags={"mlflow.parentRunId": parent_id,
-                                           "bayespilot.kind": trained.kind})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trained.name,
+            tags={"mlflow.parentRunId": parent_id, "bayespilot.kind": trained.kind},
+        )
         run_id = str(run.info.run_id)
-        metrics: dict[str, float] = {"fit_seconds": trained.fit_seconds,
-                                     "train_rows": trained.train_rows}
+        metrics: dict[str, float] = {
+            "fit_seconds": trained.fit_seconds,
+            "train_rows": trained.train_rows,
+        }
         params = dict(trained.params)
         if calibrated is not None:
             params["calibration_method"] = calibrated.method
@@ -72,11 +90,16 @@ class Tracker:
             est = calibrated.estimator
             with mlflow.start_run(run_id=run_id):
                 mlflow.sklearn.log_model(
-                    est, name="model", serialization_format="pickle",
+                    est,
+                    name="model",
+                    serialization_format="pickle",
                     signature=infer_signature(sample, est.predict_proba(sample)),  # type: ignore[attr-defined]
                     input_example=sample.head(3),
-                    pip_requirements=[f"{p}=={v}" for p, v in package_versions().items()
-                                      if p in ("scikit-learn", "numpy", "pandas", "scipy")],
+                    pip_requirements=[
+                        f"{p}=={v}"
+                        for p, v in package_versions().items()
+                        if p in ("scikit-learn", "numpy", "pandas", "scipy")
+                    ],
                 )
         for plot in plots:
             if plot.is_file():

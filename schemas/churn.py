@@ -58,9 +58,7 @@ def build_schema(
             checks=[_max_missing(max_missing_share), _max_categories(max_categories)],
         )
     if roles.value_column:
-        columns[roles.value_column] = pa.Column(
-            float, pa.Check.ge(0), nullable=False, coerce=True
-        )
+        columns[roles.value_column] = pa.Column(float, pa.Check.ge(0), nullable=False, coerce=True)
     return pa.DataFrameSchema(columns, strict=False, name="churn_training_table")
 
 
@@ -72,7 +70,5 @@ def build_scoring_schema(roles: ColumnRoles) -> pa.DataFrameSchema:
     for col in roles.categorical:
         columns[col] = pa.Column(nullable=True)
     if roles.value_column:
-        columns[roles.value_column] = pa.Column(
-            float, pa.Check.ge(0), nullable=False, coerce=True
-        )
+        columns[roles.value_column] = pa.Column(float, pa.Check.ge(0), nullable=False, coerce=True)
     return pa.DataFrameSchema(columns, strict=False, name="churn_scoring_table")

@@ -46,7 +46,9 @@ def fit_calibrator(estimator: object, X: pd.DataFrame, y: np.ndarray, *, method:
     return cal
 
 
-def calibrate(candidate: TrainedModel, splits: Splits, *, config: CalibrationConfig) -> CalibratedModel:
+def calibrate(
+    candidate: TrainedModel, splits: Splits, *, config: CalibrationConfig
+) -> CalibratedModel:
     """Fit each allowed method on the calibration split, pick the lowest selection log loss."""
     if not candidate.ok:
         raise ValueError(f"cannot calibrate failed candidate {candidate.name}: {candidate.error}")
@@ -54,8 +56,10 @@ def calibrate(candidate: TrainedModel, splits: Splits, *, config: CalibrationCon
     skipped = ""
     if "isotonic" in methods and splits.rows["calibration"] < config.min_rows_for_isotonic:
         methods.remove("isotonic")
-        skipped = (f"; isotonic not considered: {splits.rows['calibration']} calibration rows < "
-                   f"{config.min_rows_for_isotonic}")
+        skipped = (
+            f"; isotonic not considered: {splits.rows['calibration']} calibration rows < "
+            f"{config.min_rows_for_isotonic}"
+        )
     X_cal, y_cal = splits.X("calibration"), splits.y("calibration")
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
     fitted: dict[str, object] = {}
@@ -82,7 +86,11 @@ def reliability_table(
 
 
 def segment_calibration(
-    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, *, segment_columns: tuple[str, ...],
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    segment_columns: tuple[str, ...],
     n_bins: int,
 ) -> pd.DataFrame:
     """Per-segment rows, churn rate, mean predicted probability and ECE."""
@@ -93,10 +101,13 @@ def segment_calibration(
             m: ProbabilityMetrics | None = None
             if len(np.unique(yy)) == 2:
                 m = probability_metrics(yy, pp, n_bins=n_bins)
-            rows.append({
-                "segment": f"{col}={value}", "rows": len(idx),
-                "observed_rate": round(float(yy.mean()), 4),
-                "mean_predicted": round(float(pp.mean()), 4),
-                "ece": round(m.ece, 4) if m else None,
-            })
+            rows.append(
+                {
+                    "segment": f"{col}={value}",
+                    "rows": len(idx),
+                    "observed_rate": round(float(yy.mean()), 4),
+                    "mean_predicted": round(float(pp.mean()), 4),
+                    "ece": round(m.ece, 4) if m else None,
+                }
+            )
     return pd.DataFrame(rows)

@@ -128,14 +128,16 @@ class PairedBootstrap:
     ``rows`` is the subsample used (all rows unless ``max_rows`` capped it).
     """
 
-    def __init__(self, n: int, *, config: BootstrapConfig, resamples: int | None = None,
-                 seed_offset: int = 0) -> None:
+    def __init__(
+        self, n: int, *, config: BootstrapConfig, resamples: int | None = None, seed_offset: int = 0
+    ) -> None:
         self.config = config
         self.resamples = resamples or config.resamples
         rng = np.random.default_rng(config.seed + seed_offset)
         self.rows = (
             np.sort(rng.choice(n, size=config.max_rows, replace=False))
-            if n > config.max_rows else np.arange(n)
+            if n > config.max_rows
+            else np.arange(n)
         )
         self.subsampled = n > config.max_rows
         self.n = len(self.rows)
@@ -152,8 +154,12 @@ class PairedBootstrap:
             yield np.bincount(flat, minlength=b * self.n).reshape(b, self.n).astype(np.float64)
 
     def describe(self) -> dict[str, object]:
-        return {"resamples": self.resamples, "rows": self.n, "subsampled": self.subsampled,
-                "seed": self.config.seed}
+        return {
+            "resamples": self.resamples,
+            "rows": self.n,
+            "subsampled": self.subsampled,
+            "seed": self.config.seed,
+        }
 
     def run(self, stat: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Apply ``stat`` (count matrix -> one value per resample) to every chunk."""
@@ -197,7 +203,7 @@ def weighted_roc_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np
     group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(s)]))
     ends = np.r_[starts[1:], len(s)] - 1
     below = np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0)[:, group]
-    tied = (cum_neg[:, ends] - np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0))
+    tied = cum_neg[:, ends] - np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0)
     tied = tied[:, group]
     n_pos = pos.sum(axis=1)
     n_neg = neg.sum(axis=1)

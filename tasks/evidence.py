@@ -54,13 +54,20 @@ class SplitScores:
         return np.where(self.contact, self.profit, 0.0)
 
 
-def score_split(p: np.ndarray, frame: pd.DataFrame, y: np.ndarray, policy: Policy, *,
-                config: BayesPilotConfig) -> SplitScores:
+def score_split(
+    p: np.ndarray, frame: pd.DataFrame, y: np.ndarray, policy: Policy, *, config: BayesPilotConfig
+) -> SplitScores:
     econ = config.economics
     d = apply_policy(p, frame, policy)
     values = customer_values(frame, economics=econ)
-    return SplitScores(y, p, values, d.expected_value_usd, d.contact,
-                       profit_per_customer(y, values, d.contact, economics=econ))
+    return SplitScores(
+        y,
+        p,
+        values,
+        d.expected_value_usd,
+        d.contact,
+        profit_per_customer(y, values, d.contact, economics=econ),
+    )
 
 
 def measure_stability(
@@ -77,8 +84,9 @@ def measure_stability(
     feats, label = list(splits.roles.features), splits.roles.label_column
     X, y = data[feats], data[label].to_numpy(dtype=np.int64)
     X_cal, y_cal = splits.X("calibration"), splits.y("calibration")
-    folds = RepeatedStratifiedKFold(n_splits=cfg.n_splits, n_repeats=cfg.n_repeats,
-                                    random_state=config.split.seed)
+    folds = RepeatedStratifiedKFold(
+        n_splits=cfg.n_splits, n_repeats=cfg.n_repeats, random_state=config.split.seed
+    )
     aucs, profits = [], []
     for fit_idx, hold_idx in folds.split(X, y):
         pipe = build_candidate(chosen.name, splits.roles, config=config.candidates)
@@ -93,8 +101,12 @@ def measure_stability(
 
 
 def score_champion(
-    champion: dict[str, Any] | None, record_id: str, splits: Splits, workspace_root: Path,
-    *, config: BayesPilotConfig,
+    champion: dict[str, Any] | None,
+    record_id: str,
+    splits: Splits,
+    workspace_root: Path,
+    *,
+    config: BayesPilotConfig,
 ) -> ChampionScores | None:
     """Load the champion (hash-verified) and score the test split under its own policy."""
     if champion is None:
@@ -133,39 +145,101 @@ def run_gates(
     X_test = splits.X("test")
     cand = score_split(chosen.predict(X_test), test, y, policy, config=config)
     p_raw = chosen.raw.predict(X_test)
-    base_scores = {b.name: score_split(b.predict(X_test), test, y, policy, config=config)
-                   for b in baselines if b.ok}
+    base_scores = {
+        b.name: score_split(b.predict(X_test), test, y, policy, config=config)
+        for b in baselines
+        if b.ok
+    }
     contact_all = realised_profit(y, cand.values, economics=econ)
     segments = segment_index(test, splits.roles.segment_columns)
     sel = splits.selection
     y_sel = splits.y("selection")
-    sel_scores = score_split(chosen.predict(splits.X("selection")), sel, y_sel, policy,
-                             config=config)
+    sel_scores = score_split(
+        chosen.predict(splits.X("selection")), sel, y_sel, policy, config=config
+    )
     ev_sel = expected_value(sel_scores.p, sel_scores.values, economics=econ)
     profit_if_sel = realised_profit(y_sel, sel_scores.values, economics=econ)
     share = capacity_share(econ, sum(splits.rows.values()))
     return (
-        guarded("baseline", lambda: gate_baseline(
-            y, cand.p, cand.profit, {k: (v.p, v.profit) for k, v in base_scores.items()},
-            config=g.baseline, bootstrap=boot)),
-        guarded("business", lambda: gate_business(
-            cand.profit, contact_all, cand.contact, capacity_share=share, config=g.business,
-            bootstrap=boot)),
-        guarded("calibration", lambda: gate_calibration(
-            y, cand.p, p_raw, segments, n_bins=n_bins,
-            min_segment_rows=g.segments.min_segment_rows, config=g.calibration, bootstrap=boot)),
-        guarded("threshold", lambda: gate_threshold(
-            ev_sel, profit_if_sel, sel_scores.profit, cand.profit, cand.contact,
-            config=g.threshold, bootstrap=boot)),
-        guarded("segments", lambda: gate_segments(
-            y, cand.p, cand.contact, segments, n_bins=n_bins, config=g.segments,
-            calibration=g.calibration, bootstrap=boot)),
+        guarded(
+            "baseline",
+            lambda: gate_baseline(
+                y,
+                cand.p,
+                cand.profit,
+                {k: (v.p, v.profit) for k, v in base_scores.items()},
+                config=g.baseline,
+                bootstrap=boot,
+            ),
+        ),
+        guarded(
+            "business",
+            lambda: gate_business(
+                cand.profit,
+                contact_all,
+                cand.contact,
+                capacity_share=share,
+                config=g.business,
+                bootstrap=boot,
+            ),
+        ),
+        guarded(
+            "calibration",
+            lambda: gate_calibration(
+                y,
+                cand.p,
+                p_raw,
+                segments,
+                n_bins=n_bins,
+                min_segment_rows=g.segments.min_segment_rows,
+                config=g.calibration,
+                bootstrap=boot,
+            ),
+        ),
+        guarded(
+            "threshold",
+            lambda: gate_threshold(
+                ev_sel,
+                profit_if_sel,
+                sel_scores.profit,
+                cand.profit,
+                cand.contact,
+                config=g.threshold,
+                bootstrap=boot,
+            ),
+        ),
+        guarded(
+            "segments",
+            lambda: gate_segments(
+                y,
+                cand.p,
+                cand.contact,
+                segments,
+                n_bins=n_bins,
+                config=g.segments,
+                calibration=g.calibration,
+                bootstrap=boot,
+            ),
+        ),
         guarded("stability", lambda: gate_stability(stability, config=g.stability)),
-        guarded("error-cost", lambda: gate_error_cost(
-            y, cand.values, cand.contact, {k: v.contact for k, v in base_scores.items()},
-            segments, save_rate=econ.save_rate, contact_cost_usd=econ.contact_cost_usd,
-            min_segment_rows=g.segments.min_segment_rows, config=g.error_cost, bootstrap=boot)),
+        guarded(
+            "error-cost",
+            lambda: gate_error_cost(
+                y,
+                cand.values,
+                cand.contact,
+                {k: v.contact for k, v in base_scores.items()},
+                segments,
+                save_rate=econ.save_rate,
+                contact_cost_usd=econ.contact_cost_usd,
+                min_segment_rows=g.segments.min_segment_rows,
+                config=g.error_cost,
+                bootstrap=boot,
+            ),
+        ),
         guarded("technical", lambda: gate_technical(technical, config=g.technical)),
-        guarded("champion", lambda: gate_champion(
-            cand.profit, champion, config=g.champion, bootstrap=boot)),
+        guarded(
+            "champion",
+            lambda: gate_champion(cand.profit, champion, config=g.champion, bootstrap=boot),
+        ),
     )

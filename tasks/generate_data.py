@@ -26,9 +26,7 @@ def _choice(rng: np.random.Generator, values: list[str], p: list[float], n: int)
     return np.asarray(values, dtype=object)[rng.choice(len(values), size=n, p=p)]
 
 
-def _with_missing(
-    rng: np.random.Generator, values: np.ndarray, share: float
-) -> np.ndarray:
+def _with_missing(rng: np.random.Generator, values: np.ndarray, share: float) -> np.ndarray:
     out = values.astype(float, copy=True)
     out[rng.random(len(out)) < share] = np.nan
     return out
@@ -46,12 +44,17 @@ def generate_data(*, rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n = rows
 
-    region = _choice(rng, ["north", "south", "east", "west", "islands"],
-                     [0.29, 0.25, 0.23, 0.20, 0.03], n)
+    region = _choice(
+        rng, ["north", "south", "east", "west", "islands"], [0.29, 0.25, 0.23, 0.20, 0.03], n
+    )
     contract = _choice(rng, ["month-to-month", "one-year", "two-year"], [0.55, 0.25, 0.20], n)
     plan = _choice(rng, ["basic", "standard", "premium"], [0.4, 0.4, 0.2], n)
-    payment = _choice(rng, ["card", "bank_transfer", "electronic_check", "mailed_check"],
-                      [0.3, 0.25, 0.3, 0.15], n)
+    payment = _choice(
+        rng,
+        ["card", "bank_transfer", "electronic_check", "mailed_check"],
+        [0.3, 0.25, 0.3, 0.15],
+        n,
+    )
     channel = _choice(rng, ["online", "store", "partner", "telesales"], [0.45, 0.3, 0.15, 0.1], n)
     paperless = rng.random(n) < 0.6
 
@@ -122,7 +125,14 @@ def generate_data(*, rows: int, seed: int) -> pd.DataFrame:
             TRUTH_COLUMN: prob,
         }
     )
-    for col in ("region", "contract", "plan", "payment_method", "acquisition_channel",
-                "paperless_billing", LABEL_COLUMN):
+    for col in (
+        "region",
+        "contract",
+        "plan",
+        "payment_method",
+        "acquisition_channel",
+        "paperless_billing",
+        LABEL_COLUMN,
+    ):
         frame[col] = frame[col].astype(str)
     return frame

@@ -81,18 +81,39 @@ def measure_artifact(
     with tempfile.TemporaryDirectory(prefix="bayespilot-probe-") as tmp:
         rows_path, out_path = Path(tmp) / "rows.pkl", Path(tmp) / "out.npy"
         sample.to_pickle(rows_path)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         proc = subprocess.run(
-            [sys.executable, "-m", "tasks.package_model", str(path), str(rows_path),
-             str(out_path), str(latency_rows)],
-            capture_output=True, text=True, timeout=timeout_s, env=env,
+            [
+                sys.executable,
+                "-m",
+                "tasks.package_model",
+                str(path),
+                str(rows_path),
+                str(out_path),
+                str(latency_rows),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )
         if proc.returncode != 0:
-            return TechnicalEvidence(path.stat().st_size, False, None, 0, {},
-                                     error=proc.stderr.strip().splitlines()[-1:][0]
-                                     if proc.stderr.strip() else f"exit {proc.returncode}")
+            return TechnicalEvidence(
+                path.stat().st_size,
+                False,
+                None,
+                0,
+                {},
+                error=proc.stderr.strip().splitlines()[-1:][0]
+                if proc.stderr.strip()
+                else f"exit {proc.returncode}",
+            )
         probe = json.loads(proc.stdout.strip().splitlines()[-1])
         got = np.load(out_path)
     return TechnicalEvidence(
@@ -118,10 +139,15 @@ def _probe(artifact: str, rows: str, out: str, latency_rows: int) -> dict[str, A
         model.predict_proba(row)
         times.append((time.perf_counter() - t) * 1000)
     arr = np.asarray(times) if times else np.asarray([np.inf])
-    return {"load_seconds": round(load_s, 4),
-            "latency_ms": {"p50": float(np.percentile(arr, 50)),
-                           "p95": float(np.percentile(arr, 95)),
-                           "p99": float(np.percentile(arr, 99)), "n": len(times)}}
+    return {
+        "load_seconds": round(load_s, 4),
+        "latency_ms": {
+            "p50": float(np.percentile(arr, 50)),
+            "p95": float(np.percentile(arr, 95)),
+            "p99": float(np.percentile(arr, 99)),
+            "n": len(times),
+        },
+    }
 
 
 if __name__ == "__main__":
@@ -154,6 +180,11 @@ def package_model(
     sha = save_artifact(estimator, artifact)
     policy_path = directory / "policy.json"
     atomic_write_bytes(policy_path, policy.to_json().encode())
-    technical = measure_artifact(artifact, estimator, X_test, reload_rows=config.reload_rows,
-                                 latency_rows=config.latency_rows)
+    technical = measure_artifact(
+        artifact,
+        estimator,
+        X_test,
+        reload_rows=config.reload_rows,
+        latency_rows=config.latency_rows,
+    )
     return PackagedModel(artifact, sha, policy_path, file_sha256(policy_path), technical)

@@ -78,8 +78,9 @@ def now_iso() -> str:
 def git_state() -> dict[str, Any]:
     def run(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -129,10 +130,14 @@ def promote(
     with store.locked(lock_timeout_s):
         head = store.head()
         current = champion_of(head)
-        if decision == "promoted" and _champion_key(current) != _champion_key(evidence.gated_against):
+        if decision == "promoted" and _champion_key(current) != _champion_key(
+            evidence.gated_against
+        ):
             decision = "rejected"
-            reasons = ("the champion changed while this run was gating (now "
-                       f"{_champion_key(current)}); re-run to compare against it",)
+            reasons = (
+                "the champion changed while this run was gating (now "
+                f"{_champion_key(current)}); re-run to compare against it",
+            )
         if decision == "promoted":
             registration = register()
             move_aliases(registration, current)
@@ -184,8 +189,12 @@ def _record_body(
         **git_state(),
         "config": ev.config.model_dump(mode="json"),
         "config_sha256": ev.config.sha256(),
-        "data": {"source": ev.data_source, "sha256": ev.data_sha256,
-                 "split_hashes": ev.split_hashes, "split_rows": ev.split_rows},
+        "data": {
+            "source": ev.data_source,
+            "sha256": ev.data_sha256,
+            "split_hashes": ev.split_hashes,
+            "split_rows": ev.split_rows,
+        },
         "features": ev.features,
         "schema": ev.schema,
         "candidate": ev.candidate,
@@ -225,10 +234,16 @@ def mlflow_register(
     proba = estimator.predict_proba(sample)  # type: ignore[attr-defined]
     with mlflow.start_run(run_id=parent_run_id) if parent_run_id else mlflow.start_run():
         info = mlflow.sklearn.log_model(
-            estimator, name="served_model", serialization_format="pickle",
-            signature=infer_signature(sample, proba), input_example=sample.head(3),
-            pip_requirements=[f"{p}=={v}" for p, v in package_versions().items()
-                              if p in ("scikit-learn", "numpy", "pandas", "scipy", "joblib")],
+            estimator,
+            name="served_model",
+            serialization_format="pickle",
+            signature=infer_signature(sample, proba),
+            input_example=sample.head(3),
+            pip_requirements=[
+                f"{p}=={v}"
+                for p, v in package_versions().items()
+                if p in ("scikit-learn", "numpy", "pandas", "scipy", "joblib")
+            ],
             extra_files=[str(policy_file)],
         )
         mlflow.log_artifact(str(policy_file), artifact_path="policy")
@@ -244,8 +259,9 @@ def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, 
 
         client = MlflowClient(tracking_uri=tracking_uri)
         if current and current.get("model_name") == reg.model_name:
-            client.set_registered_model_alias(reg.model_name, "previous",
-                                              str(current["model_version"]))
+            client.set_registered_model_alias(
+                reg.model_name, "previous", str(current["model_version"])
+            )
         client.set_registered_model_alias(reg.model_name, "champion", reg.model_version)
 
     return move

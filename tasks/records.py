@@ -88,16 +88,22 @@ class RecordStore:
                 continue
             actual = record_hash(rec)
             if rec.get("record_id") != actual:
-                problems.append(f"{path.name}: content hash {actual[:12]} does not match its "
-                                f"record_id {str(rec.get('record_id'))[:12]} (edited?)")
+                problems.append(
+                    f"{path.name}: content hash {actual[:12]} does not match its "
+                    f"record_id {str(rec.get('record_id'))[:12]} (edited?)"
+                )
             if m["short"] != str(rec.get("record_id", ""))[:12]:
                 problems.append(f"{path.name}: file name does not match its record_id")
             if int(m["seq"]) != expected_seq or rec.get("sequence") != expected_seq:
-                problems.append(f"{path.name}: sequence {rec.get('sequence')} where {expected_seq} "
-                                "was expected (missing or reordered record)")
+                problems.append(
+                    f"{path.name}: sequence {rec.get('sequence')} where {expected_seq} "
+                    "was expected (missing or reordered record)"
+                )
             if rec.get("previous_record_id") != previous:
-                problems.append(f"{path.name}: previous_record_id does not name the record "
-                                "before it (chain broken)")
+                problems.append(
+                    f"{path.name}: previous_record_id does not name the record "
+                    "before it (chain broken)"
+                )
             previous = rec.get("record_id")
             head = previous
         return ChainReport(not problems, len(paths), head, tuple(problems))
@@ -129,14 +135,18 @@ class RecordStore:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise LockTimeout(f"record lock {self.lock_path} busy for {timeout_s}s")
+                        raise LockTimeout(
+                            f"record lock {self.lock_path} busy for {timeout_s}s"
+                        ) from None
                     time.sleep(0.05)
             try:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def append_locked(self, build: Callable[[dict[str, Any] | None], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    def append_locked(
+        self, build: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> tuple[Path, dict[str, Any]]:
         """Append ``build(head)`` as the next record. Call while holding ``locked()``.
 
         ``build`` gets the current head (or None) and returns the record body; sequence,
@@ -167,8 +177,9 @@ class RecordStore:
             Path(tmp).unlink(missing_ok=True)
         return final, body
 
-    def append(self, build: Callable[[dict[str, Any] | None], dict[str, Any]], *,
-               timeout_s: float = 60.0) -> tuple[Path, dict[str, Any]]:
+    def append(
+        self, build: Callable[[dict[str, Any] | None], dict[str, Any]], *, timeout_s: float = 60.0
+    ) -> tuple[Path, dict[str, Any]]:
         with self.locked(timeout_s):
             return self.append_locked(build)
 
@@ -201,8 +212,10 @@ def verify_file(path: Path, expected_sha256: str, what: str) -> None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != expected_sha256:
-        raise VerificationError(f"{what} {path.name} SHA-256 {digest.hexdigest()[:12]} does not "
-                                f"match the record's {expected_sha256[:12]} (tampered or replaced)")
+        raise VerificationError(
+            f"{what} {path.name} SHA-256 {digest.hexdigest()[:12]} does not "
+            f"match the record's {expected_sha256[:12]} (tampered or replaced)"
+        )
 
 
 def load_verified_model(workspace_root: Path, champion: dict[str, Any]) -> Any:

@@ -58,7 +58,9 @@ class Policy:
         claimed = doc.pop("policy_id", None)
         policy = cls(doc)
         if claimed is not None and claimed != policy.policy_id:
-            raise ValueError(f"policy id mismatch: file says {claimed}, content is {policy.policy_id}")
+            raise ValueError(
+                f"policy id mismatch: file says {claimed}, content is {policy.policy_id}"
+            )
         return policy
 
 
@@ -93,8 +95,13 @@ def capacity_share(economics: EconomicsConfig, population_rows: int) -> float | 
 def assign_tiers(ev: np.ndarray, contact: np.ndarray, tiers: list[dict[str, Any]]) -> np.ndarray:
     """Tier by expected-value band; the action wins where a band and the action disagree
     (e.g. a positive value beyond capacity is shown in the highest non-contact tier)."""
-    mins = np.array([-np.inf if t["min_expected_value_usd"] is None
-                     else t["min_expected_value_usd"] for t in tiers], dtype=float)
+    mins = np.array(
+        [
+            -np.inf if t["min_expected_value_usd"] is None else t["min_expected_value_usd"]
+            for t in tiers
+        ],
+        dtype=float,
+    )
     names = np.array([t["name"] for t in tiers], dtype=object)
     is_contact = np.array([t["contact"] for t in tiers], dtype=bool)
     band = np.clip(np.searchsorted(mins, ev, side="right") - 1, 0, len(tiers) - 1)
@@ -122,8 +129,14 @@ def _tier_dicts(config: PolicyConfig, cutoff: float) -> list[dict[str, Any]]:
         return -np.inf if t.min_expected_value_usd is None else float(t.min_expected_value_usd)
 
     tiers = sorted(config.tiers, key=low)
-    return [{"name": t.name, "min_expected_value_usd": t.min_expected_value_usd,
-             "contact": low(t) >= min(cutoff, 0.0)} for t in tiers]
+    return [
+        {
+            "name": t.name,
+            "min_expected_value_usd": t.min_expected_value_usd,
+            "contact": low(t) >= min(cutoff, 0.0),
+        }
+        for t in tiers
+    ]
 
 
 @dataclass(frozen=True)
@@ -137,8 +150,9 @@ class PolicyEvidence:
     curve: pd.DataFrame  # contacts share vs expected profit per customer (USD), by cut-off
 
 
-def profit_per_customer(y: np.ndarray, values: np.ndarray, contact: np.ndarray, *,
-                        economics: EconomicsConfig) -> np.ndarray:
+def profit_per_customer(
+    y: np.ndarray, values: np.ndarray, contact: np.ndarray, *, economics: EconomicsConfig
+) -> np.ndarray:
     """Realised profit of each customer under a contact decision (USD; 0 if not contacted)."""
     return np.where(contact, realised_profit(y, values, economics=economics), 0.0)
 
@@ -167,8 +181,10 @@ def select_policy(
     threshold = None
     if not economics.customer_value.column:
         # constant value: the rule is a probability threshold
-        threshold = float((cutoff + economics.contact_cost_usd)
-                          / (economics.save_rate * economics.customer_value.constant_usd))
+        threshold = float(
+            (cutoff + economics.contact_cost_usd)
+            / (economics.save_rate * economics.customer_value.constant_usd)
+        )
     document: dict[str, Any] = {
         "schema_version": POLICY_SCHEMA_VERSION,
         "rule": "contact when p * save_rate * value - contact_cost_usd >= cutoff (and > 0)",
@@ -182,8 +198,9 @@ def select_policy(
     chosen = Policy(document)
     decisions = apply_policy(p, frame, chosen)
     prof = profit_per_customer(y, values, decisions.contact, economics=economics)
-    boot = PairedBootstrap(len(y), config=bootstrap, resamples=policy.bootstrap_resamples,
-                           seed_offset=101)
+    boot = PairedBootstrap(
+        len(y), config=bootstrap, resamples=policy.bootstrap_resamples, seed_offset=101
+    )
     samples = boot.run(lambda c: weighted_mean(c, prof[boot.rows]))
     return PolicyEvidence(
         policy=chosen,
@@ -194,14 +211,17 @@ def select_policy(
     )
 
 
-def profit_curve(ev: np.ndarray, profit_if_contacted: np.ndarray, points: int = 200) -> pd.DataFrame:
+def profit_curve(
+    ev: np.ndarray, profit_if_contacted: np.ndarray, points: int = 200
+) -> pd.DataFrame:
     """Expected profit per customer (USD) when contacting the top share by expected value."""
     order = np.argsort(-ev, kind="mergesort")
     cum = np.r_[0.0, np.cumsum(profit_if_contacted[order])] / len(ev)
     ks = np.unique(np.linspace(0, len(ev), points).astype(int))
     cut = np.r_[np.inf, ev[order]][ks]
-    return pd.DataFrame({"contact_share": ks / len(ev), "cutoff_usd": cut,
-                         "profit_per_customer_usd": cum[ks]})
+    return pd.DataFrame(
+        {"contact_share": ks / len(ev), "cutoff_usd": cut, "profit_per_customer_usd": cum[ks]}
+    )
 
 
 def optimal_cutoffs(
@@ -244,14 +264,26 @@ def select_candidate(
     if not probabilities:
         raise ValueError("no candidate produced probabilities; nothing to select")
     evidence = {
-        name: select_policy(p, y, frame, economics=economics, policy=policy, bootstrap=bootstrap,
-                            calibration_method=calibration_methods[name],
-                            population_rows=population_rows)
+        name: select_policy(
+            p,
+            y,
+            frame,
+            economics=economics,
+            policy=policy,
+            bootstrap=bootstrap,
+            calibration_method=calibration_methods[name],
+            population_rows=population_rows,
+        )
         for name, p in probabilities.items()
     }
     brier = {name: float(np.mean((p - y) ** 2)) for name, p in probabilities.items()}
-    chosen = min(evidence, key=lambda n: (-round(evidence[n].profit_per_customer_usd.point, 6),
-                                          brier[n]))
+    chosen = min(
+        evidence, key=lambda n: (-round(evidence[n].profit_per_customer_usd.point, 6), brier[n])
+    )
     table = ", ".join(f"{n}={e.profit_per_customer_usd.point:.3f}" for n, e in evidence.items())
-    return Selection(chosen, evidence, brier,
-                     f"highest selection profit per customer (USD): {table}; ties by Brier")
+    return Selection(
+        chosen,
+        evidence,
+        brier,
+        f"highest selection profit per customer (USD): {table}; ties by Brier",
+    )

@@ -59,7 +59,9 @@ def split_data(frame: pd.DataFrame, *, roles: ColumnRoles, config: SplitConfig) 
     held, test = train_test_split(
         rest, test_size=test_share, stratify=rest_y, random_state=config.seed + 1
     )
-    sel_share = config.selection_fraction / (config.calibration_fraction + config.selection_fraction)
+    sel_share = config.selection_fraction / (
+        config.calibration_fraction + config.selection_fraction
+    )
     held_y = held[roles.label_column].to_numpy()
     calibration, selection = train_test_split(
         held, test_size=sel_share, stratify=held_y, random_state=config.seed + 2

@@ -59,17 +59,23 @@ class TrainedModel:
 def build_preprocessor(roles: ColumnRoles) -> ColumnTransformer:
     """Imputation + scaling for numeric features, imputation + one-hot (unknown categories
     ignored) for categorical ones. Dense output, so every model can consume it."""
-    numeric = Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True)),
-        ("scale", StandardScaler()),
-    ])
-    categorical = Pipeline([
-        ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-    ])
+    numeric = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+            ("scale", StandardScaler()),
+        ]
+    )
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
     return ColumnTransformer(
-        [("numeric", numeric, list(roles.numeric)),
-         ("categorical", categorical, list(roles.categorical))],
+        [
+            ("numeric", numeric, list(roles.numeric)),
+            ("categorical", categorical, list(roles.categorical)),
+        ],
         remainder="drop",
         sparse_threshold=0.0,
         verbose_feature_names_out=False,
@@ -84,16 +90,24 @@ def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) 
     elif name == "random_forest":
         rf = config.random_forest
         model = RandomForestClassifier(
-            n_estimators=rf.n_estimators, min_samples_leaf=rf.min_samples_leaf,
-            max_samples=rf.max_samples, max_depth=rf.max_depth, n_jobs=config.n_jobs,
+            n_estimators=rf.n_estimators,
+            min_samples_leaf=rf.min_samples_leaf,
+            max_samples=rf.max_samples,
+            max_depth=rf.max_depth,
+            n_jobs=config.n_jobs,
             random_state=config.seed,
         )
     elif name == "gradient_boosting":
         gb = config.gradient_boosting
         model = HistGradientBoostingClassifier(
-            learning_rate=gb.learning_rate, max_iter=gb.max_iter, max_leaf_nodes=gb.max_leaf_nodes,
-            min_samples_leaf=gb.min_samples_leaf, l2_regularization=gb.l2_regularization,
-            early_stopping=True, validation_fraction=0.1, n_iter_no_change=15,
+            learning_rate=gb.learning_rate,
+            max_iter=gb.max_iter,
+            max_leaf_nodes=gb.max_leaf_nodes,
+            min_samples_leaf=gb.min_samples_leaf,
+            l2_regularization=gb.l2_regularization,
+            early_stopping=True,
+            validation_fraction=0.1,
+            n_iter_no_change=15,
             random_state=config.seed,
         )
     else:
@@ -122,11 +136,18 @@ def train_candidate(splits: Splits, *, name: str, config: CandidatesConfig) -> T
     except Exception as exc:  # recorded as a failed candidate; the flow goes on
         log.exception("candidate %s failed", name)
         return TrainedModel(name, "candidate", None, error=f"{type(exc).__name__}: {exc}")
-    params = {f"model__{k}": v for k, v in pipeline.named_steps["model"].get_params().items()
-              if isinstance(v, int | float | str | bool) or v is None}
+    params: dict[str, object] = {
+        f"model__{k}": v
+        for k, v in pipeline.named_steps["model"].get_params().items()
+        if isinstance(v, int | float | str | bool) or v is None
+    }
     return TrainedModel(
-        name, "candidate", pipeline, params=params,
-        fit_seconds=round(time.perf_counter() - start, 3), train_rows=len(rows),
+        name,
+        "candidate",
+        pipeline,
+        params=params,
+        fit_seconds=round(time.perf_counter() - start, 3),
+        train_rows=len(rows),
     )
 
 
@@ -140,7 +161,7 @@ class RuleBaseline(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> RuleBaseline:  # noqa: N803
         y = np.asarray(y)
-        best = (-np.inf, "", "", 0.0)
+        best: tuple[float, str, str, float | str] = (-np.inf, "", "", 0.0)
         base = y.mean()
         for col in self.roles.numeric:
             x = X[col].to_numpy(dtype=float)
@@ -204,7 +225,14 @@ def train_baselines(splits: Splits, *, config: CandidatesConfig) -> tuple[Traine
         params: dict[str, object] = {"strategy": getattr(est, "strategy", "rule")}
         if isinstance(est, RuleBaseline):
             params["rule"] = est.describe()
-        out.append(TrainedModel(name, "baseline", est, params=params,
-                                fit_seconds=round(time.perf_counter() - start, 3),
-                                train_rows=len(y)))
+        out.append(
+            TrainedModel(
+                name,
+                "baseline",
+                est,
+                params=params,
+                fit_seconds=round(time.perf_counter() - start, 3),
+                train_rows=len(y),
+            )
+        )
     return tuple(out)

@@ -72,11 +72,11 @@ def _label_values(series: pd.Series, data: DataConfig) -> tuple[str, str | None]
     positive = str(data.positive_label)
     if data.negative_label is not None:
         return positive, str(data.negative_label)
-    others = [v for v in series.dropna().astype(str).unique() if v != positive]
-    if len(others) == 1:
-        return positive, others[0]
-    # None (no other value) or several: the schema reports it via the isin check.
-    return positive, None
+    counts = series.dropna().astype(str).value_counts()
+    others = [v for v in counts.index if v != positive]
+    # The most frequent other value is the negative label; any further value fails the
+    # schema's isin check (and none at all fails the constant-label check).
+    return positive, (str(others[0]) if others else None)
 
 
 def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
@@ -86,16 +86,42 @@ def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
     fc.loc[missing_col, "column"] = fc.loc[missing_col, "failure_case"]
     fc["column"] = fc["column"].fillna("(table)").astype(str)
     fc["check"] = fc["check"].astype(str)
+    coerced = {str(c): True for c in fc.loc[fc["check"].str.startswith("coerce_dtype"), "column"]}
     for (column, check), group in fc.groupby(["column", "check"], sort=False):
         if check == "column_in_dataframe":
-            issues.append(ValidationIssue(column, "column missing from the data", 1, ("absent",)))
+            issues.append(
+                ValidationIssue(str(column), "column missing from the data", 1, ("absent",))
+            )
             continue
         if str(check).startswith("dtype("):
             continue  # the coerce_dtype failure for the same column says it better
-        examples = tuple(str(v) for v in pd.unique(group["failure_case"].astype(str)))
+        cases = group["failure_case"].astype(str)
+        crashed = cases.str.match(r"^\w+(Error|Exception)\(")
+        if crashed.all() and coerced.get(str(column)):
+            continue  # a check that could not run on text the coercion already reported
+        examples = tuple(str(v) for v in pd.unique(cases))
         count = int(group["index"].notna().sum()) or len(group)
-        issues.append(ValidationIssue(str(column), str(check), count, examples[:MAX_EXAMPLES]))
+        issues.append(
+            ValidationIssue(
+                str(column), _describe_check(str(check)), count, examples[:MAX_EXAMPLES]
+            )
+        )
     return issues
+
+
+def _describe_check(check: str) -> str:
+    """Pandera's check name, said in words a user acts on (the original kept in brackets)."""
+    if check.startswith("coerce_dtype"):
+        return f"expected a number, found text [{check}]"
+    if check == "not_nullable":
+        return "missing values are not allowed here [not_nullable]"
+    if check == "field_uniqueness":
+        return "duplicate values: each row needs a unique id [field_uniqueness]"
+    if check.startswith("isin("):
+        return f"value outside the allowed labels {check[5:-1]} [isin]"
+    if check.startswith("greater_than_or_equal_to("):
+        return f"must be >= {check[25:-1]} [{check}]"
+    return check
 
 
 def _single_feature_auc(x: pd.Series, y: np.ndarray, numeric: bool) -> float:
@@ -136,17 +162,22 @@ def validate_data(
                 work[col] = work[col].where(~mask, np.nan)
     for seg in roles.segment_columns:
         if seg not in work.columns:
-            issues.append(ValidationIssue(seg, "segment column missing from the data", 1,
-                                          ("data.segment_columns",)))
+            issues.append(
+                ValidationIssue(
+                    seg, "segment column missing from the data", 1, ("data.segment_columns",)
+                )
+            )
 
     label_present = roles.label_column in work.columns
     positive, negative = (
-        _label_values(work[roles.label_column], data) if label_present else (str(data.positive_label), None)
+        _label_values(work[roles.label_column], data)
+        if label_present
+        else (str(data.positive_label), None)
     )
     allowed = [positive] + ([negative] if negative is not None else [])
     if label_present:
-        work[roles.label_column] = work[roles.label_column].astype(str).where(
-            work[roles.label_column].notna(), None
+        work[roles.label_column] = (
+            work[roles.label_column].astype(str).where(work[roles.label_column].notna(), None)
         )
     schema = build_schema(
         roles,
@@ -166,26 +197,37 @@ def validate_data(
         n_neg = sum(v for k, v in label_counts.items() if k != positive)
         if n_pos == 0 or n_neg == 0:
             seen = ", ".join(sorted(label_counts)) or "nothing"
-            issues.append(ValidationIssue(
-                roles.label_column,
-                f"label is constant: need both '{positive}' and another value",
-                len(work), (seen,),
-            ))
+            issues.append(
+                ValidationIssue(
+                    roles.label_column,
+                    f"label is constant: need both '{positive}' and another value",
+                    len(work),
+                    (seen,),
+                )
+            )
         else:
-            smallest = min(split.train_fraction, split.calibration_fraction,
-                           split.selection_fraction, split.test_fraction)
+            smallest = min(
+                split.train_fraction,
+                split.calibration_fraction,
+                split.selection_fraction,
+                split.test_fraction,
+            )
             need = int(np.ceil(split.min_rows_per_class_per_split / smallest))
             small = {k: v for k, v in {"positive": n_pos, "negative": n_neg}.items() if v < need}
             for name, count in small.items():
-                issues.append(ValidationIssue(
-                    roles.label_column,
-                    f"{name} class too small for the splits: need >= {need} rows",
-                    count, (f"{count} rows",),
-                ))
+                issues.append(
+                    ValidationIssue(
+                        roles.label_column,
+                        f"{name} class too small for the splits: need >= {need} rows",
+                        count,
+                        (f"{count} rows",),
+                    )
+                )
 
     missing_share = {
         c: round(float(work[c].isna().mean()), 4)
-        for c in roles.features if c in work.columns and work[c].isna().any()
+        for c in roles.features
+        if c in work.columns and work[c].isna().any()
     }
     if not issues and label_present:
         clean = _clean(work, roles=roles, positive=positive)
@@ -200,7 +242,7 @@ def validate_data(
         label_counts=label_counts,
     )
     if not report.passed:
-        log.warning(report.summary())
+        log.info("validation failed: %d problem(s)", len(report.issues))
         return ValidatedData(report=report, frame=None)
     return ValidatedData(report=report, frame=clean)
 
@@ -233,12 +275,15 @@ def _leakage(
     for col in roles.features:
         auc = _single_feature_auc(sample[col], y, numeric=col in roles.numeric)
         if auc >= validation.leakage_auc:
-            issues.append(ValidationIssue(
-                col,
-                f"leakage: this feature alone separates the label (ROC-AUC {auc:.4f} >= "
-                f"{validation.leakage_auc}); drop it or list it under data.ignore",
-                len(sample), (f"AUC={auc:.4f}",),
-            ))
+            issues.append(
+                ValidationIssue(
+                    col,
+                    f"leakage: this feature alone separates the label (ROC-AUC {auc:.4f} >= "
+                    f"{validation.leakage_auc}); drop it or list it under data.ignore",
+                    len(sample),
+                    (f"AUC={auc:.4f}",),
+                )
+            )
     return issues
 
 
@@ -250,8 +295,10 @@ class ValidatedTable:
 
 def validate_table(frame: pd.DataFrame, *, config: BayesPilotConfig) -> ValidatedTable:
     """Resolve column roles from config and data, then validate (the flow's validate stage)."""
-    roles = resolve_roles(frame, data=config.data,
-                          value_column=config.economics.customer_value.column)
-    validated = validate_data(frame, roles=roles, data=config.data,
-                              validation=config.validation, split=config.split)
+    roles = resolve_roles(
+        frame, data=config.data, value_column=config.economics.customer_value.column
+    )
+    validated = validate_data(
+        frame, roles=roles, data=config.data, validation=config.validation, split=config.split
+    )
     return ValidatedTable(roles, validated)

@@ -1,0 +1,84 @@
+"""Shared fixtures: small configs, frames and workspaces in temp dirs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# Prefect state for the whole test session lives in a temp dir (set before prefect imports).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bayespilot-prefect-home-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from configs.settings import BayesPilotConfig, build_config  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def small_layers(workspace: Path, rows: int = 10000, **extra: Any) -> dict[str, Any]:
+    """A fast config: small data, fewer resamples and folds (thresholds unchanged)."""
+    layers: dict[str, Any] = {
+        "paths": {"workspace": str(workspace)},
+        "data": {"segment_columns": ["region", "contract"]},
+        "synthetic": {"rows": rows, "seed": 7},
+        "economics": {"customer_value": {"column": "monthly_charges_usd", "multiplier": 3.0}},
+        "bootstrap": {"resamples": 300},
+        "policy": {"bootstrap_resamples": 100},
+        "candidates": {"random_forest": {"n_estimators": 40}},
+        "gates": {
+            "calibration": {"simulations": 200},
+            "threshold": {"resamples": 60},
+            "stability": {"n_splits": 3, "n_repeats": 1},
+            "technical": {"latency_rows": 30, "reload_rows": 300},
+        },
+    }
+    for key, value in extra.items():
+        layers.setdefault(key, {}).update(value)
+    return layers
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def small_config(workspace: Path) -> BayesPilotConfig:
+    return build_config(small_layers(workspace))
+
+
+@pytest.fixture
+def telco_frame() -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / "telco_sample.csv")
+
+
+@pytest.fixture
+def telco_layers(workspace: Path) -> dict[str, Any]:
+    return {
+        "paths": {"workspace": str(workspace)},
+        "data": {
+            "source": "file",
+            "path": str(FIXTURES / "telco_sample.csv"),
+            "id_column": "customerID",
+            "label_column": "Churn",
+            "positive_label": "Yes",
+            "segment_columns": ["Contract"],
+        },
+        "economics": {"customer_value": {"column": "MonthlyCharges", "multiplier": 3.0}},
+    }
+
+
+@pytest.fixture
+def rng() -> Iterator[np.random.Generator]:
+    yield np.random.default_rng(0)
