@@ -320,6 +320,9 @@ class TechnicalGateConfig(Section):
     max_artifact_mb: float = Field(200.0, gt=0, description="Serialized model size (MB).")
     latency_rows: int = Field(200, gt=0, description="Single-row predictions timed.")
     reload_rows: int = Field(2000, gt=0, description="Rows compared after reload.")
+    fast_scorer_tolerance: float = Field(
+        1e-6, gt=0, description="Largest |p_fast - p_sklearn| allowed on the test split."
+    )
 
 
 class ChampionGateConfig(Section):

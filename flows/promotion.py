@@ -35,7 +35,7 @@ from tasks.promote import (
     promote,
 )
 from tasks.records import RecordStore, champion_of
-from tasks.select_policy import select_candidate
+from tasks.select_policy import policy_values, select_candidate
 from tasks.split_data import Splits, split_data
 from tasks.train_candidates import (
     TrainedModel,
@@ -160,6 +160,7 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         chosen.estimator,
         policy,
         splits.X("test"),
+        policy_values(splits.test, policy),
         directory=workspace.run_models(run_id),
         config=config.gates.technical,
     )

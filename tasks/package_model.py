@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from configs.settings import TechnicalGateConfig
+from serving.fast_scorer import ExactnessCheck, UnsupportedPipeline, compile_scorer
 from tasks.gates import TechnicalEvidence
-from tasks.select_policy import Policy
+from tasks.select_policy import Policy, decide
 
 
 def file_sha256(path: str | Path) -> str:
@@ -155,6 +156,45 @@ if __name__ == "__main__":
     print(json.dumps(_probe(a, r, o, int(n))))
 
 
+def check_fast_scorer(
+    estimator: object,
+    policy: Policy,
+    X: pd.DataFrame,  # noqa: N803
+    values: np.ndarray,
+    *,
+    tolerance: float,
+    latency_rows: int,
+) -> dict[str, Any]:
+    """Compile the serving fast path and compare it with the sklearn pipeline on every row of
+    ``X``: max |dp| and identical actions under ``policy``; also its single-row latency (ms)."""
+    try:
+        scorer = compile_scorer(estimator)
+    except UnsupportedPipeline as exc:
+        return {"compiled": False, "error": str(exc),
+                "checks": {"fast scorer compiles": False}}
+    ref = estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
+    fast = scorer.score_frame(X).probability
+    diff = float(np.max(np.abs(fast - ref))) if len(ref) else 0.0
+    same_actions = bool(np.array_equal(decide(ref, values, policy.document).contact,
+                                       decide(fast, values, policy.document).contact))
+    check = ExactnessCheck(len(ref), diff, same_actions, tolerance)
+    times = []
+    for i in range(min(latency_rows, len(X))):
+        row = {c: [X[c].iat[i]] for c in scorer.features}
+        t = time.perf_counter()
+        scorer.score(row)
+        times.append((time.perf_counter() - t) * 1000)
+    return {
+        "compiled": True, "rows": check.rows, "max_abs_diff": diff,
+        "actions_identical": same_actions, "tolerance": tolerance,
+        "single_row_latency_ms": {"p50": float(np.percentile(times, 50)),
+                                  "p95": float(np.percentile(times, 95))} if times else {},
+        "checks": {f"fast scorer max |dp| <= {tolerance:g}": diff <= tolerance,
+                   "fast scorer actions identical": same_actions},
+        "passed": check.passed,
+    }
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     """Paths (absolute) and SHA-256 of the served model and policy, plus the technical probe."""
@@ -170,21 +210,22 @@ def package_model(
     estimator: object,
     policy: Policy,
     X_test: pd.DataFrame,  # noqa: N803
+    values_test: np.ndarray,
     *,
     directory: Path,
     config: TechnicalGateConfig,
 ) -> PackagedModel:
-    """Write ``model.joblib`` and ``policy.json`` into ``directory`` (atomically) and measure
-    the written artifact in a fresh process."""
+    """Write ``model.joblib`` and ``policy.json`` into ``directory`` (atomically), measure the
+    written artifact in a fresh process, and check the fast scorer on every test row."""
     artifact = directory / "model.joblib"
     sha = save_artifact(estimator, artifact)
     policy_path = directory / "policy.json"
     atomic_write_bytes(policy_path, policy.to_json().encode())
-    technical = measure_artifact(
-        artifact,
-        estimator,
-        X_test,
-        reload_rows=config.reload_rows,
-        latency_rows=config.latency_rows,
-    )
+    technical = measure_artifact(artifact, estimator, X_test, reload_rows=config.reload_rows,
+                                 latency_rows=config.latency_rows)
+    fast = check_fast_scorer(estimator, policy, X_test, values_test,
+                             tolerance=config.fast_scorer_tolerance,
+                             latency_rows=config.latency_rows)
+    extra = {**technical.extra, "fast_scorer": fast, "checks": fast["checks"]}
+    technical = replace(technical, extra=extra)
     return PackagedModel(artifact, sha, policy_path, file_sha256(policy_path), technical)

@@ -113,15 +113,27 @@ def assign_tiers(ev: np.ndarray, contact: np.ndarray, tiers: list[dict[str, Any]
     return out
 
 
-def apply_policy(p: np.ndarray, frame: pd.DataFrame, policy: Policy) -> Decisions:
-    """Decide for each row: expected value (USD), contact or not, tier."""
-    economics = _economics_from(policy.document)
-    ev = expected_value(p, customer_values(frame, economics=economics), economics=economics)
-    contact = ev >= policy.cutoff_usd
+def policy_values(frame: pd.DataFrame, policy: Policy) -> np.ndarray:
+    """Customer values (USD) as the policy's economics define them."""
+    return customer_values(frame, economics=_economics_from(policy.document))
+
+
+def decide(p: np.ndarray, values: np.ndarray, document: dict[str, Any]) -> Decisions:
+    """The policy rule on arrays: expected value (USD), contact or not, tier. Serving and
+    batch scoring call exactly this."""
+    econ = document["economics"]
+    ev = p * float(econ["save_rate"]) * values - float(econ["contact_cost_usd"])
+    cutoff = float(document["cutoff_expected_value_usd"])
+    contact = ev >= cutoff
     # A cut-off of 0 contacts only customers worth contacting (ties at exactly 0 do not pay).
-    if policy.cutoff_usd <= 0:
+    if cutoff <= 0:
         contact &= ev > 0
-    return Decisions(ev, contact, assign_tiers(ev, contact, policy.document["tiers"]))
+    return Decisions(ev, contact, assign_tiers(ev, contact, document["tiers"]))
+
+
+def apply_policy(p: np.ndarray, frame: pd.DataFrame, policy: Policy) -> Decisions:
+    """Decide for each row of ``frame`` (which carries the value column, if one is used)."""
+    return decide(p, policy_values(frame, policy), policy.document)
 
 
 def _tier_dicts(config: PolicyConfig, cutoff: float) -> list[dict[str, Any]]:
