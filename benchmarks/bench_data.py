@@ -111,10 +111,9 @@ def run_child(rows: int, seed: int, config_path: Path) -> DataTimings:
            "--seed", str(seed), "--config", str(config_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True,
+                          check=False)  # the child's log goes straight to our stderr
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
         raise RuntimeError(f"child for {rows} rows exited with {proc.returncode}")
     line = proc.stdout.strip().splitlines()[-1]
     return DataTimings(**json.loads(line))

@@ -353,6 +353,29 @@ class PromotionConfig(Section):
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
 
 
+class ServingConfig(Section):
+    host: str = Field("127.0.0.1", description="Bind address of `bayespilot serve`.")
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    reload_interval_s: float = Field(
+        5.0, gt=0, description="How often (seconds) each worker checks the record chain head."
+    )
+    max_batch_customers: int = Field(1000, ge=1, description="Customers per /v1/score call.")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body (bytes).")
+    prediction_log_max_mb: float = Field(
+        50.0, gt=0, description="Rotate the prediction log past this size (MB)."
+    )
+    prediction_log_backups: int = Field(5, ge=1, description="Rotated log files kept.")
+    admin_token_env: str = Field(
+        "BAYESPILOT_ADMIN_TOKEN", description="Environment variable holding the bearer token "
+        "for /v1/admin/*; admin routes are disabled when it is unset."
+    )
+    check_registry_alias: bool = Field(
+        True, description="Cross-check the record's champion against the MLflow alias."
+    )
+    batch_chunk_rows: int = Field(200_000, ge=1, description="Rows per chunk in batch scoring.")
+
+
 class BayesPilotConfig(Section):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
@@ -366,6 +389,7 @@ class BayesPilotConfig(Section):
     bootstrap: BootstrapConfig = BootstrapConfig()
     gates: GatesConfig = GatesConfig()
     promotion: PromotionConfig = PromotionConfig()
+    serving: ServingConfig = ServingConfig()
 
     def canonical_json(self) -> str:
         """The config as sorted, compact JSON (what its hash is taken over)."""

@@ -15,6 +15,7 @@ lacks a passing check. Anything this compiler does not know raises ``Unsupported
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,19 @@ import numpy as np
 import pandas as pd
 
 MISSING_FILL = "(missing)"
+_THREAD = threading.local()
+
+
+def pin_threads() -> None:
+    """Limit OpenMP/BLAS to one thread in the calling thread (once per thread).
+
+    OpenMP's thread count is per thread, so a limit set at start-up does not reach request
+    threads; several request threads each spinning OpenMP teams stall badly on 2 cores."""
+    if not getattr(_THREAD, "pinned", False):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        _THREAD.pinned = True
 
 
 class UnsupportedPipeline(TypeError):
@@ -119,7 +133,8 @@ class FastScorer:
     """Numpy preprocessing + the fitted estimator (+ calibrator), scored on columns of values."""
 
     def __init__(self, numeric: NumericBlock, categorical: CategoricalBlock, model: Any,
-                 calibrator: Any | None, response: str) -> None:
+                 calibrator: Any | None, response: str, *, pin: bool = False) -> None:
+        self.pin = pin
         self.numeric = numeric
         self.categorical = categorical
         self.model = model
@@ -190,6 +205,8 @@ class FastScorer:
 
     # ------------------------------------------------------------------ scoring
     def score(self, columns: Mapping[str, Any]) -> ScoreOutput:
+        if self.pin:
+            pin_threads()
         X, imputed, unknown = self.transform(columns)
         if self.response == "decision_function":
             raw = self.model.decision_function(X)
@@ -202,8 +219,9 @@ class FastScorer:
         return self.score({c: frame[c] for c in self.features})
 
 
-def compile_scorer(estimator: Any) -> FastScorer:
-    """Compile a fitted churn pipeline (optionally inside a frozen calibrator)."""
+def compile_scorer(estimator: Any, *, pin: bool = False) -> FastScorer:
+    """Compile a fitted churn pipeline (optionally inside a frozen calibrator). ``pin``:
+    limit OpenMP/BLAS to one thread in each thread that scores (serving workers)."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.compose import ColumnTransformer
     from sklearn.frozen import FrozenEstimator
@@ -236,7 +254,7 @@ def compile_scorer(estimator: Any) -> FastScorer:
                     else "predict_proba")
     else:
         response = "predict_proba"
-    return FastScorer(numeric, categorical, model, calibrator, response)
+    return FastScorer(numeric, categorical, model, calibrator, response, pin=pin)
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import logging
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from configs.paths import REPO_ROOT, Workspace
+from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
 from tasks.gates import GATE_IDS, GateResult
-from tasks.records import RecordStore, champion_of
+from tasks.records import RecordStore, champion_of, git_state, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +67,6 @@ class PromotionOutcome:
     record_path: Path
     record: dict[str, Any]
     registration: Registration | None
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def git_state() -> dict[str, Any]:
-    def run(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = run("rev-parse", "HEAD")
-    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
-    return {"git_commit": commit or None, "git_dirty": dirty if commit else None}
 
 
 def package_versions() -> dict[str, str]:

@@ -15,15 +15,36 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 RECORD_NAME = re.compile(r"^(?P<seq>\d{6})-(?P<kind>[a-z-]+)-(?P<short>[0-9a-f]{12})\.json$")
 KINDS = ("promotion", "rollback", "policy-update", "monitoring")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def git_state() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = run("rev-parse", "HEAD")
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    return {"git_commit": commit or None, "git_dirty": dirty if commit else None}
 
 
 class ChainError(RuntimeError):

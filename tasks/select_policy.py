@@ -49,6 +49,21 @@ class Policy:
     def cutoff_usd(self) -> float:
         return float(self.document["cutoff_expected_value_usd"])
 
+    @property
+    def value_column(self) -> str | None:
+        """The column customer value comes from (None: a constant value)."""
+        column = self.document["economics"]["customer_value"].get("column")
+        return str(column) if column else None
+
+    def values(self, column_values: np.ndarray | None, n: int) -> np.ndarray:
+        """Customer values (USD) for ``n`` rows: ``column x multiplier`` or the constant."""
+        cv = self.document["economics"]["customer_value"]
+        if self.value_column is None:
+            return np.full(n, float(cv["constant_usd"]))
+        if column_values is None:
+            raise ValueError(f"the policy needs column {self.value_column!r}")
+        return np.asarray(column_values, dtype=float) * float(cv["multiplier"])
+
     def to_json(self) -> str:
         return json.dumps({**self.document, "policy_id": self.policy_id}, indent=2, sort_keys=True)
 

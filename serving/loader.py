@@ -1,0 +1,195 @@
+"""Load exactly what the record chain says was promoted, verified before anything is unpickled.
+
+Order of checks (any failure: ``NotReady`` with the reason, never a fallback file):
+1. the record chain is intact (hashes and links);
+2. its head names a champion;
+3. the record that introduced that champion (model version + policy) passed every gate,
+   including a passing fast-scorer exactness check;
+4. the MLflow registry alias ``champion`` points at the same model version;
+5. the artifact's and the policy's SHA-256 match the record (then, and only then, unpickle).
+
+Shared by the HTTP service and the batch command.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving.fast_scorer import FastScorer, compile_scorer
+from serving.settings import ServingSettings
+from tasks.records import (
+    RecordStore,
+    VerificationError,
+    champion_of,
+    load_verified_model,
+    load_verified_policy_text,
+)
+from tasks.select_policy import Policy
+
+log = logging.getLogger(__name__)
+INTRODUCING = ("promoted", "policy-updated")
+
+
+class NotReady(RuntimeError):
+    """No verified champion can be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A verified, loaded champion: scorer, policy and what the record says about it."""
+
+    head_record_id: str
+    head_marker: str
+    record: dict[str, Any]  # the record that introduced this champion
+    block: dict[str, Any]
+    policy: Policy
+    scorer: FastScorer
+    id_column: str
+    value_column: str | None
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.block["model_name"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.block["model_version"])
+
+    @property
+    def policy_id(self) -> str:
+        return self.policy.policy_id
+
+
+def store_for(settings: ServingSettings) -> RecordStore:
+    ws = settings.workspace_paths
+    return RecordStore(ws.promotions, ws.promotions_lock)
+
+
+def head_marker(settings: ServingSettings) -> str:
+    """A cheap fingerprint of the chain head (file name + mtime); '' when there is none."""
+    paths = store_for(settings).paths()
+    if not paths:
+        return ""
+    last: Path = paths[-1]
+    return f"{last.name}:{last.stat().st_mtime_ns}:{len(paths)}"
+
+
+def introducing_record(records: list[dict[str, Any]], block: dict[str, Any]) -> dict[str, Any]:
+    """The latest record that put this model version and policy in the champion seat."""
+    for rec in reversed(records):
+        champ = rec.get("champion") or {}
+        if (
+            rec.get("decision") in INTRODUCING
+            and str(champ.get("model_version")) == str(block.get("model_version"))
+            and champ.get("policy_id") == block.get("policy_id")
+            and champ.get("artifact_sha256") == block.get("artifact_sha256")
+        ):
+            return rec
+    raise NotReady(
+        f"no promotion record introduced model v{block.get('model_version')} with policy "
+        f"{str(block.get('policy_id'))[:12]}"
+    )
+
+
+def _check_gates(rec: dict[str, Any]) -> None:
+    gates = rec.get("gates") or []
+    failed = [g["gate"] for g in gates if not g.get("passed")]
+    if not gates or failed:
+        raise NotReady(
+            f"record {rec['record_id'][:12]} did not pass every gate "
+            f"(failed: {failed or 'none run'})"
+        )
+    tech = next((g for g in gates if g["gate"] == "technical"), None)
+    fast = ((tech or {}).get("evidence", {}).get("extra", {}) or {}).get("fast_scorer") or {}
+    if not fast.get("passed"):
+        raise NotReady(
+            f"record {rec['record_id'][:12]} has no passing fast-scorer exactness check"
+        )
+
+
+def _check_alias(settings: ServingSettings, block: dict[str, Any]) -> None:
+    if not settings.check_registry_alias:
+        return
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=settings.tracking_uri)
+        mv = client.get_model_version_by_alias(str(block["model_name"]), "champion")
+    except Exception as exc:
+        raise NotReady(f"MLflow alias 'champion' could not be read: {exc}") from None
+    if str(mv.version) != str(block["model_version"]):
+        raise NotReady(
+            f"MLflow alias 'champion' points at v{mv.version} but the record chain says "
+            f"v{block['model_version']}"
+        )
+
+
+def load_champion(settings: ServingSettings) -> Champion:
+    """Verify everything, then load; raises ``NotReady`` with the reason."""
+    store = store_for(settings)
+    marker = head_marker(settings)
+    report = store.verify()
+    if not report.ok:
+        raise NotReady("record chain broken: " + "; ".join(report.problems))
+    records = store.records()
+    if not records:
+        raise NotReady("no promotion record yet: run `bayespilot run` first")
+    head = records[-1]
+    block = champion_of(head)
+    if block is None:
+        raise NotReady("no champion: no candidate has passed every gate yet")
+    rec = introducing_record(records, block)
+    _check_gates(rec)
+    _check_alias(settings, block)
+    try:
+        model = load_verified_model(settings.workspace, block)
+        policy = Policy.from_json(load_verified_policy_text(settings.workspace, block))
+    except (VerificationError, ValueError) as exc:
+        raise NotReady(str(exc)) from None
+    if policy.policy_id != block["policy_id"]:
+        raise NotReady("policy document id does not match the record")
+    scorer = compile_scorer(model, pin=True)
+    schema = rec.get("schema", {})
+    info = {
+        "record_id": rec["record_id"],
+        "head_record_id": head["record_id"],
+        "head_kind": head.get("kind"),
+        "decision": rec.get("decision"),
+        "reasons": rec.get("reasons", []),
+        "gates": [
+            {k: g.get(k) for k in ("gate", "passed", "metric", "value", "interval", "threshold",
+                                   "reason")}
+            for g in rec.get("gates", [])
+        ],
+        "policy": policy.document,
+        "policy_id": policy.policy_id,
+        "calibration_method": (rec.get("calibration") or {}).get("method"),
+        "candidate": rec.get("candidate"),
+        "data": rec.get("data"),
+        "promoted_at": rec.get("finished_at"),
+        "model_name": block["model_name"],
+        "model_version": str(block["model_version"]),
+        "features": block.get("features"),
+        "explanation": rec.get("explanation", {}),
+    }
+    log.info("champion %s v%s verified and loaded (record %s)", block["model_name"],
+             block["model_version"], rec["record_id"][:12])
+    return Champion(
+        head_record_id=head["record_id"],
+        head_marker=marker,
+        record=rec,
+        block=block,
+        policy=policy,
+        scorer=scorer,
+        id_column=str(schema.get("id_column", "customer_id")),
+        value_column=policy.value_column,
+        numeric=tuple(block.get("features", {}).get("numeric", [])),
+        categorical=tuple(block.get("features", {}).get("categorical", [])),
+        info=info,
+    )

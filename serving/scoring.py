@@ -1,0 +1,129 @@
+"""Scoring shared by the service and the batch command: request schema from the record,
+values through the fast scorer, decisions through the served policy document."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from serving.loader import Champion
+from tasks.select_policy import decide
+
+RESULT_COLUMNS = ("churn_probability", "expected_value_usd", "action", "tier", "model_version",
+                  "policy_id")
+
+
+def _safe(name: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", name)
+    if not base or base[0].isdigit():
+        base = f"f_{base}"
+    out, i = base, 1
+    while out in taken:
+        out, i = f"{base}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def request_model(champion: Champion) -> type[BaseModel]:
+    """A pydantic model for one customer, generated from the record: the id, the model's
+    features (numeric: number or null; categorical: text, number or null) and, when value
+    comes from a column, that column (a non-negative number). Unknown fields are rejected."""
+    taken: set[str] = set()
+    fields: dict[str, Any] = {
+        _safe(champion.id_column, taken): (str | int, Field(alias=champion.id_column))
+    }
+    for col in champion.numeric:
+        if col == champion.value_column:
+            continue
+        fields[_safe(col, taken)] = (float | None, Field(None, alias=col))
+    for col in champion.categorical:
+        if col == champion.value_column:
+            continue
+        fields[_safe(col, taken)] = (str | int | float | bool | None, Field(None, alias=col))
+    if champion.value_column:
+        fields[_safe(champion.value_column, taken)] = (
+            float, Field(alias=champion.value_column, ge=0))
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "Customer", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields)
+
+
+@dataclass(frozen=True)
+class Scored:
+    ids: list[Any]
+    probability: np.ndarray
+    expected_value: np.ndarray
+    contact: np.ndarray
+    tier: np.ndarray
+    warnings: list[list[str]]
+
+
+def score_columns(
+    champion: Champion, columns: Mapping[str, Any], ids: Sequence[Any], *,
+    with_warnings: bool = True,
+) -> Scored:
+    """Score column arrays (features + value column) for the given ids."""
+    n = len(ids)
+    out = champion.scorer.score(columns)
+    raw_values = columns.get(champion.value_column) if champion.value_column else None
+    values = champion.policy.values(
+        None if raw_values is None else np.asarray(raw_values, dtype=float), n)
+    d = decide(out.probability, values, champion.policy.document)
+    warnings: list[list[str]] = [[] for _ in range(n if with_warnings else 0)]
+    for col, mask in out.imputed.items() if with_warnings else ():
+        for i in np.nonzero(mask)[0]:
+            warnings[i].append(f"{col}: missing value imputed")
+    for col, mask in out.unknown.items() if with_warnings else ():
+        for i in np.nonzero(mask)[0]:
+            warnings[i].append(f"{col}: unknown category ignored")
+    return Scored(list(ids), out.probability, d.expected_value_usd, d.contact, d.tier, warnings)
+
+
+def score_customers(champion: Champion, customers: Sequence[Mapping[str, Any]]) -> Scored:
+    """Score validated customer dicts (keys are the original column names)."""
+    cols = list(champion.scorer.features)
+    if champion.value_column and champion.value_column not in cols:
+        cols.append(champion.value_column)
+    columns = {c: [row.get(c) for row in customers] for c in cols}
+    ids = [row[champion.id_column] for row in customers]
+    return score_columns(champion, columns, ids)
+
+
+def result_dicts(champion: Champion, scored: Scored) -> list[dict[str, Any]]:
+    out = []
+    for i, cid in enumerate(scored.ids):
+        out.append({
+            "customer_id": cid,
+            "churn_probability": float(scored.probability[i]),
+            "expected_value_usd": round(float(scored.expected_value[i]), 4),
+            "action": "contact" if scored.contact[i] else "no_contact",
+            "tier": str(scored.tier[i]),
+            "model_name": champion.model_name,
+            "model_version": champion.model_version,
+            "policy_id": champion.policy_id,
+            "warnings": scored.warnings[i],
+        })
+    return out
+
+
+def score_frame(champion: Champion, frame: pd.DataFrame) -> pd.DataFrame:
+    """Batch scoring of a clean frame: id column plus the result columns."""
+    columns = {c: frame[c] for c in champion.scorer.features}
+    if champion.value_column:
+        columns[champion.value_column] = frame[champion.value_column]
+    s = score_columns(champion, columns, frame[champion.id_column].tolist(), with_warnings=False)
+    return pd.DataFrame({
+        champion.id_column: frame[champion.id_column].to_numpy(),
+        "churn_probability": s.probability,
+        "expected_value_usd": np.round(s.expected_value, 4),
+        "action": np.where(s.contact, "contact", "no_contact"),
+        "tier": s.tier,
+        "model_version": champion.model_version,
+        "policy_id": champion.policy_id,
+    })
+

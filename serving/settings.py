@@ -1,0 +1,52 @@
+"""Service settings, derived from the one config tree (workspace found the same way as every
+command) plus the admin token from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from configs.paths import Workspace
+from configs.settings import BayesPilotConfig
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    workspace: Path
+    tracking_uri: str
+    model_name: str
+    reload_interval_s: float
+    max_batch_customers: int
+    max_body_bytes: int
+    prediction_log: Path
+    prediction_log_max_bytes: int
+    prediction_log_backups: int
+    admin_token: str | None
+    check_registry_alias: bool
+
+    @classmethod
+    def from_config(
+        cls, config: BayesPilotConfig, environ: Mapping[str, str] | None = None
+    ) -> ServingSettings:
+        env = os.environ if environ is None else environ
+        ws = Workspace.from_setting(config.paths.workspace)
+        s = config.serving
+        return cls(
+            workspace=ws.root,
+            tracking_uri=ws.mlflow_tracking_uri,
+            model_name=config.promotion.model_name,
+            reload_interval_s=s.reload_interval_s,
+            max_batch_customers=s.max_batch_customers,
+            max_body_bytes=s.max_body_bytes,
+            prediction_log=ws.logs / "predictions.jsonl",
+            prediction_log_max_bytes=int(s.prediction_log_max_mb * 1_000_000),
+            prediction_log_backups=s.prediction_log_backups,
+            admin_token=env.get(s.admin_token_env) or None,
+            check_registry_alias=s.check_registry_alias,
+        )
+
+    @property
+    def workspace_paths(self) -> Workspace:
+        return Workspace(self.workspace)
