@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     verify = sub.add_parser("verify", help="verify the promotion record chain")
     _common(verify)
+    serve = sub.add_parser("serve", help="serve the verified champion over HTTP (uvicorn)")
+    _common(serve)
+    serve.add_argument("--host", default=None, help="bind address (default: serving.host)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes")
+    score = sub.add_parser("score", help="batch-score a CSV or Parquet file with the champion")
+    _common(score)
+    score.add_argument("--input", required=True, type=Path, help="CSV or Parquet to score")
+    score.add_argument("--output", required=True, type=Path, help="CSV or Parquet to write")
+    score.add_argument("--rejects", type=Path, default=None,
+                       help="where rows that fail validation go (default: OUTPUT.rejects.EXT)")
     return parser
 
 
@@ -120,6 +131,50 @@ def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     return EXIT_ERROR
 
 
+def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    import uvicorn
+
+    from serving.main import CONFIG_ENV, OVERRIDES_ENV
+
+    # one OpenMP/BLAS thread per worker: set before workers import numpy/sklearn
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    os.environ[CONFIG_ENV] = str(args.config)
+    os.environ[OVERRIDES_ENV] = json.dumps(args.overrides)
+    s = config.serving
+    uvicorn.run("serving.main:app_from_env", factory=True, host=args.host or s.host,
+                port=args.port if args.port is not None else s.port,
+                workers=args.workers or s.workers, log_level="info", access_log=False)
+    return EXIT_OK
+
+
+def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from serving.batch import count_rows, progress_printer, score_file
+    from serving.loader import NotReady, load_champion
+    from serving.settings import ServingSettings
+    from tasks.load_data import DataError
+
+    try:
+        champion = load_champion(ServingSettings.from_config(config))
+    except NotReady as exc:
+        print(f"not ready: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        total = count_rows(args.input) if args.input.is_file() else None
+        summary = score_file(champion, args.input, args.output, rejects_path=args.rejects,
+                             chunk_rows=config.serving.batch_chunk_rows,
+                             progress=progress_printer(total))
+    except DataError as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"model {champion.model_name} v{champion.model_version}, policy "
+          f"{champion.policy_id[:12]}")
+    print(summary.text())
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -145,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "verify":
             return cmd_verify(args, config)
+        if args.command == "serve":
+            return cmd_serve(args, config)
+        if args.command == "score":
+            return cmd_score(args, config)
     except KeyboardInterrupt:
         return EXIT_ERROR
     except Exception as exc:  # the user sees one line; the log has the traceback

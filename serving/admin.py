@@ -29,15 +29,22 @@ def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> di
         target = intro.get("previous_champion")
         if not target:
             raise RollbackError(f"model v{current['model_version']} has no previous champion")
-        verify_file(resolve_artifact(settings.workspace, target["artifact_path"]),
-                    target["artifact_sha256"], "previous model artifact")
-        verify_file(resolve_artifact(settings.workspace, target["policy_path"]),
-                    target["policy_sha256"], "previous policy document")
+        verify_file(
+            resolve_artifact(settings.workspace, target["artifact_path"]),
+            target["artifact_sha256"],
+            "previous model artifact",
+        )
+        verify_file(
+            resolve_artifact(settings.workspace, target["policy_path"]),
+            target["policy_sha256"],
+            "previous policy document",
+        )
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=settings.tracking_uri)
-        client.set_registered_model_alias(str(target["model_name"]), "champion",
-                                          str(target["model_version"]))
+        client.set_registered_model_alias(
+            str(target["model_name"]), "champion", str(target["model_version"])
+        )
         with contextlib.suppress(Exception):  # the alias may not exist; nothing to undo
             client.delete_registered_model_alias(str(current["model_name"]), "previous")
         body = {
@@ -47,8 +54,10 @@ def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> di
             "requested_by": requested_by,
             "champion": target,
             "previous_champion": current,
-            "rolled_back_from": {"model_version": current["model_version"],
-                                 "record_id": intro["record_id"]},
+            "rolled_back_from": {
+                "model_version": current["model_version"],
+                "record_id": intro["record_id"],
+            },
             **git_state(),
             "finished_at": now_iso(),
         }

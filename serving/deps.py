@@ -36,9 +36,11 @@ class ServingState:
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.predictions = PredictionLog(settings.prediction_log,
-                                         max_bytes=settings.prediction_log_max_bytes,
-                                         backups=settings.prediction_log_backups)
+        self.predictions = PredictionLog(
+            settings.prediction_log,
+            max_bytes=settings.prediction_log_max_bytes,
+            backups=settings.prediction_log_backups,
+        )
         self.current: Loaded | None = None
         self.last_error: str | None = None
         self.last_check_marker: str | None = None
@@ -66,15 +68,23 @@ class ServingState:
                 return False
             self.last_error = None
             cur = self.current
-            if (cur is not None and cur.champion.head_record_id == champ.head_record_id
-                    and cur.champion.block == champ.block):
+            if (
+                cur is not None
+                and cur.champion.head_record_id == champ.head_record_id
+                and cur.champion.block == champ.block
+            ):
                 return False
             model = request_model(champ)
             self.current = Loaded(champ, model, TypeAdapter(model), time.time())
-            self.metrics.set_model(champ.model_name, champ.model_version, champ.policy_id,
-                                   champ.record["record_id"])
-            log.info("serving %s v%s, policy %s", champ.model_name, champ.model_version,
-                     champ.policy_id[:12])
+            self.metrics.set_model(
+                champ.model_name, champ.model_version, champ.policy_id, champ.record["record_id"]
+            )
+            log.info(
+                "serving %s v%s, policy %s",
+                champ.model_name,
+                champ.model_version,
+                champ.policy_id[:12],
+            )
             return True
 
     async def follow_head(self) -> None:
@@ -107,6 +117,7 @@ def require_admin(request: Request) -> str:
         raise HTTPException(403, detail="admin routes are disabled: no admin token configured")
     header = request.headers.get("authorization", "")
     if header != f"Bearer {token}":
-        raise HTTPException(401, detail="missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return "admin"

@@ -125,15 +125,28 @@ def _compile_categorical(pipe: Any, columns: Sequence[str]) -> CategoricalBlock:
         offsets.append(pos)
         pos += len(cats)
     fill = str(imputer.fill_value)
-    return CategoricalBlock(tuple(columns), tuple(maps), np.asarray(offsets, dtype=np.int64), pos,
-                            tuple(fill for _ in columns))
+    return CategoricalBlock(
+        tuple(columns),
+        tuple(maps),
+        np.asarray(offsets, dtype=np.int64),
+        pos,
+        tuple(fill for _ in columns),
+    )
 
 
 class FastScorer:
     """Numpy preprocessing + the fitted estimator (+ calibrator), scored on columns of values."""
 
-    def __init__(self, numeric: NumericBlock, categorical: CategoricalBlock, model: Any,
-                 calibrator: Any | None, response: str, *, pin: bool = False) -> None:
+    def __init__(
+        self,
+        numeric: NumericBlock,
+        categorical: CategoricalBlock,
+        model: Any,
+        calibrator: Any | None,
+        response: str,
+        *,
+        pin: bool = False,
+    ) -> None:
         self.pin = pin
         self.numeric = numeric
         self.categorical = categorical
@@ -153,8 +166,9 @@ class FastScorer:
             out[i] = np.nan if v is None else float(v)
         return out
 
-    def transform(self, columns: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray],
-                                                            dict[str, np.ndarray]]:
+    def transform(
+        self, columns: Mapping[str, Any]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Feature matrix equal to the fitted ``ColumnTransformer``'s output."""
         nb, cb = self.numeric, self.categorical
         n = len(next(iter(columns.values()))) if columns else 0
@@ -186,8 +200,9 @@ class FastScorer:
         return np.hstack([num, onehot]), imputed, unknown
 
     @staticmethod
-    def _codes(values: Any, mapping: dict[str, int], fill: str) -> tuple[np.ndarray, np.ndarray,
-                                                                         np.ndarray]:
+    def _codes(
+        values: Any, mapping: dict[str, int], fill: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if isinstance(values, pd.Series) and len(values) > 32:
             miss = values.isna().to_numpy()
             text = values.astype(str).where(~miss, fill)
@@ -250,8 +265,9 @@ def compile_scorer(estimator: Any, *, pin: bool = False) -> FastScorer:
     numeric = _compile_numeric(*blocks["numeric"])
     categorical = _compile_categorical(*blocks["categorical"])
     if calibrator is not None:
-        response = ("decision_function" if hasattr(pipeline, "decision_function")
-                    else "predict_proba")
+        response = (
+            "decision_function" if hasattr(pipeline, "decision_function") else "predict_proba"
+        )
     else:
         response = "predict_proba"
     return FastScorer(numeric, categorical, model, calibrator, response, pin=pin)

@@ -108,9 +108,7 @@ def _check_gates(rec: dict[str, Any]) -> None:
     tech = next((g for g in gates if g["gate"] == "technical"), None)
     fast = ((tech or {}).get("evidence", {}).get("extra", {}) or {}).get("fast_scorer") or {}
     if not fast.get("passed"):
-        raise NotReady(
-            f"record {rec['record_id'][:12]} has no passing fast-scorer exactness check"
-        )
+        raise NotReady(f"record {rec['record_id'][:12]} has no passing fast-scorer exactness check")
 
 
 def _check_alias(settings: ServingSettings, block: dict[str, Any]) -> None:
@@ -163,8 +161,10 @@ def load_champion(settings: ServingSettings) -> Champion:
         "decision": rec.get("decision"),
         "reasons": rec.get("reasons", []),
         "gates": [
-            {k: g.get(k) for k in ("gate", "passed", "metric", "value", "interval", "threshold",
-                                   "reason")}
+            {
+                k: g.get(k)
+                for k in ("gate", "passed", "metric", "value", "interval", "threshold", "reason")
+            }
             for g in rec.get("gates", [])
         ],
         "policy": policy.document,
@@ -178,8 +178,12 @@ def load_champion(settings: ServingSettings) -> Champion:
         "features": block.get("features"),
         "explanation": rec.get("explanation", {}),
     }
-    log.info("champion %s v%s verified and loaded (record %s)", block["model_name"],
-             block["model_version"], rec["record_id"][:12])
+    log.info(
+        "champion %s v%s verified and loaded (record %s)",
+        block["model_name"],
+        block["model_version"],
+        rec["record_id"][:12],
+    )
     return Champion(
         head_record_id=head["record_id"],
         head_marker=marker,

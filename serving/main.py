@@ -80,8 +80,11 @@ def app_from_env() -> FastAPI:
     """Factory for ``uvicorn serving.main:app_from_env --factory`` (one per worker)."""
     from configs.settings import load_config
 
-    config = load_config(os.environ.get(CONFIG_ENV) or None,
-                         overrides=json.loads(os.environ.get(OVERRIDES_ENV, "[]")))
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(
+        os.environ.get(CONFIG_ENV) or None,
+        overrides=json.loads(os.environ.get(OVERRIDES_ENV, "[]")),
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return create_app(ServingSettings.from_config(config))

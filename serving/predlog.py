@@ -25,8 +25,9 @@ class PredictionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, entries: Iterable[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n"
-                       for e in entries).encode()
+        data = "".join(
+            json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in entries
+        ).encode()
         if not data:
             return
         with self._lock, open(self._lock_path, "a") as lock:

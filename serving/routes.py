@@ -23,18 +23,29 @@ StateDep = Annotated[ServingState, Depends(get_state)]
 LoadedDep = Annotated[Loaded, Depends(require_loaded)]
 INLINE_ROWS = 64  # larger batches are scored off the event loop
 
-_EXPECTED = {"float_parsing": "number", "float_type": "number", "string_type": "text",
-             "missing": "a value", "extra_forbidden": "no such field",
-             "greater_than_equal": "a number >= 0", "int_type": "integer"}
+_EXPECTED = {
+    "float_parsing": "number",
+    "float_type": "number",
+    "string_type": "text",
+    "missing": "a value",
+    "extra_forbidden": "no such field",
+    "greater_than_equal": "a number >= 0",
+    "int_type": "integer",
+}
 
 
 def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
     out = []
     for e in exc.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        out.append({"field": f"{prefix}{loc}", "message": e["msg"],
-                    "expected": _EXPECTED.get(e["type"], e["type"]),
-                    "got": e.get("input") if e["type"] != "missing" else None})
+        out.append(
+            {
+                "field": f"{prefix}{loc}",
+                "message": e["msg"],
+                "expected": _EXPECTED.get(e["type"], e["type"]),
+                "got": e.get("input") if e["type"] != "missing" else None,
+            }
+        )
     return out
 
 
@@ -57,26 +68,49 @@ async def score(request: Request, state: StateDep) -> Response:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        return _error(422, [{"field": "body", "message": f"invalid JSON: {exc}",
-                             "expected": "a JSON object"}])
+        return _error(
+            422, [{"field": "body", "message": f"invalid JSON: {exc}", "expected": "a JSON object"}]
+        )
     batch = isinstance(payload, dict) and "customers" in payload
     items = payload.get("customers") if batch else [payload]
     if batch and (not isinstance(items, list) or set(payload) != {"customers"}):
-        return _error(422, [{"field": "customers", "message": "expected a list of customers "
-                             "and no other key", "expected": "array"}])
+        return _error(
+            422,
+            [
+                {
+                    "field": "customers",
+                    "message": "expected a list of customers and no other key",
+                    "expected": "array",
+                }
+            ],
+        )
     if not isinstance(items, list) or not items:
-        return _error(422, [{"field": "body", "message": "no customer to score",
-                             "expected": "an object or {\"customers\": [...]}"}])
+        return _error(
+            422,
+            [
+                {
+                    "field": "body",
+                    "message": "no customer to score",
+                    "expected": 'an object or {"customers": [...]}',
+                }
+            ],
+        )
     if len(items) > state.settings.max_batch_customers:
         limit_n = state.settings.max_batch_customers
-        return _error(413, [{"field": "customers",
-                             "message": f"{len(items)} customers > limit {limit_n}"}])
+        return _error(
+            413, [{"field": "customers", "message": f"{len(items)} customers > limit {limit_n}"}]
+        )
     rows, errors = [], []
     for i, item in enumerate(items):
         prefix = f"customers[{i}]." if batch else ""
         if not isinstance(item, dict):
-            errors.append({"field": prefix.rstrip(".") or "body", "message": "expected an object",
-                           "expected": "object"})
+            errors.append(
+                {
+                    "field": prefix.rstrip(".") or "body",
+                    "message": "expected an object",
+                    "expected": "object",
+                }
+            )
             continue
         try:
             rows.append(loaded.adapter.validate_python(item).model_dump(by_alias=True))
@@ -94,10 +128,19 @@ async def score(request: Request, state: StateDep) -> Response:
     latency_ms = (time.perf_counter() - start) * 1000
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     state.predictions.write(
-        {"request_id": request_id, "time": now, "model_version": champ.model_version,
-         "policy_id": champ.policy_id, "inputs": row, "probability": res["churn_probability"],
-         "action": res["action"], "tier": res["tier"], "latency_ms": round(latency_ms, 3)}
-        for row, res in zip(rows, results, strict=True))
+        {
+            "request_id": request_id,
+            "time": now,
+            "model_version": champ.model_version,
+            "policy_id": champ.policy_id,
+            "inputs": row,
+            "probability": res["churn_probability"],
+            "action": res["action"],
+            "tier": res["tier"],
+            "latency_ms": round(latency_ms, 3),
+        }
+        for row, res in zip(rows, results, strict=True)
+    )
     contacts = int(scored.contact.sum())
     if contacts:
         state.metrics.predictions.labels("contact").inc(contacts)
@@ -110,8 +153,10 @@ async def score(request: Request, state: StateDep) -> Response:
 @router.get("/v1/model")
 def model_card(loaded: LoadedDep) -> dict[str, Any]:
     """What is serving and why."""
-    return {**loaded.champion.info,
-            "loaded_at": datetime.fromtimestamp(loaded.loaded_at, UTC).isoformat()}
+    return {
+        **loaded.champion.info,
+        "loaded_at": datetime.fromtimestamp(loaded.loaded_at, UTC).isoformat(),
+    }
 
 
 @router.get("/healthz")
@@ -125,9 +170,15 @@ def readyz(state: StateDep) -> JSONResponse:
     detail: dict[str, Any] = {"ready": cur is not None, "last_error": state.last_error}
     if cur is not None:
         c = cur.champion
-        detail.update({"model_name": c.model_name, "model_version": c.model_version,
-                       "policy_id": c.policy_id, "record_id": c.record["record_id"],
-                       "head_record_id": c.head_record_id})
+        detail.update(
+            {
+                "model_name": c.model_name,
+                "model_version": c.model_version,
+                "policy_id": c.policy_id,
+                "record_id": c.record["record_id"],
+                "head_record_id": c.head_record_id,
+            }
+        )
     return JSONResponse(detail, status_code=200 if cur is not None else 503)
 
 
@@ -154,13 +205,14 @@ class RollbackRequest(BaseModel):
 
 
 @router.post("/v1/admin/rollback", dependencies=[Depends(require_admin)])
-async def admin_rollback(body: RollbackRequest,
-                         state: StateDep) -> JSONResponse:
+async def admin_rollback(body: RollbackRequest, state: StateDep) -> JSONResponse:
     try:
-        record = await run_in_threadpool(rollback, state.settings, reason=body.reason,
-                                         requested_by=body.requested_by)
+        record = await run_in_threadpool(
+            rollback, state.settings, reason=body.reason, requested_by=body.requested_by
+        )
     except RollbackError as exc:
         raise HTTPException(409, detail=str(exc)) from None
     await run_in_threadpool(state.check, force=True)
-    return readyz_with(state, {"rollback_record": record["record_id"],
-                               "sequence": record["sequence"]})
+    return readyz_with(
+        state, {"rollback_record": record["record_id"], "sequence": record["sequence"]}
+    )

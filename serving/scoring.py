@@ -15,8 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from serving.loader import Champion
 from tasks.select_policy import decide
 
-RESULT_COLUMNS = ("churn_probability", "expected_value_usd", "action", "tier", "model_version",
-                  "policy_id")
+RESULT_COLUMNS = (
+    "churn_probability",
+    "expected_value_usd",
+    "action",
+    "tier",
+    "model_version",
+    "policy_id",
+)
 
 
 def _safe(name: str, taken: set[str]) -> str:
@@ -48,9 +54,12 @@ def request_model(champion: Champion) -> type[BaseModel]:
         fields[_safe(col, taken)] = (str | int | float | bool | None, Field(None, alias=col))
     if champion.value_column:
         fields[_safe(champion.value_column, taken)] = (
-            float, Field(alias=champion.value_column, ge=0))
+            float,
+            Field(alias=champion.value_column, ge=0),
+        )
     return create_model(  # type: ignore[call-overload,no-any-return]
-        "Customer", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields)
+        "Customer", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,10 @@ class Scored:
 
 
 def score_columns(
-    champion: Champion, columns: Mapping[str, Any], ids: Sequence[Any], *,
+    champion: Champion,
+    columns: Mapping[str, Any],
+    ids: Sequence[Any],
+    *,
     with_warnings: bool = True,
 ) -> Scored:
     """Score column arrays (features + value column) for the given ids."""
@@ -72,7 +84,8 @@ def score_columns(
     out = champion.scorer.score(columns)
     raw_values = columns.get(champion.value_column) if champion.value_column else None
     values = champion.policy.values(
-        None if raw_values is None else np.asarray(raw_values, dtype=float), n)
+        None if raw_values is None else np.asarray(raw_values, dtype=float), n
+    )
     d = decide(out.probability, values, champion.policy.document)
     warnings: list[list[str]] = [[] for _ in range(n if with_warnings else 0)]
     for col, mask in out.imputed.items() if with_warnings else ():
@@ -97,17 +110,19 @@ def score_customers(champion: Champion, customers: Sequence[Mapping[str, Any]]) 
 def result_dicts(champion: Champion, scored: Scored) -> list[dict[str, Any]]:
     out = []
     for i, cid in enumerate(scored.ids):
-        out.append({
-            "customer_id": cid,
-            "churn_probability": float(scored.probability[i]),
-            "expected_value_usd": round(float(scored.expected_value[i]), 4),
-            "action": "contact" if scored.contact[i] else "no_contact",
-            "tier": str(scored.tier[i]),
-            "model_name": champion.model_name,
-            "model_version": champion.model_version,
-            "policy_id": champion.policy_id,
-            "warnings": scored.warnings[i],
-        })
+        out.append(
+            {
+                "customer_id": cid,
+                "churn_probability": float(scored.probability[i]),
+                "expected_value_usd": round(float(scored.expected_value[i]), 4),
+                "action": "contact" if scored.contact[i] else "no_contact",
+                "tier": str(scored.tier[i]),
+                "model_name": champion.model_name,
+                "model_version": champion.model_version,
+                "policy_id": champion.policy_id,
+                "warnings": scored.warnings[i],
+            }
+        )
     return out
 
 
@@ -117,13 +132,14 @@ def score_frame(champion: Champion, frame: pd.DataFrame) -> pd.DataFrame:
     if champion.value_column:
         columns[champion.value_column] = frame[champion.value_column]
     s = score_columns(champion, columns, frame[champion.id_column].tolist(), with_warnings=False)
-    return pd.DataFrame({
-        champion.id_column: frame[champion.id_column].to_numpy(),
-        "churn_probability": s.probability,
-        "expected_value_usd": np.round(s.expected_value, 4),
-        "action": np.where(s.contact, "contact", "no_contact"),
-        "tier": s.tier,
-        "model_version": champion.model_version,
-        "policy_id": champion.policy_id,
-    })
-
+    return pd.DataFrame(
+        {
+            champion.id_column: frame[champion.id_column].to_numpy(),
+            "churn_probability": s.probability,
+            "expected_value_usd": np.round(s.expected_value, 4),
+            "action": np.where(s.contact, "contact", "no_contact"),
+            "tier": s.tier,
+            "model_version": champion.model_version,
+            "policy_id": champion.policy_id,
+        }
+    )

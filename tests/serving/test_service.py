@@ -1,0 +1,249 @@
+"""The HTTP service through TestClient: every route, refusals, reload, rollback."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.loader import load_champion
+from serving.main import create_app
+from serving.predlog import PredictionLog
+from serving.settings import ServingSettings
+from tasks.records import RecordStore, load_verified_model
+from tasks.select_policy import Policy, decide
+
+from .conftest import customer, serving_config
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def client_for(settings: ServingSettings, follow: bool = False) -> TestClient:
+    return TestClient(create_app(settings, follow=follow))
+
+
+def test_service_scores_one_customer_with_policy(settings: ServingSettings) -> None:
+    with client_for(settings) as c:
+        r = c.post("/v1/score", json=customer())
+        assert r.status_code == 200, r.text
+        body = r.json()
+    champ = load_champion(settings)
+    model = load_verified_model(settings.workspace, champ.block)
+    frame = pd.DataFrame([customer()])
+    p = model.predict_proba(frame[list(champ.scorer.features)])[:, 1][0]
+    assert body["churn_probability"] == pytest.approx(p, abs=1e-9)
+    policy = Policy(champ.policy.document)
+    d = decide(
+        np.array([p]), policy.values(frame["monthly_charges_usd"].to_numpy(), 1), policy.document
+    )
+    assert body["expected_value_usd"] == pytest.approx(d.expected_value_usd[0], abs=1e-3)
+    assert body["action"] == ("contact" if d.contact[0] else "no_contact")
+    assert body["tier"] == d.tier[0]
+    assert body["model_version"] == "2" and body["policy_id"] == champ.policy_id
+    assert body["customer_id"] == "C-1" and body["warnings"] == []
+
+
+def test_service_batch_and_warnings(settings: ServingSettings) -> None:
+    rows = [customer(customer_id=f"C-{i}", tenure_months=i) for i in range(5)]
+    rows[1]["usage_gb_30d"] = None
+    rows[2]["region"] = "atlantis"
+    with client_for(settings) as c:
+        r = c.post("/v1/score", json={"customers": rows})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["customer_id"] for x in results] == [f"C-{i}" for i in range(5)]
+    assert results[1]["warnings"] == ["usage_gb_30d: missing value imputed"]
+    assert results[2]["warnings"] == ["region: unknown category ignored"]
+    assert {x["action"] for x in results} <= {"contact", "no_contact"}
+
+
+def test_service_invalid_input_422_names_fields(settings: ServingSettings) -> None:
+    bad = customer(tenure_months="lots", monthly_charges_usd=-5, unexpected=1)
+    del bad["customer_id"]
+    with client_for(settings) as c:
+        r = c.post("/v1/score", json={"customers": [customer(), bad]})
+        assert r.status_code == 422
+        errors = {e["field"]: e for e in r.json()["detail"]}
+        assert errors["customers[1].tenure_months"]["expected"] == "number"
+        assert errors["customers[1].monthly_charges_usd"]["expected"] == "a number >= 0"
+        assert errors["customers[1].customer_id"]["expected"] == "a value"
+        assert "customers[1].unexpected" in errors
+        assert c.post("/v1/score", content=b"{not json").status_code == 422
+
+
+def test_service_oversized_body_and_batch_413(workspace_copy: Path) -> None:
+    s = ServingSettings.from_config(
+        serving_config(workspace_copy, max_body_bytes=4096, max_batch_customers=3), environ={}
+    )
+    with client_for(s) as c:
+        big = {"customers": [customer(customer_id=f"C{i}") for i in range(40)]}
+        assert c.post("/v1/score", json=big).status_code == 413
+        four = {"customers": [customer(customer_id=f"C{i}") for i in range(4)]}
+        r = c.post("/v1/score", json=four)
+        assert r.status_code == 413 and "limit 3" in r.text
+
+
+def test_model_card_health_ready_metrics(settings: ServingSettings) -> None:
+    with client_for(settings) as c:
+        card = c.get("/v1/model").json()
+        assert card["model_version"] == "2" and card["decision"] == "promoted"
+        assert [g["gate"] for g in card["gates"]][0] == "baseline"
+        assert all(g["passed"] for g in card["gates"])
+        assert card["policy"]["cutoff_expected_value_usd"] == 0
+        assert card["calibration_method"] in ("none", "sigmoid", "isotonic")
+        assert set(card["data"]["split_hashes"]) == {"train", "calibration", "selection", "test"}
+        assert c.get("/healthz").json() == {"status": "alive"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        c.post("/v1/score", json=customer())
+        text = c.get("/metrics").text
+        assert 'bayespilot_requests_total{route="/v1/score",status="200"} 1.0' in text
+        assert "bayespilot_request_latency_seconds_bucket" in text
+        assert 'bayespilot_model_info{model_name="churn-risk",model_version="2"' in text
+        assert "bayespilot_predictions_total" in text
+
+
+def _assert_not_ready(settings: ServingSettings, fragment: str) -> None:
+    with client_for(settings) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert fragment in (r.json()["last_error"] or "")
+        assert c.post("/v1/score", json=customer()).status_code == 503
+        assert c.get("/healthz").status_code == 200
+
+
+def test_refuses_without_champion(tmp_path: Path) -> None:
+    s = ServingSettings.from_config(serving_config(tmp_path / "empty"), environ={})
+    _assert_not_ready(s, "no promotion record yet")
+
+
+def test_refuses_tampered_artifact(settings: ServingSettings) -> None:
+    champ = RecordStore(settings.workspace / "promotions").head()["champion"]  # type: ignore[index]
+    art = settings.workspace / champ["artifact_path"]
+    art.write_bytes(art.read_bytes() + b"\0")
+    _assert_not_ready(settings, "does not match the record")
+
+
+def test_refuses_rejected_only_history(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    store = RecordStore(ws / "promotions", ws / "promotions.lock")
+    store.append(
+        lambda h: {"kind": "promotion", "decision": "rejected", "champion": None, "gates": []}
+    )
+    s = ServingSettings.from_config(serving_config(ws), environ={})
+    _assert_not_ready(s, "no champion")
+
+
+def test_refuses_broken_chain(settings: ServingSettings) -> None:
+    first = sorted((settings.workspace / "promotions").glob("*.json"))[0]
+    rec = json.loads(first.read_text())
+    rec["reasons"] = ["edited afterwards"]
+    first.write_text(json.dumps(rec))
+    _assert_not_ready(settings, "record chain broken")
+
+
+def test_refuses_registry_alias_mismatch(settings: ServingSettings) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=settings.tracking_uri).set_registered_model_alias(
+        settings.model_name, "champion", "1"
+    )
+    _assert_not_ready(settings, "alias 'champion' points at v1")
+
+
+def test_admin_routes_need_token(workspace_copy: Path, settings: ServingSettings) -> None:
+    no_token = ServingSettings.from_config(serving_config(workspace_copy), environ={})
+    with client_for(no_token) as c:
+        assert c.post("/v1/admin/reload").status_code == 403
+    with client_for(settings) as c:
+        assert c.post("/v1/admin/reload").status_code == 401
+        assert c.post("/v1/admin/reload", headers={"Authorization": "Bearer no"}).status_code == 401
+        r = c.post("/v1/admin/reload", headers=AUTH)
+        assert r.status_code == 200 and r.json()["model_version"] == "2"
+
+
+def test_rollback_moves_alias_appends_record_and_swaps(settings: ServingSettings) -> None:
+    from mlflow import MlflowClient
+
+    with client_for(settings) as c:
+        r = c.post(
+            "/v1/admin/rollback",
+            headers=AUTH,
+            json={"reason": "bad week in prod", "requested_by": "oncall-ana"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == "1"
+        assert c.post("/v1/score", json=customer()).json()["model_version"] == "1"
+    store = RecordStore(settings.workspace / "promotions")
+    head = store.head()
+    assert head is not None and head["kind"] == "rollback"
+    assert head["requested_by"] == "oncall-ana" and head["reasons"] == ["bad week in prod"]
+    assert store.verify().ok
+    mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version_by_alias(
+        settings.model_name, "champion"
+    )
+    assert str(mv.version) == "1"
+
+
+def test_follows_head_and_keeps_verified_model_on_bad_head(settings: ServingSettings) -> None:
+    with client_for(settings, follow=True) as c:
+        assert c.get("/readyz").json()["model_version"] == "2"
+        store = RecordStore(
+            settings.workspace / "promotions", settings.workspace / "promotions.lock"
+        )
+        head = store.head()
+        assert head is not None
+        bogus = {**head["champion"], "model_version": "99", "artifact_sha256": "0" * 64}
+        store.append(
+            lambda h: {
+                "kind": "promotion",
+                "decision": "promoted",
+                "champion": bogus,
+                "gates": head["gates"],
+            }
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline and not c.get("/readyz").json()["last_error"]:
+            time.sleep(0.1)
+        ready = c.get("/readyz").json()
+        assert ready["ready"] and ready["model_version"] == "2"
+        assert ready["last_error"]
+        assert c.post("/v1/score", json=customer()).json()["model_version"] == "2"
+
+
+def test_prediction_log_lines_per_customer(settings: ServingSettings) -> None:
+    with client_for(settings) as c:
+        c.post(
+            "/v1/score",
+            json={"customers": [customer(customer_id="A"), customer(customer_id="B")]},
+            headers={"x-request-id": "req-42"},
+        )
+    lines = [json.loads(x) for x in settings.prediction_log.read_text().splitlines()]
+    assert [x["inputs"]["customer_id"] for x in lines] == ["A", "B"]
+    assert {x["request_id"] for x in lines} == {"req-42"}
+    assert {"time", "model_version", "policy_id", "probability", "action", "latency_ms"} <= set(
+        lines[0]
+    )
+
+
+def test_prediction_log_rotates_and_survives_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = PredictionLog(tmp_path / "p.jsonl", max_bytes=20_000, backups=3)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: log.write([{"i": i, "pad": "x" * 100}]), range(400)))
+    files = sorted(tmp_path.glob("p.jsonl*"))
+    assert (tmp_path / "p.jsonl.1").exists() and len(
+        [f for f in files if "lock" not in f.name]
+    ) <= 4
+    for f in files:
+        if f.name.endswith(".lock"):
+            continue
+        for line in f.read_text().splitlines():
+            assert json.loads(line)["pad"] == "x" * 100
+        assert f.stat().st_size <= 20_000
