@@ -93,6 +93,7 @@ class Tracker:
                     est,
                     name="model",
                     serialization_format="pickle",
+                    pyfunc_predict_fn="predict_proba",
                     signature=infer_signature(sample, est.predict_proba(sample)),  # type: ignore[attr-defined]
                     input_example=sample.head(3),
                     pip_requirements=[

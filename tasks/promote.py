@@ -217,6 +217,7 @@ def mlflow_register(
             estimator,
             name="served_model",
             serialization_format="pickle",
+            pyfunc_predict_fn="predict_proba",
             signature=infer_signature(sample, proba),
             input_example=sample.head(3),
             pip_requirements=[
