@@ -58,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(score)
     score.add_argument("--input", required=True, type=Path, help="CSV or Parquet to score")
     score.add_argument("--output", required=True, type=Path, help="CSV or Parquet to write")
-    score.add_argument("--rejects", type=Path, default=None,
-                       help="where rows that fail validation go (default: OUTPUT.rejects.EXT)")
+    score.add_argument(
+        "--rejects",
+        type=Path,
+        default=None,
+        help="where rows that fail validation go (default: OUTPUT.rejects.EXT)",
+    )
     return parser
 
 
@@ -142,9 +146,15 @@ def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     os.environ[CONFIG_ENV] = str(args.config)
     os.environ[OVERRIDES_ENV] = json.dumps(args.overrides)
     s = config.serving
-    uvicorn.run("serving.main:app_from_env", factory=True, host=args.host or s.host,
-                port=args.port if args.port is not None else s.port,
-                workers=args.workers or s.workers, log_level="info", access_log=False)
+    uvicorn.run(
+        "serving.main:app_from_env",
+        factory=True,
+        host=args.host or s.host,
+        port=args.port if args.port is not None else s.port,
+        workers=args.workers or s.workers,
+        log_level="info",
+        access_log=False,
+    )
     return EXIT_OK
 
 
@@ -161,16 +171,22 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         return EXIT_ERROR
     try:
         total = count_rows(args.input) if args.input.is_file() else None
-        summary = score_file(champion, args.input, args.output, rejects_path=args.rejects,
-                             chunk_rows=config.serving.batch_chunk_rows,
-                             progress=progress_printer(total))
+        summary = score_file(
+            champion,
+            args.input,
+            args.output,
+            rejects_path=args.rejects,
+            chunk_rows=config.serving.batch_chunk_rows,
+            progress=progress_printer(total),
+        )
     except DataError as exc:
         print(f"bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print(f"model {champion.model_name} v{champion.model_version}, policy "
-          f"{champion.policy_id[:12]}")
+    print(
+        f"model {champion.model_name} v{champion.model_version}, policy {champion.policy_id[:12]}"
+    )
     print(summary.text())
     return EXIT_OK
 

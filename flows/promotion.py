@@ -21,7 +21,7 @@ from configs.settings import BayesPilotConfig, build_config
 from flows import reports
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
-from tasks.calibrate import CalibratedModel, calibrate, reliability_table
+from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
 from tasks.evidence import measure_stability, run_gates, score_champion
 from tasks.gates import GateResult
 from tasks.load_data import LoadedData, load_data
@@ -294,6 +294,14 @@ def _plots(
         f"{chosen.name} ({chosen.method}) on test",
     )
     table.to_csv(out_dir / f"reliability-{chosen.name}.csv", index=False)
+    seg_path = out_dir / f"segment-calibration-{chosen.name}.csv"
+    segment_calibration(
+        splits.test,
+        y,
+        chosen.predict(X),
+        segment_columns=splits.roles.segment_columns,
+        n_bins=config.calibration.n_bins,
+    ).to_csv(seg_path, index=False)
     curve = reports.plot_profit_curve(
         policy_ev.curve,
         policy_ev.contact_rate,
@@ -301,7 +309,7 @@ def _plots(
         out_dir / f"profit-curve-{chosen.name}.png",
         f"{chosen.name}: profit on selection",
     )
-    return {chosen.name: [rel, curve]}
+    return {chosen.name: [rel, curve, seg_path]}
 
 
 def _candidates_summary(
