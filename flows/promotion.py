@@ -23,9 +23,9 @@ from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
 from tasks.evidence import measure_stability, run_gates, score_champion
-from tasks.gates import GateResult
+from tasks.gates import GateResult, StabilityEvidence
 from tasks.load_data import LoadedData, load_data
-from tasks.package_model import atomic_write_bytes, package_model
+from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
 from tasks.promote import (
     PromotionOutcome,
     RunEvidence,
@@ -35,7 +35,7 @@ from tasks.promote import (
     promote,
 )
 from tasks.records import RecordStore, champion_of
-from tasks.select_policy import policy_values, select_candidate
+from tasks.select_policy import PolicyEvidence, Selection, policy_values, select_candidate
 from tasks.split_data import Splits, split_data
 from tasks.train_candidates import (
     TrainedModel,
@@ -62,6 +62,32 @@ class NoCandidate(RuntimeError):
     """Every candidate failed to train or calibrate."""
 
 
+class DataMismatch(RuntimeError):
+    """The data no longer matches the hash a record was made on."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything up to and including the gates (no tracking, no record, no registry)."""
+
+    run_id: str
+    started: str
+    loaded: LoadedData
+    report: ValidationReport
+    splits: Splits
+    summary: str
+    baselines: tuple[TrainedModel, ...]
+    trained: list[TrainedModel]
+    calibrated: list[CalibratedModel]
+    selection: Selection
+    chosen: CalibratedModel
+    policy_ev: PolicyEvidence
+    packaged: PackagedModel
+    stability: StabilityEvidence
+    champion: dict[str, Any] | None
+    gates: tuple[GateResult, ...]
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
@@ -74,18 +100,17 @@ class RunResult:
     loaded: LoadedData
 
 
-def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult:
-    workspace = Workspace.from_setting(config.paths.workspace)
-    run_id = runner.flow_run_id or uuid.uuid4().hex
-    started = now_iso()
-
+def prepare_data(
+    config: BayesPilotConfig, *, runner: Runner, reports_dir: Path
+) -> tuple[LoadedData, ValidatedTable, Splits, str]:
+    """Load, validate (stop with a report on failure) and split."""
     loaded = runner.call("load-data", load_data, config)
     table: ValidatedTable = runner.call(
         "validate-data", validate_table, loaded.frame, config=config
     )
     report = table.validated.report
     if not report.passed or table.validated.frame is None:
-        path = workspace.run_reports(run_id) / "validation.json"
+        path = reports_dir / "validation.json"
         atomic_write_bytes(path, report.to_json().encode())
         runner.table(
             "validation-report",
@@ -93,29 +118,36 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
             f"Validation failures of {loaded.source}",
         )
         raise ValidationFailed(report, path)
-    roles = table.roles
     splits: Splits = runner.call(
-        "split-data", split_data, table.validated.frame, roles=roles, config=config.split
+        "split-data", split_data, table.validated.frame, roles=table.roles, config=config.split
     )
-    summary = reports.data_summary(loaded.source, roles, splits, report)
+    summary = reports.data_summary(loaded.source, table.roles, splits, report)
     runner.markdown("data-summary", summary, "Rows, column roles, base rate, split sizes/hashes")
     log.debug("data summary\n%s", summary)
+    return loaded, table, splits, summary
 
-    workspace.ensure()
-    tracker = Tracker(workspace, config.promotion.experiment)
-    parent = tracker.start_parent(
-        f"promotion-{run_id[:8]}",
-        {"bayespilot.run_id": run_id, "prefect.flow_run_id": str(runner.flow_run_id)},
-    )
-    tracker.log_dict(
-        parent,
-        params={
-            "config_sha256": config.sha256(),
-            "data_sha256": loaded.sha256,
-            "data_source": loaded.source,
-        },
-    )
 
+def evaluate(
+    config: BayesPilotConfig,
+    *,
+    runner: Runner,
+    run_id: str,
+    workspace: Workspace,
+    models_dir: Path,
+    champion: dict[str, Any] | None,
+    champion_record_id: str,
+    expected_data_sha256: str | None = None,
+) -> Evaluation:
+    """Data -> candidates -> calibration -> policy -> evidence -> gates."""
+    started = now_iso()
+    loaded, table, splits, summary = prepare_data(
+        config, runner=runner, reports_dir=workspace.run_reports(run_id)
+    )
+    if expected_data_sha256 is not None and loaded.sha256 != expected_data_sha256:
+        raise DataMismatch(
+            f"data hash {loaded.sha256[:12]} does not match the record's "
+            f"{expected_data_sha256[:12]}: the data changed since that run"
+        )
     baselines = runner.call("train-baselines", train_baselines, splits, config=config.candidates)
     names = enabled_candidates(config.candidates)
     trained: list[TrainedModel] = runner.concurrent(
@@ -132,13 +164,11 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         [t.name for t in ok],
     )
     if not calibrated:
-        tracker.finish(parent, "FAILED")
         raise NoCandidate(
             "every candidate failed: " + "; ".join(f"{t.name}: {t.error}" for t in trained)
         )
-
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
-    selection = runner.call(
+    selection: Selection = runner.call(
         "select-policy",
         select_candidate,
         {c.name: c.predict(X_sel) for c in calibrated},
@@ -153,28 +183,24 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
     chosen = next(c for c in calibrated if c.name == selection.chosen)
     policy_ev = selection.evidence[chosen.name]
     policy = policy_ev.policy
-
-    packaged = runner.call(
+    packaged: PackagedModel = runner.call(
         "package-model",
         package_model,
         chosen.estimator,
         policy,
         splits.X("test"),
         policy_values(splits.test, policy),
-        directory=workspace.run_models(run_id),
+        directory=models_dir,
         config=config.gates.technical,
     )
     stability = runner.call(
         "stability-folds", measure_stability, chosen, splits, policy, config=config
     )
-    store = RecordStore(workspace.promotions, workspace.promotions_lock)
-    head = store.head()
-    champion = champion_of(head)
     champ_scores = runner.call(
         "score-champion",
         score_champion,
         champion,
-        head["record_id"] if head else "",
+        champion_record_id,
         splits,
         workspace.root,
         config=config,
@@ -182,21 +208,72 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
     gates = runner.call(
         "run-gates",
         run_gates,
-        chosen,
+        chosen.predict,
         baselines,
         splits,
         policy,
+        predict_raw=chosen.raw.predict,
         technical=packaged.technical,
         stability=stability,
         champion=champ_scores,
         config=config,
     )
+    return Evaluation(
+        run_id,
+        started,
+        loaded,
+        table.validated.report,
+        splits,
+        summary,
+        baselines,
+        trained,
+        calibrated,
+        selection,
+        chosen,
+        policy_ev,
+        packaged,
+        stability,
+        champion,
+        gates,
+    )
 
-    plots = _plots(workspace, run_id, chosen, splits, policy_ev, config)
-    for t in trained:
-        cal = next((c for c in calibrated if c.name == t.name), None)
+
+def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult:
+    workspace = Workspace.from_setting(config.paths.workspace)
+    run_id = runner.flow_run_id or uuid.uuid4().hex
+    store = RecordStore(workspace.promotions, workspace.promotions_lock)
+    head = store.head()
+    ev = evaluate(
+        config,
+        runner=runner,
+        run_id=run_id,
+        workspace=workspace,
+        models_dir=workspace.run_models(run_id),
+        champion=champion_of(head),
+        champion_record_id=head["record_id"] if head else "",
+    )
+    splits, chosen, policy, packaged = ev.splits, ev.chosen, ev.policy_ev.policy, ev.packaged
+    roles = splits.roles
+
+    workspace.ensure()
+    tracker = Tracker(workspace, config.promotion.experiment)
+    parent = tracker.start_parent(
+        f"promotion-{run_id[:8]}",
+        {"bayespilot.run_id": run_id, "prefect.flow_run_id": str(runner.flow_run_id)},
+    )
+    tracker.log_dict(
+        parent,
+        params={
+            "config_sha256": config.sha256(),
+            "data_sha256": ev.loaded.sha256,
+            "data_source": ev.loaded.source,
+        },
+    )
+    plots = _plots(workspace, run_id, chosen, splits, ev.policy_ev, config)
+    for t in ev.trained:
+        cal = next((c for c in ev.calibrated if c.name == t.name), None)
         tracker.log_candidate(parent, t, cal, splits.X("selection").head(50), plots.get(t.name, []))
-    tracker.log_dict(parent, metrics={f"gate_{g.gate}_passed": float(g.passed) for g in gates})
+    tracker.log_dict(parent, metrics={f"gate_{g.gate}_passed": float(g.passed) for g in ev.gates})
 
     rel = lambda p: str(p.relative_to(workspace.root))  # noqa: E731
     evidence = RunEvidence(
@@ -204,8 +281,8 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         flow_run_id=runner.flow_run_id,
         mlflow_run_id=parent,
         config=config,
-        data_source=loaded.source,
-        data_sha256=loaded.sha256,
+        data_source=ev.loaded.source,
+        data_sha256=ev.loaded.sha256,
         split_hashes=splits.hashes,
         split_rows=splits.rows,
         features={"numeric": list(roles.numeric), "categorical": list(roles.categorical)},
@@ -215,7 +292,7 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
             "value_column": roles.value_column,
             "segment_columns": list(roles.segment_columns),
             "ignored": list(roles.ignored),
-            "label_counts": report.label_counts,
+            "label_counts": ev.report.label_counts,
         },
         candidate=chosen.name,
         calibration={
@@ -223,18 +300,18 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
             "reason": chosen.reason,
             "selection_metrics": chosen.selection_metrics,
         },
-        candidates=_candidates_summary(trained, calibrated, selection),
-        baselines={b.name: {"params": b.params} for b in baselines},
-        gates=gates,
+        candidates=_candidates_summary(ev.trained, ev.calibrated, ev.selection),
+        baselines={b.name: {"params": b.params} for b in ev.baselines},
+        gates=ev.gates,
         policy=policy.document,
         policy_id=policy.policy_id,
         policy_path=rel(packaged.policy_path),
         policy_sha256=packaged.policy_sha256,
         artifact_path=rel(packaged.artifact_path),
         artifact_sha256=packaged.artifact_sha256,
-        gated_against=champion,
-        started_at=started,
-        notes=_notes(splits, config, stability),
+        gated_against=ev.champion,
+        started_at=ev.started,
+        notes=_notes(splits, config, ev.stability),
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(
@@ -263,7 +340,7 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
     )
     tracker.finish(parent)
 
-    for g in gates:
+    for g in ev.gates:
         runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), f"{g.gate}: {g.reason}"[:500])
     plot_paths = {f"{k}/{p.name}": str(p) for k, ps in plots.items() for p in ps}
     runner.markdown(
@@ -271,7 +348,7 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         reports.decision_markdown(outcome.record, plot_paths),
         f"{outcome.decision}: record {outcome.record['record_id'][:12]}",
     )
-    return RunResult(run_id, outcome, summary, gates, splits, chosen, baselines, loaded)
+    return RunResult(run_id, outcome, ev.summary, ev.gates, splits, chosen, ev.baselines, ev.loaded)
 
 
 def _plots(

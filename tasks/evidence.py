@@ -3,6 +3,7 @@ champion scored on the same rows. Plain computations; the gates in ``tasks.gates
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from configs.settings import BayesPilotConfig
 from tasks.calibrate import CalibratedModel, fit_calibrator
 from tasks.evaluate import customer_values, expected_value, realised_profit
 from tasks.gates import (
+    GATE_IDS,
     ChampionScores,
     GateResult,
     StabilityEvidence,
@@ -128,23 +130,27 @@ def score_champion(
 
 
 def run_gates(
-    chosen: CalibratedModel,
+    predict: Callable[[pd.DataFrame], np.ndarray],
     baselines: tuple[TrainedModel, ...],
     splits: Splits,
     policy: Policy,
     *,
-    technical: TechnicalEvidence | None,
-    stability: StabilityEvidence | None,
-    champion: ChampionScores | None,
+    predict_raw: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    technical: TechnicalEvidence | None = None,
+    stability: StabilityEvidence | None = None,
+    champion: ChampionScores | None = None,
     config: BayesPilotConfig,
+    only: tuple[str, ...] | None = None,
 ) -> tuple[GateResult, ...]:
-    """Every gate, in order, on the test split (each guarded: an error is a failed gate)."""
+    """Every gate (or those in ``only``), in order, on the test split; each guarded: an error
+    is a failed gate. ``predict`` gives calibrated probabilities, ``predict_raw`` the model's
+    own (for the calibration gate's raw-vs-calibrated comparison)."""
     g, boot, econ = config.gates, config.bootstrap, config.economics
     n_bins = config.calibration.n_bins
     test, y = splits.test, splits.y("test")
     X_test = splits.X("test")
-    cand = score_split(chosen.predict(X_test), test, y, policy, config=config)
-    p_raw = chosen.raw.predict(X_test)
+    cand = score_split(predict(X_test), test, y, policy, config=config)
+    p_raw = cand.p if predict_raw is None else predict_raw(X_test)
     base_scores = {
         b.name: score_split(b.predict(X_test), test, y, policy, config=config)
         for b in baselines
@@ -154,92 +160,70 @@ def run_gates(
     segments = segment_index(test, splits.roles.segment_columns)
     sel = splits.selection
     y_sel = splits.y("selection")
-    sel_scores = score_split(
-        chosen.predict(splits.X("selection")), sel, y_sel, policy, config=config
-    )
+    sel_scores = score_split(predict(splits.X("selection")), sel, y_sel, policy, config=config)
     ev_sel = expected_value(sel_scores.p, sel_scores.values, economics=econ)
     profit_if_sel = realised_profit(y_sel, sel_scores.values, economics=econ)
     share = capacity_share(econ, sum(splits.rows.values()))
-    return (
-        guarded(
-            "baseline",
-            lambda: gate_baseline(
-                y,
-                cand.p,
-                cand.profit,
-                {k: (v.p, v.profit) for k, v in base_scores.items()},
-                config=g.baseline,
-                bootstrap=boot,
-            ),
+    thunks: dict[str, Callable[[], GateResult]] = {
+        "baseline": lambda: gate_baseline(
+            y,
+            cand.p,
+            cand.profit,
+            {k: (v.p, v.profit) for k, v in base_scores.items()},
+            config=g.baseline,
+            bootstrap=boot,
         ),
-        guarded(
-            "business",
-            lambda: gate_business(
-                cand.profit,
-                contact_all,
-                cand.contact,
-                capacity_share=share,
-                config=g.business,
-                bootstrap=boot,
-            ),
+        "business": lambda: gate_business(
+            cand.profit,
+            contact_all,
+            cand.contact,
+            capacity_share=share,
+            config=g.business,
+            bootstrap=boot,
         ),
-        guarded(
-            "calibration",
-            lambda: gate_calibration(
-                y,
-                cand.p,
-                p_raw,
-                segments,
-                n_bins=n_bins,
-                min_segment_rows=g.segments.min_segment_rows,
-                config=g.calibration,
-                bootstrap=boot,
-            ),
+        "calibration": lambda: gate_calibration(
+            y,
+            cand.p,
+            p_raw,
+            segments,
+            n_bins=n_bins,
+            min_segment_rows=g.segments.min_segment_rows,
+            config=g.calibration,
+            bootstrap=boot,
         ),
-        guarded(
-            "threshold",
-            lambda: gate_threshold(
-                ev_sel,
-                profit_if_sel,
-                sel_scores.profit,
-                cand.profit,
-                cand.contact,
-                config=g.threshold,
-                bootstrap=boot,
-            ),
+        "threshold": lambda: gate_threshold(
+            ev_sel,
+            profit_if_sel,
+            sel_scores.profit,
+            cand.profit,
+            cand.contact,
+            config=g.threshold,
+            bootstrap=boot,
         ),
-        guarded(
-            "segments",
-            lambda: gate_segments(
-                y,
-                cand.p,
-                cand.contact,
-                segments,
-                n_bins=n_bins,
-                config=g.segments,
-                calibration=g.calibration,
-                bootstrap=boot,
-            ),
+        "segments": lambda: gate_segments(
+            y,
+            cand.p,
+            cand.contact,
+            segments,
+            n_bins=n_bins,
+            config=g.segments,
+            calibration=g.calibration,
+            bootstrap=boot,
         ),
-        guarded("stability", lambda: gate_stability(stability, config=g.stability)),
-        guarded(
-            "error-cost",
-            lambda: gate_error_cost(
-                y,
-                cand.values,
-                cand.contact,
-                {k: v.contact for k, v in base_scores.items()},
-                segments,
-                save_rate=econ.save_rate,
-                contact_cost_usd=econ.contact_cost_usd,
-                min_segment_rows=g.segments.min_segment_rows,
-                config=g.error_cost,
-                bootstrap=boot,
-            ),
+        "stability": lambda: gate_stability(stability, config=g.stability),
+        "error-cost": lambda: gate_error_cost(
+            y,
+            cand.values,
+            cand.contact,
+            {k: v.contact for k, v in base_scores.items()},
+            segments,
+            save_rate=econ.save_rate,
+            contact_cost_usd=econ.contact_cost_usd,
+            min_segment_rows=g.segments.min_segment_rows,
+            config=g.error_cost,
+            bootstrap=boot,
         ),
-        guarded("technical", lambda: gate_technical(technical, config=g.technical)),
-        guarded(
-            "champion",
-            lambda: gate_champion(cand.profit, champion, config=g.champion, bootstrap=boot),
-        ),
-    )
+        "technical": lambda: gate_technical(technical, config=g.technical),
+        "champion": lambda: gate_champion(cand.profit, champion, config=g.champion, bootstrap=boot),
+    }
+    return tuple(guarded(n, thunks[n]) for n in GATE_IDS if only is None or n in only)
