@@ -387,6 +387,8 @@ def print_report(rows: int, small: list[RunSummary], warm: dict[str, float],
               f"{large.peak_rss_mib:.0f} MiB (child {large.extra['child_self_peak_rss_mib']:.0f}"
               f", its descendants {large.extra['child_descendants_peak_rss_mib']:.0f}) "
               f"-> {verdict(large.peak_rss_mib <= TARGET_LARGE_RSS_MIB)}")
+        print("    (Linux: a fork+exec'd process's ru_maxrss starts at its parent's high-water "
+              "mark, so a descendants figure equal to the child's means the child is the peak)")
     else:
         print("  large run: skipped (--skip-large)")
     for r in quality_runs:

@@ -184,7 +184,9 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def http(method: str, url: str, body: str | None = None, timeout_s: float = 10.0) -> tuple[int, str]:
+def http(
+    method: str, url: str, body: str | None = None, timeout_s: float = 10.0
+) -> tuple[int, str]:
     """One request with the standard library; returns (status, text); status 0 when refused."""
     data = body.encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -197,6 +199,14 @@ def http(method: str, url: str, body: str | None = None, timeout_s: float = 10.0
         return int(exc.code), exc.read().decode(errors="replace")
     except (OSError, urllib.error.URLError):
         return 0, ""
+
+
+def machine_state() -> str:
+    """1-minute load average and any other benchmark process running (they distort figures)."""
+    others = subprocess.run(["pgrep", "-f", "bench_flow.py|bench_data.py"], capture_output=True,
+                            text=True).stdout.split()
+    busy = f", OTHER BENCHMARK RUNNING (pids {' '.join(others)})" if others else ""
+    return f"load average {os.getloadavg()[0]:.2f}{busy}"
 
 
 # ------------------------------------------------------------------ processes
@@ -342,9 +352,10 @@ def promote(tmp: Path, env: dict[str, str]) -> None:
 def mlflow_body(tmp: Path) -> tuple[str, list[str]]:
     """The /invocations body for CUSTOMER, with the logged signature's input columns."""
     import mlflow
+    from mlflow.models import get_model_info
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-    info = mlflow.models.get_model_info(MODEL_URI)
+    info = get_model_info(MODEL_URI)
     if info.signature is None or info.signature.inputs is None:
         raise SystemExit(f"{MODEL_URI} has no input signature")
     columns = list(info.signature.inputs.input_names())
@@ -470,11 +481,12 @@ def met(ok: bool) -> str:
 
 
 def report(results: list[LoadResult], probs: dict[str, float], floor: tuple[float, float],
-           batch_out: dict[str, float], args: argparse.Namespace, load_before: float) -> None:
+           batch_out: dict[str, float], args: argparse.Namespace, load_before: str) -> None:
     print()
     print(f"Serving, one record per request, concurrency {args.concurrency}, up to "
           f"{args.requests} requests or {args.duration:.0f} s after {args.warmup:.0f} s warm-up "
-          f"({results[0].tool}); load average before: {load_before:.2f}")
+          f"({results[0].tool})")
+    print(f"machine before the servers: {load_before}")
     header = f"{'server':<12} {'workers':>7} {'requests':>9} {'errors':>7} {'p50 ms':>8} " \
              f"{'p99 ms':>8} {'req/s':>9}"
     print(header)
@@ -539,7 +551,8 @@ def main() -> int:
         promote(tmp, env)
         mlflow_json, columns = mlflow_body(tmp)
         log(f"MLflow signature inputs ({len(columns)}): {', '.join(columns)}")
-        load_before = os.getloadavg()[0]
+        load_before = machine_state()
+        log(f"before the servers: {load_before}")
         results: list[LoadResult] = []
         probs: dict[str, float] = {}
         for workers in (None, args.equal_workers):

@@ -49,6 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     verify = sub.add_parser("verify", help="verify the promotion record chain")
     _common(verify)
+    pol = sub.add_parser(
+        "policy-update", help="re-select the champion's operating policy (no retraining)"
+    )
+    _common(pol)
+    pol.add_argument("--fail-on-reject", action="store_true", help="exit 3 when rejected")
+    pol.add_argument("--no-prefect", action="store_true", help="call the stages directly")
+    hist = sub.add_parser("history", help="the decision history (one row per record)")
+    _common(hist)
+    hist.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = sub.add_parser("show", help="print one record (sequence, id prefix or file name)")
+    _common(show)
+    show.add_argument("record")
+    diff = sub.add_parser("diff", help="what changed between two records")
+    _common(diff)
+    diff.add_argument("a")
+    diff.add_argument("b")
+    diff.add_argument("--json", action="store_true")
+    rep = sub.add_parser("replay", help="retrain from a record and re-run its gates")
+    _common(rep)
+    rep.add_argument("record")
+    rep.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-6,
+        help="absolute (and relative) tolerance on gate values",
+    )
     serve = sub.add_parser("serve", help="serve the verified champion over HTTP (uvicorn)")
     _common(serve)
     serve.add_argument("--host", default=None, help="bind address (default: serving.host)")
@@ -135,6 +161,139 @@ def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     return EXIT_ERROR
 
 
+def _store(config: BayesPilotConfig):  # type: ignore[no-untyped-def]
+    from tasks.records import RecordStore
+
+    ws = Workspace.from_setting(config.paths.workspace)
+    return RecordStore(ws.promotions, ws.promotions_lock)
+
+
+def cmd_history(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from tasks.history import history_rows
+
+    rows = history_rows(_store(config).records())
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no records yet")
+        return EXIT_OK
+    head = (
+        f"{'seq':>4}  {'time':<25} {'kind':<13} {'decision':<14} {'model':>5} "
+        f"{'champ':>5} {'profit/cust':>11} {'ECE':>7}  failed gates"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        profit = r.get("profit_usd_per_customer")
+        ece = r.get("ece")
+        print(
+            f"{r['sequence']:>4}  {str(r['time']):<25} {r['kind']:<13} {r['decision']:<14} "
+            f"{str(r['model_version'] or '-'):>5} {str(r['champion_version'] or '-'):>5} "
+            f"{'-' if profit is None else f'{profit:.3f}':>11} "
+            f"{'-' if ece is None else f'{ece:.4f}':>7}  {', '.join(r['failed_gates']) or '-'}"
+        )
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    try:
+        rec = _store(config).find(args.record)
+    except KeyError as exc:
+        print(f"bad input: {exc.args[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(rec, indent=2))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from tasks.history import diff_records
+
+    store = _store(config)
+    try:
+        a, b = store.find(args.a), store.find(args.b)
+    except KeyError as exc:
+        print(f"bad input: {exc.args[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    d = diff_records(a, b)
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+        return EXIT_OK
+    print(f"{a['sequence']:06d} {a['record_id'][:12]} -> {b['sequence']:06d} {b['record_id'][:12]}")
+    for line in d["summary"]:
+        print(f"  - {line}")
+    for g in d["gates"]:
+        print(
+            f"  gate {g['gate']:<12} passed {g['passed'][0]} -> {g['passed'][1]}, "
+            f"value {g['value'][0]} -> {g['value'][1]}"
+        )
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    _setup_env(config)
+    from flows.promotion import DataMismatch, ValidationFailed
+    from flows.replay import replay
+
+    try:
+        rec = _store(config).find(args.record)
+    except KeyError as exc:
+        print(f"bad input: {exc.args[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    ws = Workspace.from_setting(config.paths.workspace)
+    try:
+        report = replay(
+            rec, workspace=ws, abs_tolerance=args.tolerance, rel_tolerance=args.tolerance
+        )
+    except (DataMismatch, ValidationFailed, ValueError) as exc:
+        print(f"cannot replay: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"replay of record {rec['sequence']:06d} {rec['record_id'][:12]} "
+        f"(tolerance {args.tolerance:g}; latency values excluded)"
+    )
+    for r in report.rows:
+        value = (
+            "excluded"
+            if r.get("value_agrees") is None
+            else "agrees"
+            if r.get("value_agrees")
+            else "DIFFERS"
+        )
+        print(
+            f"  {r['gate']:<12} decision {'agrees' if r.get('decision_agrees') else 'DIFFERS'}"
+            f" ({r.get('recorded_passed')} / {r.get('replayed_passed')}), value {value} "
+            f"({r.get('recorded_value')} / {r.get('replayed_value')})"
+        )
+    print("replay AGREES" if report.agrees else "replay DISAGREES")
+    return EXIT_OK if report.agrees else EXIT_ERROR
+
+
+def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    _setup_env(config)
+    from flows.policy_update import NoChampion, run_policy_update
+    from flows.promotion import ValidationFailed
+    from flows.reports import gate_table_text
+
+    try:
+        result = run_policy_update(config, use_prefect=not args.no_prefect)
+    except ValidationFailed as exc:
+        print(exc.report.summary(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NoChampion as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    rec = result.record
+    print(gate_table_text(result.gates))
+    print(
+        f"decision: {rec['decision'].upper()}  (record {rec['sequence']:06d} "
+        f"{rec['record_id'][:12]}, policy {result.policy.policy_id[:12]})"
+    )
+    if rec["decision"] == "rejected" and args.fail_on_reject:
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     import uvicorn
 
@@ -216,6 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "verify":
             return cmd_verify(args, config)
+        handlers = {
+            "history": cmd_history,
+            "show": cmd_show,
+            "diff": cmd_diff,
+            "replay": cmd_replay,
+            "policy-update": cmd_policy_update,
+        }
+        if args.command in handlers:
+            return handlers[args.command](args, config)
         if args.command == "serve":
             return cmd_serve(args, config)
         if args.command == "score":

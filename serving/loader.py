@@ -97,7 +97,18 @@ def introducing_record(records: list[dict[str, Any]], block: dict[str, Any]) -> 
     )
 
 
-def _check_gates(rec: dict[str, Any]) -> None:
+def model_record(records: list[dict[str, Any]], block: dict[str, Any]) -> dict[str, Any]:
+    """The promotion record that gated this model artifact (a policy update keeps it)."""
+    for rec in reversed(records):
+        champ = rec.get("champion") or {}
+        if rec.get("decision") == "promoted" and champ.get("artifact_sha256") == block.get(
+            "artifact_sha256"
+        ):
+            return rec
+    raise NotReady(f"no promotion record gated model v{block.get('model_version')}")
+
+
+def _check_gates(rec: dict[str, Any], *, fast_scorer: bool = True) -> None:
     gates = rec.get("gates") or []
     failed = [g["gate"] for g in gates if not g.get("passed")]
     if not gates or failed:
@@ -105,6 +116,8 @@ def _check_gates(rec: dict[str, Any]) -> None:
             f"record {rec['record_id'][:12]} did not pass every gate "
             f"(failed: {failed or 'none run'})"
         )
+    if not fast_scorer:
+        return
     tech = next((g for g in gates if g["gate"] == "technical"), None)
     fast = ((tech or {}).get("evidence", {}).get("extra", {}) or {}).get("fast_scorer") or {}
     if not fast.get("passed"):
@@ -143,7 +156,11 @@ def load_champion(settings: ServingSettings) -> Champion:
     if block is None:
         raise NotReady("no champion: no candidate has passed every gate yet")
     rec = introducing_record(records, block)
-    _check_gates(rec)
+    if rec.get("decision") == "policy-updated":
+        _check_gates(rec, fast_scorer=False)  # the policy gates of the update
+        _check_gates(model_record(records, block))  # every gate of the model itself
+    else:
+        _check_gates(rec)
     _check_alias(settings, block)
     try:
         model = load_verified_model(settings.workspace, block)

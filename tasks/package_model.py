@@ -170,13 +170,16 @@ def check_fast_scorer(
     try:
         scorer = compile_scorer(estimator)
     except UnsupportedPipeline as exc:
-        return {"compiled": False, "error": str(exc),
-                "checks": {"fast scorer compiles": False}}
+        return {"compiled": False, "error": str(exc), "checks": {"fast scorer compiles": False}}
     ref = estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
     fast = scorer.score_frame(X).probability
     diff = float(np.max(np.abs(fast - ref))) if len(ref) else 0.0
-    same_actions = bool(np.array_equal(decide(ref, values, policy.document).contact,
-                                       decide(fast, values, policy.document).contact))
+    same_actions = bool(
+        np.array_equal(
+            decide(ref, values, policy.document).contact,
+            decide(fast, values, policy.document).contact,
+        )
+    )
     check = ExactnessCheck(len(ref), diff, same_actions, tolerance)
     times = []
     for i in range(min(latency_rows, len(X))):
@@ -185,12 +188,21 @@ def check_fast_scorer(
         scorer.score(row)
         times.append((time.perf_counter() - t) * 1000)
     return {
-        "compiled": True, "rows": check.rows, "max_abs_diff": diff,
-        "actions_identical": same_actions, "tolerance": tolerance,
-        "single_row_latency_ms": {"p50": float(np.percentile(times, 50)),
-                                  "p95": float(np.percentile(times, 95))} if times else {},
-        "checks": {f"fast scorer max |dp| <= {tolerance:g}": diff <= tolerance,
-                   "fast scorer actions identical": same_actions},
+        "compiled": True,
+        "rows": check.rows,
+        "max_abs_diff": diff,
+        "actions_identical": same_actions,
+        "tolerance": tolerance,
+        "single_row_latency_ms": {
+            "p50": float(np.percentile(times, 50)),
+            "p95": float(np.percentile(times, 95)),
+        }
+        if times
+        else {},
+        "checks": {
+            f"fast scorer max |dp| <= {tolerance:g}": diff <= tolerance,
+            "fast scorer actions identical": same_actions,
+        },
         "passed": check.passed,
     }
 
@@ -221,11 +233,21 @@ def package_model(
     sha = save_artifact(estimator, artifact)
     policy_path = directory / "policy.json"
     atomic_write_bytes(policy_path, policy.to_json().encode())
-    technical = measure_artifact(artifact, estimator, X_test, reload_rows=config.reload_rows,
-                                 latency_rows=config.latency_rows)
-    fast = check_fast_scorer(estimator, policy, X_test, values_test,
-                             tolerance=config.fast_scorer_tolerance,
-                             latency_rows=config.latency_rows)
+    technical = measure_artifact(
+        artifact,
+        estimator,
+        X_test,
+        reload_rows=config.reload_rows,
+        latency_rows=config.latency_rows,
+    )
+    fast = check_fast_scorer(
+        estimator,
+        policy,
+        X_test,
+        values_test,
+        tolerance=config.fast_scorer_tolerance,
+        latency_rows=config.latency_rows,
+    )
     extra = {**technical.extra, "fast_scorer": fast, "checks": fast["checks"]}
     technical = replace(technical, extra=extra)
     return PackagedModel(artifact, sha, policy_path, file_sha256(policy_path), technical)

@@ -1,0 +1,178 @@
+"""``churn-policy-update``: re-select the operating policy for the current champion when the
+economics change (contact cost, capacity, value), without retraining. The policy gates
+(business, threshold, error-cost, segments) decide; a ``policy-update`` record names the same
+model and the new policy, and serving picks it up like any new head."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow
+
+from configs.paths import Workspace
+from configs.settings import BayesPilotConfig, load_config
+from flows import reports
+from flows.promotion import prepare_data
+from flows.runner import DirectRunner, PrefectRunner, Runner
+from tasks.evidence import run_gates
+from tasks.gates import GateResult
+from tasks.package_model import atomic_write_bytes, file_sha256
+from tasks.records import (
+    RecordStore,
+    champion_of,
+    git_state,
+    load_verified_model,
+    load_verified_policy_text,
+    now_iso,
+)
+from tasks.select_policy import Policy, select_policy
+from tasks.train_candidates import train_baselines
+
+POLICY_GATES = ("business", "threshold", "segments", "error-cost")
+FLOW_NAME = "churn-policy-update"
+
+
+class NoChampion(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PolicyUpdateResult:
+    decision: str
+    record: dict[str, Any]
+    gates: tuple[GateResult, ...]
+    policy: Policy
+
+
+def policy_update_pipeline(config: BayesPilotConfig, *, runner: Runner) -> PolicyUpdateResult:
+    ws = Workspace.from_setting(config.paths.workspace)
+    run_id = runner.flow_run_id or uuid.uuid4().hex
+    started = now_iso()
+    store = RecordStore(ws.promotions, ws.promotions_lock)
+    head = store.head()
+    champ = champion_of(head)
+    if champ is None:
+        raise NoChampion("no champion to re-select a policy for: promote a model first")
+    model = load_verified_model(ws.root, champ)
+    old = Policy.from_json(load_verified_policy_text(ws.root, champ))
+    loaded, _table, splits, _summary = prepare_data(
+        config, runner=runner, reports_dir=ws.run_reports(run_id)
+    )
+    features = [c for cols in champ.get("features", {}).values() for c in cols]
+
+    def predict(X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        proba: np.ndarray = model.predict_proba(X[features])[:, 1]
+        return proba
+
+    evidence = runner.call(
+        "select-policy",
+        select_policy,
+        predict(splits.X("selection")),
+        splits.y("selection"),
+        splits.selection,
+        economics=config.economics,
+        policy=config.policy,
+        bootstrap=config.bootstrap,
+        calibration_method=old.document["calibration_method"],
+        population_rows=sum(splits.rows.values()),
+    )
+    baselines = runner.call("train-baselines", train_baselines, splits, config=config.candidates)
+    gates: tuple[GateResult, ...] = runner.call(
+        "run-policy-gates",
+        run_gates,
+        predict,
+        baselines,
+        splits,
+        evidence.policy,
+        config=config,
+        only=POLICY_GATES,
+    )
+    new = evidence.policy
+    policy_path = ws.run_models(run_id) / "policy.json"
+    atomic_write_bytes(policy_path, new.to_json().encode())
+    failed = [g for g in gates if not g.passed]
+
+    def build(current_head: dict[str, Any] | None) -> dict[str, Any]:
+        current = champion_of(current_head)
+        decision, reasons = "policy-updated", [f"{g.gate}: {g.reason}" for g in gates]
+        if failed:
+            decision, reasons = "rejected", [f"{g.gate} failed: {g.reason}" for g in failed]
+        elif current != champ:
+            decision = "rejected"
+            reasons = ["the champion changed while this policy update ran; re-run it"]
+        after = current
+        if decision == "policy-updated":
+            after = {
+                **champ,
+                "policy_id": new.policy_id,
+                "policy_path": str(policy_path.relative_to(ws.root)),
+                "policy_sha256": file_sha256(policy_path),
+                "updated_by_run": run_id,
+            }
+        return {
+            "kind": "policy-update",
+            "decision": decision,
+            "reasons": reasons,
+            "champion": after,
+            "previous_champion": current,
+            "run_id": run_id,
+            "flow_run_id": runner.flow_run_id,
+            **git_state(),
+            "config": config.model_dump(mode="json"),
+            "config_sha256": config.sha256(),
+            "data": {
+                "source": loaded.source,
+                "sha256": loaded.sha256,
+                "split_hashes": splits.hashes,
+                "split_rows": splits.rows,
+            },
+            "gates": [g.as_dict() for g in gates],
+            "policy": new.document,
+            "policy_id": new.policy_id,
+            "previous_policy_id": old.policy_id,
+            "calibration": {"method": old.document["calibration_method"]},
+            "started_at": started,
+            "finished_at": now_iso(),
+        }
+
+    _, record = store.append(build, timeout_s=config.promotion.lock_timeout_s)
+    for g in gates:
+        runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), f"{g.gate}: {g.reason}"[:500])
+    runner.markdown(
+        "policy-update-decision",
+        reports.decision_markdown(record, {}),
+        f"{record['decision']}: record {record['record_id'][:12]}",
+    )
+    return PolicyUpdateResult(record["decision"], record, gates, new)
+
+
+@flow(name=FLOW_NAME, persist_result=False)
+def churn_policy_update(
+    config_path: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Prefect entry point for a policy-only update."""
+    config = load_config(config_path, overrides=overrides or [])
+    result = policy_update_pipeline(config, runner=PrefectRunner())
+    return {
+        "decision": result.decision,
+        "record_id": result.record["record_id"],
+        "policy_id": result.policy.policy_id,
+    }
+
+
+def run_policy_update(config: BayesPilotConfig, *, use_prefect: bool) -> PolicyUpdateResult:
+    if not use_prefect:
+        return policy_update_pipeline(config, runner=DirectRunner())
+    holder: dict[str, PolicyUpdateResult] = {}
+
+    @flow(name=FLOW_NAME, persist_result=False)
+    def _inner() -> str:
+        holder["r"] = policy_update_pipeline(config, runner=PrefectRunner())
+        return holder["r"].decision
+
+    _inner()
+    return holder["r"]
