@@ -359,9 +359,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # MLflow warns on every pickle-format save; the served artifact is hash-verified instead.
-    for chatty in ("mlflow.sklearn", "mlflow.utils.environment", "mlflow.models.model"):
-        logging.getLogger(chatty).setLevel(logging.ERROR)
     try:
         config = load_config(Path(args.config), overrides=args.overrides)
     except ConfigError as exc:

@@ -15,6 +15,10 @@ from tasks.promote import package_versions
 from tasks.train_candidates import TrainedModel
 
 log = logging.getLogger(__name__)
+# MLflow warns on every pickle-format save and on pip-version lookups; the served artifact is
+# hash-verified instead, and requirements are pinned explicitly.
+for _chatty in ("mlflow.sklearn", "mlflow.utils.environment", "mlflow.models.model"):
+    logging.getLogger(_chatty).setLevel(logging.ERROR)
 
 
 class Tracker:
