@@ -353,6 +353,22 @@ class PromotionConfig(Section):
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
 
 
+class BackendsConfig(Section):
+    """Where MLflow and Prefect keep their state. Null: SQLite files in the workspace."""
+
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking + registry store, e.g. "
+        "postgresql+psycopg2://user:pass@127.0.0.1:5432/mlflow (artifacts stay in the workspace).",
+    )
+    prefect_database_url: str | None = Field(
+        None,
+        description="Database of the embedded (ephemeral) Prefect API, e.g. "
+        "postgresql+asyncpg://user:pass@127.0.0.1:5432/prefect. A separate `prefect server` "
+        "takes PREFECT_API_DATABASE_CONNECTION_URL itself.",
+    )
+
+
 class ServingConfig(Section):
     host: str = Field("127.0.0.1", description="Bind address of `bayespilot serve`.")
     port: int = Field(8000, ge=0, le=65535)
@@ -367,8 +383,9 @@ class ServingConfig(Section):
     )
     prediction_log_backups: int = Field(5, ge=1, description="Rotated log files kept.")
     admin_token_env: str = Field(
-        "BAYESPILOT_ADMIN_TOKEN", description="Environment variable holding the bearer token "
-        "for /v1/admin/*; admin routes are disabled when it is unset."
+        "BAYESPILOT_ADMIN_TOKEN",
+        description="Environment variable holding the bearer token "
+        "for /v1/admin/*; admin routes are disabled when it is unset.",
     )
     check_registry_alias: bool = Field(
         True, description="Cross-check the record's champion against the MLflow alias."
@@ -390,6 +407,16 @@ class BayesPilotConfig(Section):
     gates: GatesConfig = GatesConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
+    backends: BackendsConfig = BackendsConfig()
+
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking/registry URI: the configured backend or the workspace SQLite."""
+        from configs.paths import Workspace
+
+        return (
+            self.backends.mlflow_tracking_uri
+            or Workspace.from_setting(self.paths.workspace).mlflow_tracking_uri
+        )
 
     def canonical_json(self) -> str:
         """The config as sorted, compact JSON (what its hash is taken over)."""

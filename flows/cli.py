@@ -98,6 +98,8 @@ def _setup_env(config: BayesPilotConfig) -> Workspace:
     telemetry; must run before Prefect is imported."""
     ws = Workspace.from_setting(config.paths.workspace)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if config.backends.prefect_database_url and "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = config.backends.prefect_database_url
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         os.environ["PREFECT_HOME"] = str(ws.prefect_home)
     ws.root.mkdir(parents=True, exist_ok=True)

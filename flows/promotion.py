@@ -256,7 +256,7 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
     roles = splits.roles
 
     workspace.ensure()
-    tracker = Tracker(workspace, config.promotion.experiment)
+    tracker = Tracker(workspace, config.promotion.experiment, uri=config.mlflow_uri())
     parent = tracker.start_parent(
         f"promotion-{run_id[:8]}",
         {"bayespilot.run_id": run_id, "prefect.flow_run_id": str(runner.flow_run_id)},

@@ -22,11 +22,11 @@ for _chatty in ("mlflow.sklearn", "mlflow.utils.environment", "mlflow.models.mod
 
 
 class Tracker:
-    def __init__(self, workspace: Workspace, experiment: str) -> None:
+    def __init__(self, workspace: Workspace, experiment: str, *, uri: str | None = None) -> None:
         import mlflow
         from mlflow import MlflowClient
 
-        self.uri = workspace.mlflow_tracking_uri
+        self.uri = uri or workspace.mlflow_tracking_uri
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)

@@ -35,7 +35,7 @@ class ServingSettings:
         s = config.serving
         return cls(
             workspace=ws.root,
-            tracking_uri=ws.mlflow_tracking_uri,
+            tracking_uri=config.mlflow_uri(),
             model_name=config.promotion.model_name,
             reload_interval_s=s.reload_interval_s,
             max_batch_customers=s.max_batch_customers,
