@@ -353,6 +353,24 @@ class PromotionConfig(Section):
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
 
 
+class ScaleOutConfig(Section):
+    """Where concurrent task runs (candidates, calibration, stability folds) execute."""
+
+    engine: Literal["threads", "dask"] = Field(
+        "threads",
+        description="threads: Prefect's thread pool in the flow process; dask: "
+        "prefect-dask's DaskTaskRunner.",
+    )
+    max_threads: int = Field(4, ge=1, description="Thread-pool width for concurrent tasks.")
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler address (tcp://host:8786) of an existing cluster; null "
+        "starts a distributed.LocalCluster for the run.",
+    )
+    dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes.")
+    dask_threads_per_worker: int = Field(1, ge=1)
+
+
 class BackendsConfig(Section):
     """Where MLflow and Prefect keep their state. Null: SQLite files in the workspace."""
 
@@ -408,6 +426,7 @@ class BayesPilotConfig(Section):
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
     backends: BackendsConfig = BackendsConfig()
+    scaleout: ScaleOutConfig = ScaleOutConfig()
 
     def mlflow_uri(self) -> str:
         """The MLflow tracking/registry URI: the configured backend or the workspace SQLite."""

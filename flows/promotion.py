@@ -22,7 +22,14 @@ from flows import reports
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
-from tasks.evidence import measure_stability, run_gates, score_champion
+from tasks.evidence import (
+    StabilityData,
+    fit_stability_fold,
+    run_gates,
+    score_champion,
+    stability_evidence,
+    stability_folds,
+)
 from tasks.gates import GateResult, StabilityEvidence
 from tasks.load_data import LoadedData, load_data
 from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
@@ -193,9 +200,26 @@ def evaluate(
         directory=models_dir,
         config=config.gates.technical,
     )
-    stability = runner.call(
-        "stability-folds", measure_stability, chosen, splits, policy, config=config
+    folds: StabilityData = runner.call("stability-folds", stability_folds, splits, config=config)
+    fold_results = runner.concurrent(
+        "stability-fold",
+        fit_stability_fold,
+        [
+            {
+                "fold": f,
+                "data": folds.data,
+                "calibration": splits.calibration,
+                "policy": policy,
+                "name": chosen.name,
+                "method": chosen.method,
+                "roles": splits.roles,
+                "config": config,
+            }
+            for f in folds.folds
+        ],
+        [str(i) for i in range(len(folds.folds))],
     )
+    stability = stability_evidence(fold_results, folds)
     champ_scores = runner.call(
         "score-champion",
         score_champion,
@@ -431,6 +455,42 @@ def _notes(splits: Splits, config: BayesPilotConfig, stability: Any) -> tuple[st
     return tuple(notes)
 
 
+def task_runner_for(config: BayesPilotConfig) -> Any:
+    """Prefect task runner from ``config.scaleout``: a thread pool, or Dask (an existing
+    scheduler address, or a LocalCluster started for the run)."""
+    sc = config.scaleout
+    if sc.engine == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if sc.dask_address:
+            return DaskTaskRunner(address=sc.dask_address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": sc.dask_workers,
+                "threads_per_worker": sc.dask_threads_per_worker,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=sc.max_threads)
+
+
+def run_prefect(config: BayesPilotConfig) -> RunResult:
+    """Run the flow in-process under Prefect (task runner from config) and return the result."""
+    holder: dict[str, RunResult] = {}
+
+    def body() -> str:
+        result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
+        holder["r"] = result
+        return result.outcome.decision
+
+    flow(name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config))(body)()
+    return holder["r"]
+
+
 @flow(name=FLOW_NAME, log_prints=False, persist_result=False)
 def churn_promotion(
     config_path: str | None = None,
@@ -438,7 +498,8 @@ def churn_promotion(
     config_json: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prefect entry point (deployments pass a config path and ``section.key=value``
-    overrides). Returns the decision summary; raises on bad input."""
+    overrides). Returns the decision summary; raises on bad input. With
+    ``scaleout.engine: dask`` the stages run in a subflow on the Dask task runner."""
     from configs.settings import load_config
 
     config = (
@@ -446,7 +507,10 @@ def churn_promotion(
         if config_json is not None
         else load_config(config_path, overrides=overrides or [])
     )
-    result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
+    if config.scaleout.engine == "dask":
+        result = run_prefect(config)
+    else:
+        result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
     rec = result.outcome.record
     return {
         "decision": rec["decision"],
@@ -459,20 +523,6 @@ def churn_promotion(
 def run_direct(config: BayesPilotConfig) -> RunResult:
     """The same pipeline without Prefect (benchmarks, overhead measurement)."""
     return promotion_pipeline(config, runner=DirectRunner())
-
-
-def run_prefect(config: BayesPilotConfig) -> RunResult:
-    """Run the flow in-process under Prefect and return the full result."""
-    holder: dict[str, RunResult] = {}
-
-    @flow(name=FLOW_NAME, persist_result=False)
-    def _inner() -> str:
-        result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
-        holder["r"] = result
-        return result.outcome.decision
-
-    _inner()
-    return holder["r"]
 
 
 __all__ = [

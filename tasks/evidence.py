@@ -34,6 +34,7 @@ from tasks.gates import (
     guarded,
     segment_index,
 )
+from tasks.load_data import ColumnRoles
 from tasks.records import load_verified_model, load_verified_policy_text
 from tasks.select_policy import Policy, apply_policy, capacity_share, profit_per_customer
 from tasks.split_data import Splits
@@ -72,34 +73,80 @@ def score_split(
     )
 
 
-def measure_stability(
-    chosen: CalibratedModel, splits: Splits, policy: Policy, *, config: BayesPilotConfig
-) -> StabilityEvidence:
-    """Repeated stratified k-fold refits of the chosen pipeline on train + selection, each
-    calibrated with the chosen method on the calibration split; ROC-AUC and profit per
-    customer (USD) on each held-out fold."""
+@dataclass(frozen=True)
+class StabilityData:
+    """Train + selection (subsampled to the cap) and the repeated stratified folds over it."""
+
+    data: pd.DataFrame
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    subsampled: bool
+
+
+def stability_folds(splits: Splits, *, config: BayesPilotConfig) -> StabilityData:
+    """Repeated stratified k-fold over train + selection (seeded; capped at ``max_rows``)."""
     cfg = config.gates.stability
     data = pd.concat([splits.train, splits.selection], ignore_index=True)
     subsampled = len(data) > cfg.max_rows
     if subsampled:
         data = data.sample(cfg.max_rows, random_state=config.split.seed).reset_index(drop=True)
-    feats, label = list(splits.roles.features), splits.roles.label_column
-    X, y = data[feats], data[label].to_numpy(dtype=np.int64)
-    X_cal, y_cal = splits.X("calibration"), splits.y("calibration")
+    y = data[splits.roles.label_column].to_numpy(dtype=np.int64)
     folds = RepeatedStratifiedKFold(
         n_splits=cfg.n_splits, n_repeats=cfg.n_repeats, random_state=config.split.seed
     )
-    aucs, profits = [], []
-    for fit_idx, hold_idx in folds.split(X, y):
-        pipe = build_candidate(chosen.name, splits.roles, config=config.candidates)
-        pipe.fit(X.iloc[fit_idx], y[fit_idx])
-        est = fit_calibrator(pipe, X_cal, y_cal, method=chosen.method)
-        p = est.predict_proba(X.iloc[hold_idx])[:, 1]  # type: ignore[attr-defined]
-        held = data.iloc[hold_idx]
-        s = score_split(p, held, y[hold_idx], policy, config=config)
-        aucs.append(float(roc_auc_score(y[hold_idx], p)))
-        profits.append(float(s.profit.mean()))
-    return StabilityEvidence(aucs, profits, len(data), subsampled)
+    return StabilityData(data, list(folds.split(np.zeros(len(y)), y)), subsampled)
+
+
+def fit_stability_fold(
+    fold: tuple[np.ndarray, np.ndarray],
+    data: pd.DataFrame,
+    calibration: pd.DataFrame,
+    policy: Policy,
+    *,
+    name: str,
+    method: str,
+    roles: ColumnRoles,
+    config: BayesPilotConfig,
+) -> tuple[float, float]:
+    """Refit candidate ``name`` on one fold, calibrate it with ``method`` on the calibration
+    split, and return (ROC-AUC, profit per customer in USD) on the held-out part."""
+    fit_idx, hold_idx = fold
+    feats, label = list(roles.features), roles.label_column
+    y = data[label].to_numpy(dtype=np.int64)
+    pipe = build_candidate(name, roles, config=config.candidates)
+    pipe.fit(data[feats].iloc[fit_idx], y[fit_idx])
+    est = fit_calibrator(
+        pipe, calibration[feats], calibration[label].to_numpy(dtype=np.int64), method=method
+    )
+    p = est.predict_proba(data[feats].iloc[hold_idx])[:, 1]  # type: ignore[attr-defined]
+    s = score_split(p, data.iloc[hold_idx], y[hold_idx], policy, config=config)
+    return float(roc_auc_score(y[hold_idx], p)), float(s.profit.mean())
+
+
+def measure_stability(
+    chosen: CalibratedModel, splits: Splits, policy: Policy, *, config: BayesPilotConfig
+) -> StabilityEvidence:
+    """All folds in one call (the flow runs ``fit_stability_fold`` as concurrent tasks)."""
+    sd = stability_folds(splits, config=config)
+    results = [
+        fit_stability_fold(
+            f,
+            sd.data,
+            splits.calibration,
+            policy,
+            name=chosen.name,
+            method=chosen.method,
+            roles=splits.roles,
+            config=config,
+        )
+        for f in sd.folds
+    ]
+    return stability_evidence(results, sd)
+
+
+def stability_evidence(results: list[tuple[float, float]], sd: StabilityData) -> StabilityEvidence:
+    return StabilityEvidence(
+        [r[0] for r in results], [r[1] for r in results], len(sd.data), sd.subsampled
+    )
 
 
 def score_champion(

@@ -91,8 +91,11 @@ def diff_records(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         words.append(
             "policy changed: " + ", ".join(f"{k} {va!r} -> {vb!r}" for k, va, vb in policy[:6])
         )
-    flips = [g["gate"] for g in gate_changes
-             if None not in g["passed"] and g["passed"][0] != g["passed"][1]]
+    flips = [
+        g["gate"]
+        for g in gate_changes
+        if None not in g["passed"] and g["passed"][0] != g["passed"][1]
+    ]
     if flips:
         words.append("gates that flipped: " + ", ".join(flips))
     only_one = [g["gate"] for g in gate_changes if None in g["passed"]]
