@@ -208,8 +208,10 @@ def http(
 
 def machine_state() -> str:
     """1-minute load average and any other benchmark process running (they distort figures)."""
-    others = subprocess.run(["pgrep", "-f", "bench_flow.py|bench_data.py"], capture_output=True,
-                            text=True).stdout.split()
+    listing = subprocess.run(["pgrep", "-af", r"bench_[a-z_]+\.py"], capture_output=True,
+                             text=True).stdout.splitlines()
+    others = [ln.split(maxsplit=1)[0] for ln in listing
+              if "bench_serving.py" not in ln and int(ln.split(maxsplit=1)[0]) != os.getpid()]
     busy = f", OTHER BENCHMARK RUNNING (pids {' '.join(others)})" if others else ""
     return f"load average {os.getloadavg()[0]:.2f}{busy}"
 

@@ -115,6 +115,16 @@ def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_reliability(table: pd.DataFrame, path: Path, title: str) -> Path:
     import matplotlib
 
@@ -126,11 +136,7 @@ def plot_reliability(table: pd.DataFrame, path: Path, title: str) -> Path:
     for kind, grp in table.groupby("kind"):
         ax.plot(grp["predicted"], grp["observed"], marker="o", label=str(kind))
     ax.set(xlabel="mean predicted churn probability", ylabel="observed churn rate", title=title)
-    ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_profit_curve(
@@ -146,8 +152,4 @@ def plot_profit_curve(
     ax.scatter([chosen_share], [chosen_profit], color="red", zorder=3, label="chosen policy")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(xlabel="share of customers contacted", ylabel="profit per customer (USD)", title=title)
-    ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)

@@ -18,7 +18,7 @@ import pandera.pandas as pa
 
 from schemas.churn import build_scoring_schema
 from serving.loader import Champion
-from serving.scoring import score_frame
+from serving.scoring import RESULT_COLUMNS, score_frame
 from tasks.load_data import ColumnRoles, DataError
 
 BLANK = r"^\s*$"
@@ -207,19 +207,7 @@ def score_file(
         ok = True
     finally:
         if ok and out.rows == 0:
-            out.write(
-                pd.DataFrame(
-                    columns=[
-                        champion.id_column,
-                        "churn_probability",
-                        "expected_value_usd",
-                        "action",
-                        "tier",
-                        "model_version",
-                        "policy_id",
-                    ]
-                )
-            )
+            out.write(pd.DataFrame(columns=[champion.id_column, *RESULT_COLUMNS]))
         out.close(keep=ok)
         rej.close(keep=ok and rej.rows > 0)
     return BatchSummary(
