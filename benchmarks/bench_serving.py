@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -48,7 +49,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ if str(REPO_ROOT) not in sys.path:
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 HOST = "127.0.0.1"
 MODEL_URI = "models:/churn-risk@champion"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+BUSY_OTHER_PCT = 10.0  # other processes above this share of the machine: figures distorted
 
 # The example customer of tests/serving/conftest.py (copied: tests/ is not a library).
 # Numbers are floats, as the service's request model validates them.
@@ -82,13 +86,16 @@ CUSTOMER: dict[str, Any] = {
 }
 
 # wrk Lua script: POST one fixed body; per-thread response limit (script argument); span from
-# thread start to the limit-th response (CLOCK_MONOTONIC via LuaJIT ffi, microseconds), because
-# wrk's own duration is always the full -d even when a thread stops early.
+# thread start to the limit-th response (CLOCK_MONOTONIC via LuaJIT ffi, microseconds). wrk's
+# main thread sleeps the full -d even when every thread has stopped, so a thread that reaches
+# its limit sends SIGINT to wrk, which ends the run and reports (as on Ctrl-C).
 WRK_LUA = r"""
 local ffi = require("ffi")
 ffi.cdef[[
 struct bench_timespec { long tv_sec; long tv_nsec; };
 int clock_gettime(int clk_id, struct bench_timespec *tp);
+int getpid(void);
+int kill(int pid, int sig);
 ]]
 local ts = ffi.new("struct bench_timespec")
 local function now_us()
@@ -115,7 +122,10 @@ function response(status, headers, body)
   responses = responses + 1
   if status ~= 200 then non200 = non200 + 1 end
   if limit > 0 and responses >= limit then
-    if t_limit == 0 then t_limit = now_us() end
+    if t_limit == 0 then
+      t_limit = now_us()
+      ffi.C.kill(ffi.C.getpid(), 2)
+    end
     wrk.thread:stop()
   end
 end
@@ -140,6 +150,19 @@ end
 
 
 @dataclass(frozen=True)
+class CpuUse:
+    """CPU used during a window. ``server_pct``: the server's process group, 100 = one core;
+    ``per_process_s``: its processes' CPU seconds; ``other_pct``: every process except the
+    server, this script and its waited-for children (the load generator, the CLI), as a share
+    of all cores (0 on an otherwise idle machine)."""
+
+    wall_s: float
+    server_pct: float
+    other_pct: float
+    per_process_s: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class LoadResult:
     """One measured load run. Latencies in ms, throughput in req/s, duration in s."""
 
@@ -152,6 +175,7 @@ class LoadResult:
     rps: float
     duration_s: float
     tool: str
+    cpu: CpuUse = field(default_factory=lambda: CpuUse(0.0, 0.0, 0.0))
 
 
 @dataclass(frozen=True)
@@ -214,6 +238,55 @@ def machine_state() -> str:
               if "bench_serving.py" not in ln and int(ln.split(maxsplit=1)[0]) != os.getpid()]
     busy = f", OTHER BENCHMARK RUNNING (pids {' '.join(others)})" if others else ""
     return f"load average {os.getloadavg()[0]:.2f}{busy}"
+
+
+# ------------------------------------------------------------------ CPU accounting
+def group_cpu_s(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process in process group ``pgid``."""
+    out: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2 :].split()  # fields from 3 (state) on
+        if int(rest[2]) == pgid:
+            out[int(d.name)] = (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return out
+
+
+def machine_busy_s() -> float:
+    """Non-idle CPU seconds of all cores since boot (/proc/stat)."""
+    f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process plus its waited-for children."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
+
+
+@contextlib.contextmanager
+def cpu_window(pgid: int | None) -> Iterator[list[CpuUse]]:
+    """Measure CPU use over the ``with`` block; the result is appended to the yielded list."""
+    box: list[CpuUse] = []
+    g0 = group_cpu_s(pgid) if pgid else {}
+    busy0, own0, t0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
+    yield box
+    wall = time.perf_counter() - t0
+    busy, own = machine_busy_s() - busy0, own_cpu_s() - own0
+    g1 = group_cpu_s(pgid) if pgid else {}
+    per = tuple(g1[p] - g0.get(p, 0.0) for p in sorted(g1))
+    server = sum(per)
+    other = max(0.0, busy - server - own)
+    box.append(CpuUse(wall, 100 * server / wall, 100 * other / (wall * NCPU), per))
 
 
 # ------------------------------------------------------------------ processes
@@ -318,25 +391,29 @@ async def _httpx_load(target: Target, concurrency: int, duration_s: float,
     return latencies, errors, time.perf_counter() - start
 
 
-def measure(target: Target, workers: int, *, concurrency: int, warmup_s: float,
+def measure(target: Target, workers: int, pgid: int, *, concurrency: int, warmup_s: float,
             duration_s: float, limit: int, tmp: Path) -> LoadResult:
-    """Warm up (discarded), then one bounded measured run."""
+    """Warm up (discarded), then one bounded measured run (CPU use of the server's process
+    group ``pgid`` and of everything else recorded over it)."""
     script = tmp / f"wrk-{target.name}.lua"
     if shutil.which("wrk"):
         if warmup_s > 0:
             run_wrk(target, concurrency=concurrency, duration_s=warmup_s, limit=0, script=script)
-        r = run_wrk(target, concurrency=concurrency, duration_s=duration_s, limit=limit,
-                    script=script)
+        with cpu_window(pgid) as cpu:
+            r = run_wrk(target, concurrency=concurrency, duration_s=duration_s, limit=limit,
+                        script=script)
         span_s = r["span_us"] / 1e6
         n = int(r["responses"])
         return LoadResult(target.name, workers, n, int(r["non200"]) + int(r["socket_errors"]),
-                          r["p50_us"] / 1000, r["p99_us"] / 1000, n / span_s, span_s, "wrk")
+                          r["p50_us"] / 1000, r["p99_us"] / 1000, n / span_s, span_s, "wrk",
+                          cpu[0])
     if warmup_s > 0:
         asyncio.run(_httpx_load(target, concurrency, warmup_s, 0))
-    lat, errors, span_s = asyncio.run(_httpx_load(target, concurrency, duration_s, limit))
+    with cpu_window(pgid) as cpu:
+        lat, errors, span_s = asyncio.run(_httpx_load(target, concurrency, duration_s, limit))
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return LoadResult(target.name, workers, len(lat), errors, q[49] * 1000, q[98] * 1000,
-                      len(lat) / span_s, span_s, "httpx")
+                      len(lat) / span_s, span_s, "httpx", cpu[0])
 
 
 # ------------------------------------------------------------------ phases
@@ -401,7 +478,7 @@ def bench_server(kind: str, workers: int | None, *, tmp: Path, env: dict[str, st
                 server_env[var] = str(args.mlflow_threads)
     tag = f"{kind.lower()}-w{workers or 'default'}"
     with running_server(f"{kind} (workers {workers or 'default'})", cmd, server_env, ready,
-                        tmp / f"{tag}.log"):
+                        tmp / f"{tag}.log") as proc:
         status, text = http("POST", target.url, target.body)
         if status != 200:
             raise RuntimeError(f"{kind} sanity request failed: {status} {text[:500]}")
@@ -411,16 +488,20 @@ def bench_server(kind: str, workers: int | None, *, tmp: Path, env: dict[str, st
         else:
             first = payload["predictions"][0]
             prob = float(first[1] if isinstance(first, list) else first)
-        result = measure(target, n_workers, concurrency=args.concurrency,
+        result = measure(target, n_workers, proc.pid, concurrency=args.concurrency,
                          warmup_s=args.warmup, duration_s=args.duration, limit=args.requests,
                          tmp=tmp)
     log(f"{tag}: {result.requests} requests, {result.errors} errors, p50 {result.p50_ms:.2f} ms, "
-        f"p99 {result.p99_ms:.2f} ms, {result.rps:.0f} req/s ({result.tool})")
+        f"p99 {result.p99_ms:.2f} ms, {result.rps:.0f} req/s ({result.tool}); server CPU "
+        f"{result.cpu.server_pct:.0f} % (per process, s: "
+        f"{', '.join(f'{c:.1f}' for c in result.cpu.per_process_s)}), other CPU "
+        f"{result.cpu.other_pct:.0f} % of {NCPU} cores")
     return result, prob
 
 
-def in_process_floor(champion: Any, iterations: int) -> tuple[float, float]:
-    """p50 and p99 (ms) of scorer.score + the policy decision for CUSTOMER, no HTTP."""
+def in_process_floor(champion: Any, iterations: int) -> tuple[float, float, float]:
+    """p50 and p99 (ms) of scorer.score + the policy decision for CUSTOMER, no HTTP; and the
+    other processes' CPU share (%) meanwhile."""
     import numpy as np
 
     from tasks.select_policy import decide
@@ -440,12 +521,13 @@ def in_process_floor(champion: Any, iterations: int) -> tuple[float, float]:
     for _ in range(min(200, iterations)):
         once()
     times: list[float] = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
+    with cpu_window(None) as cpu:
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - t0)
     q = statistics.quantiles(times, n=100, method="inclusive")
-    return q[49] * 1000, q[98] * 1000
+    return q[49] * 1000, q[98] * 1000, cpu[0].other_pct
 
 
 def batch(champion: Any, tmp: Path, env: dict[str, str], rows: int,
@@ -463,23 +545,29 @@ def batch(champion: Any, tmp: Path, env: dict[str, str], rows: int,
     out: dict[str, float] = {}
     for label, src, dst in (("csv", csv_in, tmp / "batch_out.csv"),
                             ("parquet", pq_in, tmp / "batch_out.parquet")):
-        t0 = time.perf_counter()
-        summary = score_file(champion, src, dst, chunk_rows=chunk_rows)
-        elapsed = time.perf_counter() - t0
+        with cpu_window(None) as cpu:
+            t0 = time.perf_counter()
+            summary = score_file(champion, src, dst, chunk_rows=chunk_rows)
+            elapsed = time.perf_counter() - t0
+        out[f"{label}_other_pct"] = cpu[0].other_pct
         if summary.rows != rows or summary.rejected:
             raise RuntimeError(f"batch {label}: {summary.text()}")
         out[f"{label}_s"] = elapsed
         out[f"{label}_rows_per_s"] = rows / elapsed
-        log(f"batch {label}: {rows:,} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s")
+        log(f"batch {label}: {rows:,} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s "
+            f"(other CPU {cpu[0].other_pct:.0f} %)")
     cmd = [str(VENV_BIN / "bayespilot"), "score", "--set", f"paths.workspace={tmp}",
            "--input", str(csv_in), "--output", str(tmp / "batch_cli_out.csv")]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=3600)
-    out["cli_csv_s"] = time.perf_counter() - t0
+    with cpu_window(None) as cpu:
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=3600)
+        out["cli_csv_s"] = time.perf_counter() - t0
+    out["cli_other_pct"] = cpu[0].other_pct
     if res.returncode != 0:
         raise RuntimeError(f"bayespilot score failed ({res.returncode}): {res.stderr[-2000:]}")
-    log(f"bayespilot score CLI (CSV): {out['cli_csv_s']:.2f} s wall")
+    log(f"bayespilot score CLI (CSV): {out['cli_csv_s']:.2f} s wall "
+        f"(other CPU {out['cli_other_pct']:.0f} %)")
     return out
 
 
@@ -488,7 +576,8 @@ def met(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
-def report(results: list[LoadResult], probs: dict[str, float], floor: tuple[float, float],
+def report(results: list[LoadResult], probs: dict[str, float],
+           floor: tuple[float, float, float],
            batch_out: dict[str, float], args: argparse.Namespace, load_before: str) -> None:
     print()
     print(f"Serving, one record per request, concurrency {args.concurrency}, up to "
@@ -496,12 +585,14 @@ def report(results: list[LoadResult], probs: dict[str, float], floor: tuple[floa
           f"({results[0].tool})")
     print(f"machine before the servers: {load_before}")
     header = f"{'server':<12} {'workers':>7} {'requests':>9} {'errors':>7} {'p50 ms':>8} " \
-             f"{'p99 ms':>8} {'req/s':>9}"
+             f"{'p99 ms':>8} {'req/s':>9} {'srv CPU%':>9} {'other CPU%':>11}"
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r.server:<12} {r.workers:>7} {r.requests:>9} {r.errors:>7} {r.p50_ms:>8.2f} "
-              f"{r.p99_ms:>8.2f} {r.rps:>9.0f}")
+              f"{r.p99_ms:>8.2f} {r.rps:>9.0f} {r.cpu.server_pct:>9.0f} {r.cpu.other_pct:>11.1f}")
+    print(f"(srv CPU%: the server's processes, 100 = one core; other CPU%: all other processes "
+          f"but the load generator, share of {NCPU} cores)")
     bp_default, ml_default, bp_equal, ml_equal = results
     ratio_default = bp_default.rps / ml_default.rps
     ratio_equal = bp_equal.rps / ml_equal.rps
@@ -513,13 +604,25 @@ def report(results: list[LoadResult], probs: dict[str, float], floor: tuple[floa
     print(f"same customer, churn probability: BayesPilot {probs['BayesPilot']:.6f}, MLflow "
           f"{probs['MLflow']:.6f} (|diff| {diff:.2e})")
     print(f"in-process floor (scorer.score + policy decision, 1 record, "
-          f"{args.floor_iterations} iterations): p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms")
+          f"{args.floor_iterations} iterations): p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms "
+          f"(other CPU {floor[2]:.1f} %)")
     rows = args.batch_rows
     print(f"batch score_file, {rows:,} rows: CSV->CSV {batch_out['csv_rows_per_s']:,.0f} rows/s "
           f"({batch_out['csv_s']:.2f} s); Parquet->Parquet "
           f"{batch_out['parquet_rows_per_s']:,.0f} rows/s ({batch_out['parquet_s']:.2f} s); "
           f"`bayespilot score` CLI CSV wall {batch_out['cli_csv_s']:.2f} s "
-          f"({rows / batch_out['cli_csv_s']:,.0f} rows/s end to end)")
+          f"({rows / batch_out['cli_csv_s']:,.0f} rows/s end to end); other CPU "
+          f"{batch_out['csv_other_pct']:.1f} / {batch_out['parquet_other_pct']:.1f} / "
+          f"{batch_out['cli_other_pct']:.1f} %")
+    busy = [f"{r.server} w{r.workers}" for r in results if r.cpu.other_pct > BUSY_OTHER_PCT]
+    busy += [name for name, key in (("floor", None), ("batch CSV", "csv_other_pct"),
+                                    ("batch Parquet", "parquet_other_pct"),
+                                    ("CLI", "cli_other_pct"))
+             if (floor[2] if key is None else batch_out[key]) > BUSY_OTHER_PCT]
+    print("machine: " + (f"BUSY (other processes > {BUSY_OTHER_PCT:.0f} % of the CPUs) during "
+                         f"{', '.join(busy)}: those figures are distorted" if busy else
+                         f"quiet (other processes <= {BUSY_OTHER_PCT:.0f} % of the CPUs "
+                         "throughout)"))
     print()
     worst_p99 = max(bp_default.p99_ms, bp_equal.p99_ms)
     bp_errors = bp_default.errors + bp_equal.errors

@@ -353,6 +353,15 @@ class PromotionConfig(Section):
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
 
 
+class ExplainConfig(Section):
+    enabled: bool = True
+    repeats: int = Field(5, ge=1, description="Permutation repeats per feature.")
+    max_rows: int = Field(20_000, gt=0, description="Test rows used (seeded subsample).")
+    top_features: int = Field(10, ge=1)
+    top_slices: int = Field(5, ge=1)
+    min_slice_rows: int = Field(100, ge=1, description="Smallest slice reported (rows).")
+
+
 class ScaleOutConfig(Section):
     """Where concurrent task runs (candidates, calibration, stability folds) execute."""
 
@@ -427,6 +436,7 @@ class BayesPilotConfig(Section):
     serving: ServingConfig = ServingConfig()
     backends: BackendsConfig = BackendsConfig()
     scaleout: ScaleOutConfig = ScaleOutConfig()
+    explain: ExplainConfig = ExplainConfig()
 
     def mlflow_uri(self) -> str:
         """The MLflow tracking/registry URI: the configured backend or the workspace SQLite."""

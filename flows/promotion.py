@@ -30,6 +30,7 @@ from tasks.evidence import (
     stability_evidence,
     stability_folds,
 )
+from tasks.explain import explain
 from tasks.gates import GateResult, StabilityEvidence
 from tasks.load_data import LoadedData, load_data
 from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
@@ -299,6 +300,11 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         tracker.log_candidate(parent, t, cal, splits.X("selection").head(50), plots.get(t.name, []))
     tracker.log_dict(parent, metrics={f"gate_{g.gate}_passed": float(g.passed) for g in ev.gates})
 
+    explanation = (
+        runner.call("explain", explain, chosen.estimator, splits, policy, config=config)
+        if config.explain.enabled
+        else {}
+    )
     rel = lambda p: str(p.relative_to(workspace.root))  # noqa: E731
     evidence = RunEvidence(
         run_id=run_id,
@@ -336,6 +342,7 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         gated_against=ev.champion,
         started_at=ev.started,
         notes=_notes(splits, config, ev.stability),
+        explanation=explanation,
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(

@@ -110,6 +110,24 @@ def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
             f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['metric']} | "
             f"{_cell(g['value'])} | {_cell(g['interval'])} | {_cell(g['threshold'])} |"
         )
+    expl = record.get("explanation") or {}
+    imp = (expl.get("permutation_importance") or {}).get("profit_usd_per_customer") or []
+    if imp:
+        lines += [
+            "",
+            "## What drives the decisions (permutation importance, profit USD/customer)",
+            *[f"- {d['feature']}: {d['mean_drop']:.3f} (sd {d['std']:.3f})" for d in imp[:5]],
+        ]
+    slices = expl.get("error_slices") or []
+    if slices:
+        lines += [
+            "",
+            "## Where errors cost most (USD per customer)",
+            *[
+                f"- {d['slice']} ({d['rows']} rows): {d['error_cost_per_customer_usd']:.2f}"
+                for d in slices
+            ],
+        ]
     if plots:
         lines += ["", "## Plots", *[f"- {k}: `{v}`" for k, v in plots.items()]]
     return "\n".join(lines)

@@ -186,3 +186,34 @@ def test_promote_stale_champion_comparison_is_rejected(tmp_path: Path) -> None:
     )
     assert out.decision == "rejected" and "champion changed" in out.reasons[0]
     assert RecordStore(ws.promotions, ws.promotions_lock).verify().ok
+
+
+def test_explain_ranks_features_and_error_slices(splits) -> None:
+    from tasks.explain import explain
+
+    cfg, s = splits
+    c = calibrate(
+        train_candidate(s, name="gradient_boosting", config=cfg.candidates),
+        s,
+        config=cfg.calibration,
+    )
+    pol = select_policy(
+        c.predict(s.X("selection")),
+        s.y("selection"),
+        s.selection,
+        economics=cfg.economics,
+        policy=cfg.policy,
+        bootstrap=cfg.bootstrap,
+        calibration_method=c.method,
+        population_rows=5000,
+    ).policy
+    e = explain(c.estimator, s, pol, config=cfg)
+    top = e["permutation_importance"]["roc_auc"]
+    assert top[0]["feature"] == "contract" and top[0]["mean_drop"] > 0.03
+    assert {"profit_usd_per_customer", "roc_auc"} == set(e["permutation_importance"])
+    costs = [d["error_cost_per_customer_usd"] for d in e["error_slices"]]
+    assert (
+        costs == sorted(costs, reverse=True)
+        and costs[0] >= e["overall_error_cost_per_customer_usd"]
+    )
+    assert all(d["rows"] >= cfg.explain.min_slice_rows for d in e["error_slices"])
