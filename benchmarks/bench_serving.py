@@ -161,6 +161,13 @@ class CpuUse:
     other_pct: float
     per_process_s: tuple[float, ...] = ()
 
+    @property
+    def active(self) -> int:
+        """Server processes that did >= 10 % of the server's work: with few keep-alive
+        connections opened at once, one uvicorn worker may accept them all."""
+        total = sum(self.per_process_s)
+        return sum(1 for c in self.per_process_s if total > 0 and c >= 0.1 * total)
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -585,14 +592,21 @@ def report(results: list[LoadResult], probs: dict[str, float],
           f"({results[0].tool})")
     print(f"machine before the servers: {load_before}")
     header = f"{'server':<12} {'workers':>7} {'requests':>9} {'errors':>7} {'p50 ms':>8} " \
-             f"{'p99 ms':>8} {'req/s':>9} {'srv CPU%':>9} {'other CPU%':>11}"
+             f"{'p99 ms':>8} {'req/s':>9} {'srv CPU%':>9} {'active':>6} {'other CPU%':>11}"
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r.server:<12} {r.workers:>7} {r.requests:>9} {r.errors:>7} {r.p50_ms:>8.2f} "
-              f"{r.p99_ms:>8.2f} {r.rps:>9.0f} {r.cpu.server_pct:>9.0f} {r.cpu.other_pct:>11.1f}")
-    print(f"(srv CPU%: the server's processes, 100 = one core; other CPU%: all other processes "
-          f"but the load generator, share of {NCPU} cores)")
+              f"{r.p99_ms:>8.2f} {r.rps:>9.0f} {r.cpu.server_pct:>9.0f} {r.cpu.active:>6} "
+              f"{r.cpu.other_pct:>11.1f}")
+    print(f"(srv CPU%: the server's processes, 100 = one core; active: server processes that "
+          f"did >= 10 % of its work; other CPU%: all processes but the server, the load "
+          f"generator and this script, share of {NCPU} cores)")
+    for r in results:
+        if r.workers > 1 and r.cpu.active < r.workers:
+            print(f"note: {r.server} with {r.workers} workers: the {args.concurrency} keep-alive "
+                  f"connections landed on {r.cpu.active} worker(s), so this row measures "
+                  f"{r.cpu.active} worker(s)")
     bp_default, ml_default, bp_equal, ml_equal = results
     ratio_default = bp_default.rps / ml_default.rps
     ratio_equal = bp_equal.rps / ml_equal.rps

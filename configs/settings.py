@@ -335,6 +335,26 @@ class ChampionGateConfig(Section):
     )
 
 
+class RobustnessGateConfig(Section):
+    enabled: bool = True
+    noise_sd_share: float = Field(
+        0.05, gt=0, description="Gaussian noise on every numeric feature, as a share of the "
+        "feature's standard deviation on test."
+    )
+    perturbed_row_share: float = Field(
+        0.1, gt=0, le=1, description="Share of test rows set missing / given an unseen "
+        "category, one feature at a time."
+    )
+    max_flip_rate: float = Field(
+        0.05, gt=0, le=1, description="Largest share of customers whose contact decision "
+        "flips under any one perturbation."
+    )
+    max_profit_drop_share: float = Field(
+        0.1, gt=0, description="Largest drop of policy profit under any one perturbation, as "
+        "a share of the unperturbed profit."
+    )
+
+
 class GatesConfig(Section):
     baseline: BaselineGateConfig = BaselineGateConfig()
     business: BusinessGateConfig = BusinessGateConfig()
@@ -345,6 +365,7 @@ class GatesConfig(Section):
     error_cost: ErrorCostGateConfig = ErrorCostGateConfig()
     technical: TechnicalGateConfig = TechnicalGateConfig()
     champion: ChampionGateConfig = ChampionGateConfig()
+    robustness: RobustnessGateConfig = RobustnessGateConfig()
 
 
 class PromotionConfig(Section):

@@ -25,6 +25,7 @@ from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segme
 from tasks.evidence import (
     StabilityData,
     fit_stability_fold,
+    measure_robustness,
     run_gates,
     score_champion,
     stability_evidence,
@@ -230,6 +231,9 @@ def evaluate(
         workspace.root,
         config=config,
     )
+    robustness = runner.call(
+        "robustness", measure_robustness, chosen.predict, splits, policy, config=config
+    )
     gates = runner.call(
         "run-gates",
         run_gates,
@@ -241,6 +245,7 @@ def evaluate(
         technical=packaged.technical,
         stability=stability,
         champion=champ_scores,
+        robustness=robustness,
         config=config,
     )
     return Evaluation(

@@ -20,6 +20,8 @@ from tasks.gates import (
     GATE_IDS,
     ChampionScores,
     GateResult,
+    Perturbation,
+    RobustnessEvidence,
     StabilityEvidence,
     TechnicalEvidence,
     gate_baseline,
@@ -27,6 +29,7 @@ from tasks.gates import (
     gate_calibration,
     gate_champion,
     gate_error_cost,
+    gate_robustness,
     gate_segments,
     gate_stability,
     gate_technical,
@@ -149,6 +152,47 @@ def stability_evidence(results: list[tuple[float, float]], sd: StabilityData) ->
     )
 
 
+UNSEEN = "__unseen_category__"
+
+
+def measure_robustness(
+    predict: Callable[[pd.DataFrame], np.ndarray],
+    splits: Splits,
+    policy: Policy,
+    *,
+    config: BayesPilotConfig,
+) -> RobustnessEvidence:
+    """Perturb the test split and re-decide: noise on all numeric features; then, one feature
+    at a time on a seeded share of rows, missing values, and unseen categories."""
+    cfg = config.gates.robustness
+    test, y = splits.test, splits.y("test")
+    X = splits.X("test")
+    base = score_split(predict(X), test, y, policy, config=config)
+    rng = np.random.default_rng(config.bootstrap.seed + 17)
+    rows = rng.random(len(X)) < cfg.perturbed_row_share
+
+    def run(name: str, Xp: pd.DataFrame) -> Perturbation:  # noqa: N803
+        s = score_split(predict(Xp), test, y, policy, config=config)
+        return Perturbation(name, float((s.contact != base.contact).mean()), float(s.profit.mean()))
+
+    out = []
+    noisy = X.copy()
+    for col in splits.roles.numeric:
+        sd = float(np.nanstd(noisy[col].to_numpy(dtype=float)))
+        noisy[col] = noisy[col] + rng.normal(0.0, cfg.noise_sd_share * sd, len(noisy))
+    out.append(run(f"numeric noise ({cfg.noise_sd_share:g} sd)", noisy))
+    for col in splits.roles.features:
+        missing = X.copy()
+        missing.loc[rows, col] = np.nan
+        out.append(run(f"{col} missing ({cfg.perturbed_row_share:.0%} of rows)", missing))
+    for col in splits.roles.categorical:
+        unseen = X.copy()
+        unseen[col] = unseen[col].astype(object)
+        unseen.loc[rows, col] = UNSEEN
+        out.append(run(f"{col} unseen category ({cfg.perturbed_row_share:.0%} of rows)", unseen))
+    return RobustnessEvidence(float(base.profit.mean()), tuple(out))
+
+
 def score_champion(
     champion: dict[str, Any] | None,
     record_id: str,
@@ -186,6 +230,7 @@ def run_gates(
     technical: TechnicalEvidence | None = None,
     stability: StabilityEvidence | None = None,
     champion: ChampionScores | None = None,
+    robustness: RobustnessEvidence | None = None,
     config: BayesPilotConfig,
     only: tuple[str, ...] | None = None,
 ) -> tuple[GateResult, ...]:
@@ -271,6 +316,7 @@ def run_gates(
             bootstrap=boot,
         ),
         "technical": lambda: gate_technical(technical, config=g.technical),
+        "robustness": lambda: gate_robustness(robustness, config=g.robustness),
         "champion": lambda: gate_champion(cand.profit, champion, config=g.champion, bootstrap=boot),
     }
     return tuple(guarded(n, thunks[n]) for n in GATE_IDS if only is None or n in only)

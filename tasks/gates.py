@@ -23,6 +23,7 @@ from configs.settings import (
     CalibrationGateConfig,
     ChampionGateConfig,
     ErrorCostGateConfig,
+    RobustnessGateConfig,
     SegmentsGateConfig,
     StabilityGateConfig,
     TechnicalGateConfig,
@@ -51,6 +52,7 @@ GATE_IDS = (
     "error-cost",
     "technical",
     "champion",
+    "robustness",
 )
 
 
@@ -843,4 +845,71 @@ def gate_champion(
         else f"worse than champion v{champion.model_version}: lower bound {i_d.low:.3f} "
         "USD/customer "
         f"<= -{config.profit_margin_usd_per_customer}",
+    )
+
+
+# ------------------------------------------------------------------ 10. robustness
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation of the test split: share of contact decisions that flipped and the
+    policy's profit per customer (USD) afterwards."""
+
+    name: str
+    flip_rate: float
+    profit_per_customer_usd: float
+
+
+@dataclass(frozen=True)
+class RobustnessEvidence:
+    base_profit_per_customer_usd: float
+    perturbations: tuple[Perturbation, ...]
+
+
+def gate_robustness(
+    evidence: RobustnessEvidence | None, *, config: RobustnessGateConfig
+) -> GateResult:
+    """Under every perturbation, contact decisions flip for at most ``max_flip_rate`` of
+    customers and profit drops by at most ``max_profit_drop_share`` of the unperturbed one."""
+    if not config.enabled:
+        return disabled("robustness")
+    if evidence is None or not evidence.perturbations:
+        return failed_to_compute("robustness", "no perturbation was evaluated")
+    base = evidence.base_profit_per_customer_usd
+    rows: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for pert in evidence.perturbations:
+        drop = (base - pert.profit_per_customer_usd) / abs(base) if base else math.inf
+        ok = pert.flip_rate <= config.max_flip_rate and drop <= config.max_profit_drop_share
+        rows.append(
+            {
+                "perturbation": pert.name,
+                "flip_rate": pert.flip_rate,
+                "profit_per_customer_usd": pert.profit_per_customer_usd,
+                "profit_drop_share": drop,
+                "passed": ok,
+            }
+        )
+        if not ok:
+            bad.append(pert.name)
+    worst = max(rows, key=lambda r: float(r["flip_rate"]))
+    return GateResult(
+        "robustness",
+        not bad,
+        "worst decision flip rate",
+        worst["flip_rate"],
+        None,
+        config.max_flip_rate,
+        {
+            "base_profit_per_customer_usd": base,
+            "perturbations": rows,
+            "worst": worst["perturbation"],
+            "failing": bad,
+            "max_profit_drop_share": config.max_profit_drop_share,
+        },
+        (
+            f"brittle under: {', '.join(bad)}"
+            if bad
+            else f"{len(rows)} perturbations within bounds; worst {worst['perturbation']} flips "
+            f"{worst['flip_rate']:.3f} of decisions"
+        ),
     )

@@ -393,4 +393,20 @@ def test_gate_ids_are_the_fixed_contract() -> None:
         "error-cost",
         "technical",
         "champion",
+        "robustness",
     )
+
+
+def test_gate_robustness_pass_and_brittle_fail() -> None:
+    from configs.settings import RobustnessGateConfig
+    from tasks.gates import Perturbation, RobustnessEvidence, gate_robustness
+
+    cfg = RobustnessGateConfig()
+    steady = RobustnessEvidence(
+        6.0, (Perturbation("noise", 0.01, 5.95), Perturbation("x missing", 0.02, 5.9))
+    )
+    assert gate_robustness(steady, config=cfg).passed
+    brittle = RobustnessEvidence(6.0, (Perturbation("noise", 0.30, 3.0),))
+    r = gate_robustness(brittle, config=cfg)
+    assert not r.passed and "noise" in r.reason
+    assert not gate_robustness(None, config=cfg).passed

@@ -120,4 +120,4 @@ def test_decide_needs_every_gate() -> None:
     decision, reasons = decide(tuple(_gate(g, g != "segments") for g in GATE_IDS))
     assert decision == "rejected" and reasons == ("segments failed: segments reason",)
     decision, reasons = decide(tuple(_gate(g, True) for g in GATE_IDS[:-1]))
-    assert decision == "rejected" and "gate champion did not run" in reasons
+    assert decision == "rejected" and "gate robustness did not run" in reasons

@@ -217,3 +217,40 @@ def test_explain_ranks_features_and_error_slices(splits) -> None:
         and costs[0] >= e["overall_error_cost_per_customer_usd"]
     )
     assert all(d["rows"] >= cfg.explain.min_slice_rows for d in e["error_slices"])
+
+
+class _Brittle:
+    """Churn probability from the cents of the monthly charge: any noise scrambles it."""
+
+    def predict(self, X):  # noqa: N803
+        cents = np.round(X["monthly_charges_usd"].to_numpy(dtype=float) * 100) % 100
+        return np.where(cents >= 50, 0.9, 0.02)
+
+
+def test_measure_robustness_fails_brittle_model(splits) -> None:
+    from tasks.evidence import measure_robustness
+    from tasks.gates import gate_robustness
+
+    cfg, s = splits
+    c = calibrate(
+        train_candidate(s, name="gradient_boosting", config=cfg.candidates),
+        s,
+        config=cfg.calibration,
+    )
+    pol = select_policy(
+        c.predict(s.X("selection")),
+        s.y("selection"),
+        s.selection,
+        economics=cfg.economics,
+        policy=cfg.policy,
+        bootstrap=cfg.bootstrap,
+        calibration_method=c.method,
+        population_rows=5000,
+    ).policy
+    good = measure_robustness(c.predict, s, pol, config=cfg)
+    assert gate_robustness(good, config=cfg.gates.robustness).passed
+    names = [p.name for p in good.perturbations]
+    assert any("missing" in n for n in names) and any("unseen" in n for n in names)
+    bad = measure_robustness(_Brittle().predict, s, pol, config=cfg)
+    result = gate_robustness(bad, config=cfg.gates.robustness)
+    assert not result.passed and "numeric noise" in result.reason
