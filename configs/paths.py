@@ -61,6 +61,15 @@ class Workspace:
         return self.root / "logs"
 
     @property
+    def prediction_log(self) -> Path:
+        return self.logs / "predictions.jsonl"
+
+    @property
+    def outcomes(self) -> Path:
+        """Outcome labels ingested later, one Parquet file per ingest."""
+        return self.root / "outcomes"
+
+    @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
 

@@ -374,6 +374,26 @@ class PromotionConfig(Section):
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
 
 
+class MonitoringConfig(Section):
+    psi_alert: float = Field(0.2, gt=0, description="PSI above this flags a feature or score.")
+    ks_alert: float = Field(0.1, gt=0, le=1, description="KS statistic above this flags a "
+                            "numeric feature.")
+    contact_rate_alert: float = Field(0.1, gt=0, description="Absolute change of the contact "
+                                      "rate (0-1) that raises an alert.")
+    profit_decay_alert: float = Field(
+        0.3, gt=0, description="Alert when the realised profit's upper bound is this share "
+        "below the profit the promotion expected.")
+    calibration_gap_alert: float = Field(
+        0.05, gt=0, description="Alert when mean predicted and observed churn differ by more.")
+    calibration_bins: int = Field(10, ge=2)
+    min_segment_rows: int = Field(100, ge=1)
+    min_rows: int = Field(200, ge=1, description="Logged predictions needed to judge drift.")
+    retrain: Literal["off", "inline", "deployment"] = Field(
+        "off", description="On an alert: nothing, run the promotion pipeline in-process, or "
+        "start the promotion deployment (run_deployment).")
+    deployment: str = Field("churn-promotion/adhoc", description="Deployment to start.")
+
+
 class ExplainConfig(Section):
     enabled: bool = True
     repeats: int = Field(5, ge=1, description="Permutation repeats per feature.")
@@ -458,6 +478,7 @@ class BayesPilotConfig(Section):
     backends: BackendsConfig = BackendsConfig()
     scaleout: ScaleOutConfig = ScaleOutConfig()
     explain: ExplainConfig = ExplainConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     def mlflow_uri(self) -> str:
         """The MLflow tracking/registry URI: the configured backend or the workspace SQLite."""

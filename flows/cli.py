@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=1e-6,
         help="absolute (and relative) tolerance on gate values",
     )
+    mon = sub.add_parser("monitor", help="drift, skew and realised outcomes of the champion")
+    _common(mon)
+    mon.add_argument("--since", default=None, help="ISO time: first logged prediction to use")
+    mon.add_argument("--until", default=None, help="ISO time: end of the window (exclusive)")
+    mon.add_argument("--no-prefect", action="store_true", help="call the stages directly")
+    outc = sub.add_parser("outcomes", help="ingest outcome labels that arrived later")
+    _common(outc)
+    outc.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="CSV or Parquet with the id column, the label column, observed_at",
+    )
     serve = sub.add_parser("serve", help="serve the verified champion over HTTP (uvicorn)")
     _common(serve)
     serve.add_argument("--host", default=None, help="bind address (default: serving.host)")
@@ -296,6 +309,40 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
     return EXIT_OK
 
 
+def cmd_monitor(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    _setup_env(config)
+    from flows.monitoring import run_monitoring
+
+    result = run_monitoring(
+        config, use_prefect=not args.no_prefect, since=args.since, until=args.until
+    )
+    print(
+        f"monitoring: {result.decision.upper()} (record {result.record['sequence']:06d} "
+        f"{result.record['record_id'][:12]})"
+    )
+    for alert in result.alerts:
+        print(f"  - {alert}")
+    if result.retrain_record:
+        rr = result.retrain_record
+        print(f"retrain triggered: {rr.get('decision', rr.get('deployment_flow_run_id'))}")
+    return EXIT_OK
+
+
+def cmd_outcomes(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from flows.monitoring import ingest_outcomes
+    from tasks.load_data import DataError, read_table
+
+    ws = Workspace.from_setting(config.paths.workspace)
+    try:
+        frame = read_table(args.input)
+        path = ingest_outcomes(frame, ws=ws, config=config)
+    except (DataError, ValueError) as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"ingested {len(frame)} outcome(s) -> {path}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     import uvicorn
 
@@ -380,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "diff": cmd_diff,
             "replay": cmd_replay,
             "policy-update": cmd_policy_update,
+            "monitor": cmd_monitor,
+            "outcomes": cmd_outcomes,
         }
         if args.command in handlers:
             return handlers[args.command](args, config)
@@ -393,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("unhandled error", exc_info=True)
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    print(f"error: no handler for command {args.command!r}", file=sys.stderr)
     return EXIT_ERROR
 
 

@@ -34,6 +34,7 @@ from tasks.evidence import (
 from tasks.explain import explain
 from tasks.gates import GateResult, StabilityEvidence
 from tasks.load_data import LoadedData, load_data
+from tasks.monitor import build_reference
 from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
 from tasks.promote import (
     PromotionOutcome,
@@ -44,7 +45,13 @@ from tasks.promote import (
     promote,
 )
 from tasks.records import RecordStore, champion_of
-from tasks.select_policy import PolicyEvidence, Selection, policy_values, select_candidate
+from tasks.select_policy import (
+    PolicyEvidence,
+    Selection,
+    apply_policy,
+    policy_values,
+    select_candidate,
+)
 from tasks.split_data import Splits, split_data
 from tasks.train_candidates import (
     TrainedModel,
@@ -268,7 +275,10 @@ def evaluate(
     )
 
 
-def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult:
+def promotion_pipeline(
+    config: BayesPilotConfig, *, runner: Runner, trigger: dict[str, Any] | None = None
+) -> RunResult:
+    """The full run; ``trigger`` (e.g. a monitoring alert) is carried into the record."""
     workspace = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     store = RecordStore(workspace.promotions, workspace.promotions_lock)
@@ -310,6 +320,10 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         if config.explain.enabled
         else {}
     )
+    p_test = chosen.predict(splits.X("test"))
+    reference = build_reference(
+        splits.train, roles, p_test, apply_policy(p_test, splits.test, policy).contact
+    )
     rel = lambda p: str(p.relative_to(workspace.root))  # noqa: E731
     evidence = RunEvidence(
         run_id=run_id,
@@ -348,6 +362,8 @@ def promotion_pipeline(config: BayesPilotConfig, *, runner: Runner) -> RunResult
         started_at=ev.started,
         notes=_notes(splits, config, ev.stability),
         explanation=explanation,
+        reference=reference,
+        trigger=trigger,
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(
@@ -490,12 +506,14 @@ def task_runner_for(config: BayesPilotConfig) -> Any:
     return ThreadPoolTaskRunner(max_workers=sc.max_threads)
 
 
-def run_prefect(config: BayesPilotConfig) -> RunResult:
+def run_prefect(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = None) -> RunResult:
     """Run the flow in-process under Prefect (task runner from config) and return the result."""
     holder: dict[str, RunResult] = {}
 
     def body() -> str:
-        result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
+        result = promotion_pipeline(
+            config, runner=PrefectRunner(retries={"load-data": 1}), trigger=trigger
+        )
         holder["r"] = result
         return result.outcome.decision
 
@@ -508,6 +526,7 @@ def churn_promotion(
     config_path: str | None = None,
     overrides: list[str] | None = None,
     config_json: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prefect entry point (deployments pass a config path and ``section.key=value``
     overrides). Returns the decision summary; raises on bad input. With
@@ -520,9 +539,11 @@ def churn_promotion(
         else load_config(config_path, overrides=overrides or [])
     )
     if config.scaleout.engine == "dask":
-        result = run_prefect(config)
+        result = run_prefect(config, trigger=trigger)
     else:
-        result = promotion_pipeline(config, runner=PrefectRunner(retries={"load-data": 1}))
+        result = promotion_pipeline(
+            config, runner=PrefectRunner(retries={"load-data": 1}), trigger=trigger
+        )
     rec = result.outcome.record
     return {
         "decision": rec["decision"],
@@ -532,9 +553,9 @@ def churn_promotion(
     }
 
 
-def run_direct(config: BayesPilotConfig) -> RunResult:
+def run_direct(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = None) -> RunResult:
     """The same pipeline without Prefect (benchmarks, overhead measurement)."""
-    return promotion_pipeline(config, runner=DirectRunner())
+    return promotion_pipeline(config, runner=DirectRunner(), trigger=trigger)
 
 
 __all__ = [

@@ -40,7 +40,7 @@ class ServingSettings:
             reload_interval_s=s.reload_interval_s,
             max_batch_customers=s.max_batch_customers,
             max_body_bytes=s.max_body_bytes,
-            prediction_log=ws.logs / "predictions.jsonl",
+            prediction_log=ws.prediction_log,
             prediction_log_max_bytes=int(s.prediction_log_max_mb * 1_000_000),
             prediction_log_backups=s.prediction_log_backups,
             admin_token=env.get(s.admin_token_env) or None,

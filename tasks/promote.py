@@ -51,6 +51,8 @@ class RunEvidence:
     started_at: str
     notes: tuple[str, ...] = ()
     explanation: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)  # drift baseline for monitoring
+    trigger: dict[str, Any] | None = None  # what started this run (e.g. a monitoring alert)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ def _record_body(
         "policy_id": ev.policy_id,
         "artifact": {"path": ev.artifact_path, "sha256": ev.artifact_sha256},
         "explanation": ev.explanation,
+        "reference": ev.reference,
+        "trigger": ev.trigger,
         "notes": list(ev.notes),
         "packages": package_versions(),
         "started_at": ev.started_at,

@@ -1,0 +1,302 @@
+"""``churn-monitoring``: drift, skew and realised outcomes of what the champion served, a
+``monitoring`` record (never changes the champion), and, on an alert, an optional retrain."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow
+
+from configs.paths import Workspace
+from configs.settings import BayesPilotConfig, load_config
+from flows.runner import DirectRunner, PrefectRunner, Runner
+from serving.loader import introducing_record, model_record
+from tasks.load_data import load_data
+from tasks.monitor import (
+    OutcomeReport,
+    feature_drift,
+    outcome_metrics,
+    prediction_drift,
+    read_prediction_log,
+    skew,
+)
+from tasks.package_model import atomic_write_bytes
+from tasks.records import RecordStore, champion_of, git_state, load_verified_policy_text, now_iso
+from tasks.select_policy import Policy
+
+log = logging.getLogger(__name__)
+FLOW_NAME = "churn-monitoring"
+
+
+@dataclass(frozen=True)
+class MonitoringResult:
+    decision: str  # "ok" | "alert"
+    alerts: list[str]
+    record: dict[str, Any]
+    retrain_record: dict[str, Any] | None
+
+
+def read_outcomes(ws: Workspace) -> pd.DataFrame:
+    files = sorted(ws.outcomes.glob("*.parquet")) if ws.outcomes.is_dir() else []
+    if not files:
+        return pd.DataFrame()
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return df.sort_values("observed_at")
+
+
+def ingest_outcomes(frame: pd.DataFrame, *, ws: Workspace, config: BayesPilotConfig) -> Path:
+    """Validate and store outcome labels (one Parquet file per ingest, written atomically)."""
+    from tasks.monitor import clean_outcomes
+
+    d = config.data
+    clean = clean_outcomes(
+        frame,
+        id_column=d.id_column,
+        label_column=d.label_column,
+        positive_label=str(d.positive_label),
+        negative_label=None if d.negative_label is None else str(d.negative_label),
+    )
+    ws.outcomes.mkdir(parents=True, exist_ok=True)
+    path = ws.outcomes / f"{now_iso().replace(':', '')}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = path.with_suffix(".tmp")
+    clean.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _plots(out_dir: Path, drift: list[dict[str, Any]], outcomes: OutcomeReport) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    if drift:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        rows = [r for r in drift if r["psi"] is not None][:15]
+        ax.barh([r["feature"] for r in rows][::-1], [r["psi"] for r in rows][::-1])
+        ax.set(xlabel="PSI vs training reference", title="feature drift")
+        path = out_dir / "drift.png"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(str(path))
+    if outcomes.calibration:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--")
+        ax.plot(
+            [c["predicted"] for c in outcomes.calibration],
+            [c["observed"] for c in outcomes.calibration],
+            marker="o",
+        )
+        ax.set(xlabel="predicted churn", ylabel="realised churn", title="realised vs predicted")
+        path = out_dir / "realised-vs-predicted.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def monitoring_pipeline(
+    config: BayesPilotConfig, *, runner: Runner, since: str | None = None, until: str | None = None
+) -> MonitoringResult:
+    ws = Workspace.from_setting(config.paths.workspace)
+    run_id = runner.flow_run_id or uuid.uuid4().hex
+    store = RecordStore(ws.promotions, ws.promotions_lock)
+    records = store.records()
+    champ = champion_of(records[-1]) if records else None
+    if champ is None:
+        raise RuntimeError("no champion to monitor: promote a model first")
+    model_rec = model_record(records, champ)
+    policy_rec = introducing_record(records, champ)
+    reference = model_rec.get("reference") or {}
+    if not reference:
+        raise RuntimeError(f"record {model_rec['record_id'][:12]} has no training reference")
+    policy = Policy.from_json(load_verified_policy_text(ws.root, champ))
+    gates = {g["gate"]: g for g in policy_rec.get("gates", [])}
+    business: dict[str, Any] = gates.get("business", {})
+    expected = business.get("value")
+
+    logged = read_prediction_log(ws.prediction_log, since=since, until=until)
+    alerts: list[str] = []
+    drift: list[dict[str, Any]] = []
+    pred: dict[str, Any] = {}
+    skew_report: dict[str, Any] = {}
+    if len(logged) < config.monitoring.min_rows:
+        alerts_note = f"only {len(logged)} logged predictions (< {config.monitoring.min_rows})"
+    else:
+        alerts_note = ""
+        drift = feature_drift(reference, logged, config=config.monitoring)
+        pred = prediction_drift(
+            reference,
+            logged["probability"].to_numpy(float),
+            (logged["action"] == "contact").to_numpy(),
+            config=config.monitoring,
+        )
+        alerts += [f"drift in {r['feature']}: {r['reason']}" for r in drift if r["alert"]]
+        alerts += pred["alerts"]
+        try:
+            source = load_data(config).frame
+            features = [c for cols in champ.get("features", {}).values() for c in cols]
+            skew_report = skew(logged, source, id_column=config.data.id_column, features=features)
+        except Exception as exc:  # the source may be gone; skew is then not measurable
+            skew_report = {"error": f"{type(exc).__name__}: {exc}"}
+
+    outcomes_df = read_outcomes(ws)
+    joined = pd.DataFrame()
+    if not outcomes_df.empty and not logged.empty:
+        id_col = config.data.id_column
+        last = logged.assign(**{id_col: logged[id_col].astype(str)}).drop_duplicates(
+            id_col, keep="last"
+        )
+        labels = outcomes_df.drop_duplicates(id_col, keep="last")
+        joined = last.merge(labels, on=id_col, how="inner")
+    outcome = outcome_metrics(
+        joined,
+        policy,
+        value_column=policy.value_column,
+        segment_columns=tuple(config.data.segment_columns),
+        expected_profit=expected,
+        config=config.monitoring,
+        bootstrap=config.bootstrap,
+    )
+    alerts += [a for a in outcome.alerts if outcome.rows]
+    plots = _plots(ws.run_reports(run_id), drift, outcome)
+    decision = "alert" if alerts else "ok"
+    summary = {
+        "since": since,
+        "until": until,
+        "logged_predictions": len(logged),
+        "note": alerts_note,
+        "feature_drift": drift,
+        "prediction_drift": pred,
+        "skew": skew_report,
+        "outcomes": asdict(outcome),
+        "plots": plots,
+    }
+    retrain = config.monitoring.retrain if alerts else "off"
+
+    def build(head: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "kind": "monitoring",
+            "decision": decision,
+            "reasons": alerts or ["no alert"],
+            "champion": champion_of(head),
+            "monitored_model_version": champ["model_version"],
+            "monitored_policy_id": champ["policy_id"],
+            "run_id": run_id,
+            "flow_run_id": runner.flow_run_id,
+            "monitoring": summary,
+            "retrain": retrain,
+            **git_state(),
+            "finished_at": now_iso(),
+        }
+
+    _, record = store.append(build, timeout_s=config.promotion.lock_timeout_s)
+    atomic_write_bytes(
+        ws.run_reports(run_id) / "monitoring.json",
+        json.dumps(summary, indent=2, default=str).encode(),
+    )
+    runner.table(
+        "monitoring-drift",
+        [{k: v for k, v in r.items()} for r in drift[:50]],
+        "Feature drift against the champion's training reference",
+    )
+    runner.table(
+        "monitoring-outcomes",
+        outcome.segments or [{"rows": outcome.rows}],
+        "Realised outcomes by segment",
+    )
+    runner.markdown(
+        "monitoring-report",
+        _markdown(record, summary, alerts),
+        f"{decision}: {len(alerts)} alert(s)",
+    )
+    retrain_record = _retrain(config, record, alerts, runner) if retrain != "off" else None
+    return MonitoringResult(decision, alerts, record, retrain_record)
+
+
+def _markdown(record: dict[str, Any], summary: dict[str, Any], alerts: list[str]) -> str:
+    o = summary["outcomes"]
+    lines = [
+        f"# Monitoring: **{record['decision'].upper()}**",
+        f"- record `{record['record_id'][:12]}`, model v{record['monitored_model_version']}",
+        f"- logged predictions: {summary['logged_predictions']}; outcomes joined: {o['rows']}",
+        "",
+        "## Alerts",
+        *([f"- {a}" for a in alerts] or ["- none"]),
+        "",
+        "## Drift (top 10 by PSI)",
+        "| feature | PSI | KS | alert |",
+        "|---|---:|---:|---|",
+    ]
+    for r in summary["feature_drift"][:10]:
+        lines.append(f"| {r['feature']} | {r['psi']} | {r['ks']} | {r['alert']} |")
+    if o["rows"]:
+        lines += [
+            "",
+            "## Outcomes",
+            f"- precision {o['precision']}, recall {o['recall']}",
+            f"- realised profit {o['realised_profit_per_customer_usd']} USD/customer "
+            f"(interval {o['profit_interval']}; promoted expectation "
+            f"{o['expected_profit_per_customer_usd']})",
+        ]
+    return "\n".join(lines)
+
+
+def _retrain(
+    config: BayesPilotConfig, record: dict[str, Any], alerts: list[str], runner: Runner
+) -> dict[str, Any] | None:
+    trigger = {"monitoring_record": record["record_id"], "reason": "; ".join(alerts[:5])}
+    if config.monitoring.retrain == "deployment":
+        from prefect.deployments import run_deployment
+
+        run: Any = run_deployment(
+            config.monitoring.deployment,
+            timeout=0,
+            parameters={"config_json": config.model_dump(mode="json"), "trigger": trigger},
+        )
+        log.info("started %s: flow run %s", config.monitoring.deployment, run.id)
+        return {"deployment_flow_run_id": str(run.id), "trigger": trigger}
+    from flows.promotion import promotion_pipeline
+
+    result = promotion_pipeline(config, runner=runner, trigger=trigger)
+    return result.outcome.record
+
+
+@flow(name=FLOW_NAME, persist_result=False)
+def churn_monitoring(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    config = load_config(config_path, overrides=overrides or [])
+    r = monitoring_pipeline(config, runner=PrefectRunner(), since=since, until=until)
+    return {"decision": r.decision, "alerts": r.alerts, "record_id": r.record["record_id"]}
+
+
+def run_monitoring(
+    config: BayesPilotConfig,
+    *,
+    use_prefect: bool,
+    since: str | None = None,
+    until: str | None = None,
+) -> MonitoringResult:
+    if not use_prefect:
+        return monitoring_pipeline(config, runner=DirectRunner(), since=since, until=until)
+    holder: dict[str, MonitoringResult] = {}
+
+    @flow(name=FLOW_NAME, persist_result=False)
+    def _inner() -> str:
+        holder["r"] = monitoring_pipeline(config, runner=PrefectRunner(), since=since, until=until)
+        return holder["r"].decision
+
+    _inner()
+    return holder["r"]
