@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
-from serving.scoring import result_dicts, score_customers
+from serving.scoring import reasons_for, result_dicts, score_customers
 
 router = APIRouter()
 StateDep = Annotated[ServingState, Depends(get_state)]
@@ -54,8 +54,9 @@ def _error(status: int, errors: list[dict[str, Any]]) -> JSONResponse:
 
 
 @router.post("/v1/score")
-async def score(request: Request, state: StateDep) -> Response:
-    """Score one customer (an object) or a batch (``{"customers": [...]}``)."""
+async def score(request: Request, state: StateDep, explain: bool = False) -> Response:
+    """Score one customer (an object) or a batch (``{"customers": [...]}``). With
+    ``?explain=true`` each result carries the features that moved its probability most."""
     start = time.perf_counter()
     limit = state.settings.max_body_bytes
     declared = request.headers.get("content-length")
@@ -124,6 +125,9 @@ async def score(request: Request, state: StateDep) -> Response:
     else:
         scored = score_customers(champ, rows)
     results = result_dicts(champ, scored)
+    if explain:
+        for res, row in zip(results, rows, strict=True):
+            res["reasons"] = reasons_for(champ, row)
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     latency_ms = (time.perf_counter() - start) * 1000
     now = datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -143,3 +143,26 @@ def score_frame(champion: Champion, frame: pd.DataFrame) -> pd.DataFrame:
             "policy_id": champion.policy_id,
         }
     )
+
+
+def reasons_for(champion: Champion, row: Mapping[str, Any], top: int = 3) -> list[dict[str, Any]]:
+    """Why this score: per-feature sensitivity. Each feature in turn is replaced by the value
+    the model imputes for a missing one (numeric: the training median; categorical: the
+    missing/unknown encoding); the change in churn probability it causes is its effect.
+    One vectorised call over (features + 1) rows, cheap enough for the hot path."""
+    feats = list(champion.scorer.features)
+    n = len(feats) + 1
+    columns: dict[str, list[Any]] = {c: [row.get(c)] * n for c in feats}
+    for i, c in enumerate(feats, start=1):
+        columns[c][i] = None
+    p = champion.scorer.score(columns).probability
+    effects = p[0] - p[1:]
+    order = np.argsort(-np.abs(effects), kind="mergesort")[:top]
+    return [
+        {
+            "feature": feats[i],
+            "value": row.get(feats[i]),
+            "effect_on_probability": round(float(effects[i]), 5),
+        }
+        for i in order
+    ]

@@ -247,3 +247,16 @@ def test_prediction_log_rotates_and_survives_threads(tmp_path: Path) -> None:
         for line in f.read_text().splitlines():
             assert json.loads(line)["pad"] == "x" * 100
         assert f.stat().st_size <= 20_000
+
+
+def test_service_explain_flag_gives_reasons(settings: ServingSettings) -> None:
+    with client_for(settings) as c:
+        plain = c.post("/v1/score", json=customer()).json()
+        explained = c.post("/v1/score?explain=true", json=customer()).json()
+    assert "reasons" not in plain
+    reasons = explained["reasons"]
+    assert len(reasons) == 3
+    effects = [abs(r["effect_on_probability"]) for r in reasons]
+    assert effects == sorted(effects, reverse=True) and effects[0] > 0.01
+    assert explained["churn_probability"] == plain["churn_probability"]
+    assert {r["feature"] for r in reasons} <= set(customer())
