@@ -338,20 +338,30 @@ class ChampionGateConfig(Section):
 class RobustnessGateConfig(Section):
     enabled: bool = True
     noise_sd_share: float = Field(
-        0.05, gt=0, description="Gaussian noise on every numeric feature, as a share of the "
-        "feature's standard deviation on test."
+        0.05,
+        gt=0,
+        description="Gaussian noise on every numeric feature, as a share of the "
+        "feature's standard deviation on test.",
     )
     perturbed_row_share: float = Field(
-        0.1, gt=0, le=1, description="Share of test rows set missing / given an unseen "
-        "category, one feature at a time."
+        0.1,
+        gt=0,
+        le=1,
+        description="Share of test rows set missing / given an unseen "
+        "category, one feature at a time.",
     )
     max_flip_rate: float = Field(
-        0.05, gt=0, le=1, description="Largest share of customers whose contact decision "
-        "flips under any one perturbation."
+        0.05,
+        gt=0,
+        le=1,
+        description="Largest share of customers whose contact decision "
+        "flips under any one perturbation.",
     )
     max_profit_drop_share: float = Field(
-        0.1, gt=0, description="Largest drop of policy profit under any one perturbation, as "
-        "a share of the unperturbed profit."
+        0.1,
+        gt=0,
+        description="Largest drop of policy profit under any one perturbation, as "
+        "a share of the unperturbed profit.",
     )
 
 
@@ -370,27 +380,40 @@ class GatesConfig(Section):
 
 class PromotionConfig(Section):
     model_name: str = "churn-risk"
+    register_as: Literal["champion", "challenger"] = Field(
+        "champion",
+        description="challenger: a passing candidate is registered with alias "
+        "'challenger' and scored in shadow next to the champion instead of replacing it.",
+    )
     experiment: str = "churn-promotion"
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
 
 
 class MonitoringConfig(Section):
     psi_alert: float = Field(0.2, gt=0, description="PSI above this flags a feature or score.")
-    ks_alert: float = Field(0.1, gt=0, le=1, description="KS statistic above this flags a "
-                            "numeric feature.")
-    contact_rate_alert: float = Field(0.1, gt=0, description="Absolute change of the contact "
-                                      "rate (0-1) that raises an alert.")
+    ks_alert: float = Field(
+        0.1, gt=0, le=1, description="KS statistic above this flags a numeric feature."
+    )
+    contact_rate_alert: float = Field(
+        0.1, gt=0, description="Absolute change of the contact rate (0-1) that raises an alert."
+    )
     profit_decay_alert: float = Field(
-        0.3, gt=0, description="Alert when the realised profit's upper bound is this share "
-        "below the profit the promotion expected.")
+        0.3,
+        gt=0,
+        description="Alert when the realised profit's upper bound is this share "
+        "below the profit the promotion expected.",
+    )
     calibration_gap_alert: float = Field(
-        0.05, gt=0, description="Alert when mean predicted and observed churn differ by more.")
+        0.05, gt=0, description="Alert when mean predicted and observed churn differ by more."
+    )
     calibration_bins: int = Field(10, ge=2)
     min_segment_rows: int = Field(100, ge=1)
     min_rows: int = Field(200, ge=1, description="Logged predictions needed to judge drift.")
     retrain: Literal["off", "inline", "deployment"] = Field(
-        "off", description="On an alert: nothing, run the promotion pipeline in-process, or "
-        "start the promotion deployment (run_deployment).")
+        "off",
+        description="On an alert: nothing, run the promotion pipeline in-process, or "
+        "start the promotion deployment (run_deployment).",
+    )
     deployment: str = Field("churn-promotion/adhoc", description="Deployment to start.")
 
 

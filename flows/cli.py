@@ -124,6 +124,10 @@ def _setup_env(config: BayesPilotConfig) -> Workspace:
 
 
 def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    if args.as_challenger:
+        config = config.model_copy(
+            update={"promotion": config.promotion.model_copy(update={"register_as": "challenger"})}
+        )
     _setup_env(config)
     from flows.promotion import NoCandidate, ValidationFailed, run_direct, run_prefect
     from flows.reports import gate_table_text

@@ -20,6 +20,7 @@ from serving.loader import introducing_record, model_record
 from tasks.load_data import load_data
 from tasks.monitor import (
     OutcomeReport,
+    challenger_comparison,
     feature_drift,
     outcome_metrics,
     prediction_drift,
@@ -167,6 +168,15 @@ def monitoring_pipeline(
         bootstrap=config.bootstrap,
     )
     alerts += [a for a in outcome.alerts if outcome.rows]
+    shadow = read_prediction_log(ws.prediction_log, since=since, until=until, role="challenger")
+    challenger = challenger_comparison(
+        shadow,
+        outcomes_df,
+        policy,
+        _challenger_policy(ws, records),
+        id_column=config.data.id_column,
+        bootstrap=config.bootstrap,
+    )
     plots = _plots(ws.run_reports(run_id), drift, outcome)
     decision = "alert" if alerts else "ok"
     summary = {
@@ -178,6 +188,7 @@ def monitoring_pipeline(
         "prediction_drift": pred,
         "skew": skew_report,
         "outcomes": asdict(outcome),
+        "challenger": challenger,
         "plots": plots,
     }
     retrain = config.monitoring.retrain if alerts else "off"
@@ -220,6 +231,13 @@ def monitoring_pipeline(
     )
     retrain_record = _retrain(config, record, alerts, runner) if retrain != "off" else None
     return MonitoringResult(decision, alerts, record, retrain_record)
+
+
+def _challenger_policy(ws: Workspace, records: list[dict[str, Any]]) -> Policy | None:
+    rec = next((r for r in reversed(records) if r.get("decision") == "challenger"), None)
+    if rec is None:
+        return None
+    return Policy.from_json(load_verified_policy_text(ws.root, rec["challenger"]))
 
 
 def _markdown(record: dict[str, Any], summary: dict[str, Any], alerts: list[str]) -> str:

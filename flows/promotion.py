@@ -39,6 +39,7 @@ from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
 from tasks.promote import (
     PromotionOutcome,
     RunEvidence,
+    mlflow_challenger_alias,
     mlflow_move_aliases,
     mlflow_register,
     now_iso,
@@ -386,6 +387,8 @@ def promotion_pipeline(
         ),
         move_aliases=mlflow_move_aliases(tracker.uri),
         lock_timeout_s=config.promotion.lock_timeout_s,
+        as_challenger=config.promotion.register_as == "challenger",
+        set_challenger_alias=mlflow_challenger_alias(tracker.uri),
     )
     tracker.log_dict(
         parent, params={"decision": outcome.decision, "record_id": outcome.record["record_id"]}

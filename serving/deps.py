@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, TypeAdapter
 
-from serving.loader import Champion, NotReady, head_marker, load_champion
+from serving.loader import Champion, NotReady, head_marker, load_challenger, load_champion
 from serving.metrics import Metrics
 from serving.predlog import PredictionLog
 from serving.scoring import request_model
@@ -30,6 +30,7 @@ class Loaded:
     customer: type[BaseModel]
     adapter: TypeAdapter[Any]
     loaded_at: float
+    challenger: Champion | None = None
 
 
 class ServingState:
@@ -67,15 +68,25 @@ class ServingState:
                 log.exception("champion load failed")
                 return False
             self.last_error = None
+            try:
+                challenger = load_challenger(self.settings)
+            except NotReady as exc:  # the champion serves; the shadow waits for a valid one
+                challenger = None
+                self.last_error = f"challenger not loaded: {exc}"
+                log.warning(self.last_error)
             cur = self.current
+            same_challenger = (cur.challenger.block if cur and cur.challenger else None) == (
+                challenger.block if challenger else None
+            )
             if (
-                cur is not None
+                same_challenger
+                and cur is not None
                 and cur.champion.head_record_id == champ.head_record_id
                 and cur.champion.block == champ.block
             ):
                 return False
             model = request_model(champ)
-            self.current = Loaded(champ, model, TypeAdapter(model), time.time())
+            self.current = Loaded(champ, model, TypeAdapter(model), time.time(), challenger)
             self.metrics.set_model(
                 champ.model_name, champ.model_version, champ.policy_id, champ.record["record_id"]
             )

@@ -124,44 +124,43 @@ def _check_gates(rec: dict[str, Any], *, fast_scorer: bool = True) -> None:
         raise NotReady(f"record {rec['record_id'][:12]} has no passing fast-scorer exactness check")
 
 
-def _check_alias(settings: ServingSettings, block: dict[str, Any]) -> None:
+def _check_alias(settings: ServingSettings, block: dict[str, Any], alias: str = "champion") -> None:
     if not settings.check_registry_alias:
         return
     try:
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=settings.tracking_uri)
-        mv = client.get_model_version_by_alias(str(block["model_name"]), "champion")
+        mv = client.get_model_version_by_alias(str(block["model_name"]), alias)
     except Exception as exc:
-        raise NotReady(f"MLflow alias 'champion' could not be read: {exc}") from None
+        raise NotReady(f"MLflow alias '{alias}' could not be read: {exc}") from None
     if str(mv.version) != str(block["model_version"]):
         raise NotReady(
-            f"MLflow alias 'champion' points at v{mv.version} but the record chain says "
+            f"MLflow alias '{alias}' points at v{mv.version} but the record chain says "
             f"v{block['model_version']}"
         )
 
 
-def load_champion(settings: ServingSettings) -> Champion:
-    """Verify everything, then load; raises ``NotReady`` with the reason."""
-    store = store_for(settings)
-    marker = head_marker(settings)
-    report = store.verify()
+def _verified_records(settings: ServingSettings) -> list[dict[str, Any]]:
+    report = store_for(settings).verify()
     if not report.ok:
         raise NotReady("record chain broken: " + "; ".join(report.problems))
-    records = store.records()
+    records = store_for(settings).records()
     if not records:
         raise NotReady("no promotion record yet: run `bayespilot run` first")
-    head = records[-1]
-    block = champion_of(head)
-    if block is None:
-        raise NotReady("no champion: no candidate has passed every gate yet")
-    rec = introducing_record(records, block)
-    if rec.get("decision") == "policy-updated":
-        _check_gates(rec, fast_scorer=False)  # the policy gates of the update
-        _check_gates(model_record(records, block))  # every gate of the model itself
-    else:
-        _check_gates(rec)
-    _check_alias(settings, block)
+    return records
+
+
+def _load(
+    settings: ServingSettings,
+    rec: dict[str, Any],
+    block: dict[str, Any],
+    head: dict[str, Any],
+    marker: str,
+    alias: str,
+) -> Champion:
+    """Alias cross-check, hash checks, then (only then) unpickle and compile."""
+    _check_alias(settings, block, alias)
     try:
         model = load_verified_model(settings.workspace, block)
         policy = Policy.from_json(load_verified_policy_text(settings.workspace, block))
@@ -196,7 +195,8 @@ def load_champion(settings: ServingSettings) -> Champion:
         "explanation": rec.get("explanation", {}),
     }
     log.info(
-        "champion %s v%s verified and loaded (record %s)",
+        "%s %s v%s verified and loaded (record %s)",
+        alias,
         block["model_name"],
         block["model_version"],
         rec["record_id"][:12],
@@ -214,3 +214,43 @@ def load_champion(settings: ServingSettings) -> Champion:
         categorical=tuple(block.get("features", {}).get("categorical", [])),
         info=info,
     )
+
+
+def load_champion(settings: ServingSettings) -> Champion:
+    """Verify everything, then load; raises ``NotReady`` with the reason."""
+    marker = head_marker(settings)
+    records = _verified_records(settings)
+    head = records[-1]
+    block = champion_of(head)
+    if block is None:
+        raise NotReady("no champion: no candidate has passed every gate yet")
+    rec = introducing_record(records, block)
+    if rec.get("decision") == "policy-updated":
+        _check_gates(rec, fast_scorer=False)  # the policy gates of the update
+        _check_gates(model_record(records, block))  # every gate of the model itself
+    else:
+        _check_gates(rec)
+    return _load(settings, rec, block, head, marker, "champion")
+
+
+def load_challenger(settings: ServingSettings) -> Champion | None:
+    """The shadow challenger: the latest ``challenger`` record after the current champion was
+    introduced (a new champion retires it), verified like the champion. None if there is none."""
+    records = _verified_records(settings)
+    head = records[-1]
+    block = champion_of(head)
+    if block is None:
+        return None
+    since = introducing_record(records, block)["sequence"]
+    rec = next(
+        (
+            r
+            for r in reversed(records)
+            if r.get("decision") == "challenger" and r["sequence"] > since
+        ),
+        None,
+    )
+    if rec is None:
+        return None
+    _check_gates(rec)
+    return _load(settings, rec, rec["challenger"], head, head_marker(settings), "challenger")

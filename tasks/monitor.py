@@ -366,3 +366,56 @@ def clean_outcomes(
             "observed_at": when,
         }
     )
+
+
+def challenger_comparison(
+    shadow: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    policy_champion: Policy,
+    policy_challenger: Policy | None,
+    *,
+    id_column: str,
+    bootstrap: BootstrapConfig,
+) -> dict[str, Any]:
+    """Shadow challenger vs champion on the same requests: action flip rate, and once outcomes
+    arrive the realised profit difference (challenger - champion, USD/customer) with interval."""
+    if shadow.empty:
+        return {"shadow_predictions": 0}
+    flips = (shadow["action"] != shadow["champion_action"]).to_numpy()
+    out: dict[str, Any] = {
+        "shadow_predictions": int(len(shadow)),
+        "challenger_versions": sorted(shadow["model_version"].astype(str).unique().tolist()),
+        "action_flip_rate": round(float(flips.mean()), 5),
+    }
+    if outcomes.empty or policy_challenger is None:
+        return out
+    last = shadow.assign(**{id_column: shadow[id_column].astype(str)}).drop_duplicates(
+        id_column, keep="last"
+    )
+    joined = last.merge(outcomes.drop_duplicates(id_column, keep="last"), on=id_column)
+    if joined.empty:
+        return out
+    y = joined["churned"].to_numpy(dtype=np.int64)
+    col = policy_challenger.value_column
+    values = policy_challenger.values(joined[col].to_numpy(float) if col else None, len(joined))
+    econ = policy_challenger.document["economics"]
+    gain = y * float(econ["save_rate"]) * values - float(econ["contact_cost_usd"])
+    chall = np.where(joined["action"] == "contact", gain, 0.0)
+    champ = np.where(joined["champion_action"] == "contact", gain, 0.0)
+    boot = PairedBootstrap(
+        len(y), config=bootstrap, resamples=min(bootstrap.resamples, 500), seed_offset=41
+    )
+    diff = chall - champ
+    iv = interval(
+        boot.run(lambda c: weighted_mean(c, diff[boot.rows])),
+        float(diff.mean()),
+        bootstrap.confidence,
+    )
+    out.update(
+        {
+            "labelled": int(len(y)),
+            "profit_difference_usd_per_customer": round(iv.point, 4),
+            "profit_difference_interval": iv.as_list(),
+        }
+    )
+    return out

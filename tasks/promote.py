@@ -100,11 +100,15 @@ def promote(
     register: Callable[[], Registration],
     move_aliases: Callable[[Registration, dict[str, Any] | None], None],
     lock_timeout_s: float = 60.0,
+    as_challenger: bool = False,
+    set_challenger_alias: Callable[[Registration], None] | None = None,
 ) -> PromotionOutcome:
     """Decide, and append the record; register and move aliases only when promoted.
 
     Holding the record lock: if the champion changed since the champion gate ran, the run is
     rejected (its comparison is stale) so two runs can never both replace the same champion.
+    ``as_challenger``: a candidate that passes every gate is registered with alias
+    ``challenger`` (decision ``challenger``) and scored in shadow; the champion stays.
     """
     store = RecordStore(workspace.promotions, workspace.promotions_lock)
     decision, reasons = decide(evidence.gates)
@@ -120,12 +124,19 @@ def promote(
                 "the champion changed while this run was gating (now "
                 f"{_champion_key(current)}); re-run to compare against it",
             )
-        if decision == "promoted":
+        if decision == "promoted" and as_challenger:
+            registration = register()
+            if set_challenger_alias is not None:
+                set_challenger_alias(registration)
+            decision = "challenger"
+            reasons = ("passed every gate; registered as challenger for shadow scoring", *reasons)
+        elif decision == "promoted":
             registration = register()
             move_aliases(registration, current)
         champion_after = current
-        if decision == "promoted" and registration is not None:
-            champion_after = {
+        block = None
+        if registration is not None:
+            block = {
                 "model_name": registration.model_name,
                 "model_version": registration.model_version,
                 "model_uri": registration.model_uri,
@@ -137,7 +148,11 @@ def promote(
                 "promoted_by_run": evidence.run_id,
                 "features": evidence.features,
             }
+            if decision == "promoted":
+                champion_after = block
         body = _record_body(evidence, decision, reasons, registration, champion_after, current)
+        if decision == "challenger":
+            body["challenger"] = block
         path, record = store.append_locked(lambda _head: body)
     log.info("decision %s recorded in %s", decision, path.name)
     return PromotionOutcome(decision, reasons, path, record, registration)
@@ -234,6 +249,17 @@ def mlflow_register(
         mlflow.log_artifact(str(policy_file), artifact_path="policy")
     mv = mlflow.register_model(info.model_uri, model_name, tags=tags)
     return Registration(model_name, str(mv.version), f"models:/{model_name}/{mv.version}")
+
+
+def mlflow_challenger_alias(tracking_uri: str) -> Callable[[Registration], None]:
+    def move(reg: Registration) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(
+            reg.model_name, "challenger", reg.model_version
+        )
+
+    return move
 
 
 def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, Any] | None], None]:
