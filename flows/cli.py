@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--since", default=None, help="ISO time: first logged prediction to use")
     mon.add_argument("--until", default=None, help="ISO time: end of the window (exclusive)")
     mon.add_argument("--no-prefect", action="store_true", help="call the stages directly")
+    pc = sub.add_parser(
+        "promote-challenger",
+        help="promote the shadow challenger through the champion gate on its shadow evidence",
+    )
+    _common(pc)
     outc = sub.add_parser("outcomes", help="ingest outcome labels that arrived later")
     _common(outc)
     outc.add_argument(
@@ -332,6 +337,23 @@ def cmd_monitor(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     return EXIT_OK
 
 
+def cmd_promote_challenger(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from flows.challenger import ChallengerError, promote_challenger
+
+    try:
+        rec = promote_challenger(config)
+    except ChallengerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"decision: {rec['decision'].upper()} (record {rec['sequence']:06d} "
+        f"{rec['record_id'][:12]})"
+    )
+    for r in rec["reasons"]:
+        print(f"  - {r}")
+    return EXIT_OK
+
+
 def cmd_outcomes(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from flows.monitoring import ingest_outcomes
     from tasks.load_data import DataError, read_table
@@ -433,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "policy-update": cmd_policy_update,
             "monitor": cmd_monitor,
             "outcomes": cmd_outcomes,
+            "promote-challenger": cmd_promote_challenger,
         }
         if args.command in handlers:
             return handlers[args.command](args, config)

@@ -62,3 +62,35 @@ def test_shadow_challenger_scored_logged_and_compared(tmp_path: Path) -> None:
     comparison = result.record["monitoring"]["challenger"]
     assert comparison["shadow_predictions"] == 40
     assert 0.0 <= comparison["action_flip_rate"] <= 1.0
+
+    # outcomes for the shadowed customers, then promotion on the shadow evidence
+    import pandas as pd
+
+    from configs.paths import Workspace
+    from flows.challenger import promote_challenger
+    from flows.monitoring import ingest_outcomes
+
+    labels = pd.DataFrame(
+        {
+            "customer_id": [f"S{i}" for i in range(40)],
+            "churned": ["yes" if i % 3 == 0 else "no" for i in range(40)],
+            "observed_at": "2026-12-01T00:00:00Z",
+        }
+    )
+    ingest_outcomes(labels, ws=Workspace(ws), config=build_config(layers))
+    again = run_monitoring(build_config(layers), use_prefect=False)
+    comp = again.record["monitoring"]["challenger"]
+    assert comp["labelled"] == 40 and len(comp["profit_difference_interval"]) == 2
+    record = promote_challenger(build_config(layers))
+    gate = next(g for g in record["gates"] if g["gate"] == "champion")
+    assert gate["metric"] == "shadow profit difference (USD/customer)"
+    expect = comp["profit_difference_interval"][0] > -layers_margin(layers)
+    assert record["decision"] == ("promoted" if expect else "rejected")
+    if expect:
+        assert record["champion"]["model_version"] == "2"
+        assert str(client.get_model_version_by_alias("churn-risk", "champion").version) == "2"
+    assert RecordStore(ws / "promotions").verify().ok
+
+
+def layers_margin(layers: dict) -> float:
+    return build_config(layers).gates.champion.profit_margin_usd_per_customer

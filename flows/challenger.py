@@ -1,0 +1,123 @@
+"""``bayespilot promote-challenger``: promote the shadow challenger on its shadow evidence.
+
+The champion gate decides on what the shadow run observed: the realised profit difference
+(challenger - champion, USD per customer) on the same labelled customers, from the latest
+monitoring record; its lower bound must exceed -margin. The challenger's own record supplies
+every other gate (all passed when it was registered)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from configs.paths import Workspace
+from configs.settings import BayesPilotConfig
+from serving.loader import introducing_record
+from tasks.gates import GateResult
+from tasks.records import RecordStore, champion_of, git_state, now_iso
+
+
+class ChallengerError(RuntimeError):
+    pass
+
+
+def shadow_champion_gate(
+    monitoring: dict[str, Any] | None, version: str, *, margin: float
+) -> GateResult:
+    comp = ((monitoring or {}).get("monitoring") or {}).get("challenger") or {}
+    if version not in comp.get("challenger_versions", []) or not comp.get("labelled"):
+        return GateResult(
+            "champion",
+            False,
+            "shadow profit difference (USD/customer)",
+            None,
+            None,
+            -margin,
+            {"shadow": comp},
+            f"no labelled shadow evidence for challenger v{version} yet: serve it "
+            "in shadow, ingest outcomes and run monitoring first",
+        )
+    low, high = comp["profit_difference_interval"]
+    ok = low > -margin
+    return GateResult(
+        "champion",
+        ok,
+        "shadow profit difference (USD/customer)",
+        comp["profit_difference_usd_per_customer"],
+        [low, high],
+        -margin,
+        {"shadow": comp, "monitoring_record": monitoring.get("record_id") if monitoring else None},
+        (
+            f"shadow evidence: non-inferior (lower bound {low:.3f} > -{margin})"
+            if ok
+            else f"shadow evidence: worse than champion (lower bound {low:.3f} <= -{margin})"
+        ),
+    )
+
+
+def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
+    ws = Workspace.from_setting(config.paths.workspace)
+    store = RecordStore(ws.promotions, ws.promotions_lock)
+    with store.locked(config.promotion.lock_timeout_s):
+        records = store.records()
+        current = champion_of(records[-1]) if records else None
+        if current is None:
+            raise ChallengerError("no champion yet")
+        since = introducing_record(records, current)["sequence"]
+        chall = next(
+            (
+                r
+                for r in reversed(records)
+                if r.get("decision") == "challenger" and r["sequence"] > since
+            ),
+            None,
+        )
+        if chall is None:
+            raise ChallengerError("no active challenger")
+        block = chall["challenger"]
+        monitoring = next(
+            (
+                r
+                for r in reversed(records)
+                if r.get("kind") == "monitoring" and r["sequence"] > chall["sequence"]
+            ),
+            None,
+        )
+        gate = shadow_champion_gate(
+            monitoring,
+            str(block["model_version"]),
+            margin=config.gates.champion.profit_margin_usd_per_customer,
+        )
+        gates = [g for g in chall["gates"] if g["gate"] != "champion"] + [gate.as_dict()]
+        promoted = gate.passed and all(g["passed"] for g in gates)
+        if promoted:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=config.mlflow_uri())
+            name = str(block["model_name"])
+            client.set_registered_model_alias(name, "previous", str(current["model_version"]))
+            client.set_registered_model_alias(name, "champion", str(block["model_version"]))
+            client.delete_registered_model_alias(name, "challenger")
+        body = {
+            "kind": "promotion",
+            "decision": "promoted" if promoted else "rejected",
+            "reasons": [gate.reason] if promoted else [f"champion failed: {gate.reason}"],
+            "champion": block if promoted else current,
+            "previous_champion": current,
+            "model_name": block["model_name"],
+            "model_version": block["model_version"] if promoted else None,
+            "candidate": chall.get("candidate"),
+            "calibration": chall.get("calibration"),
+            "schema": chall.get("schema"),
+            "features": chall.get("features"),
+            "data": chall.get("data"),
+            "reference": chall.get("reference"),
+            "explanation": chall.get("explanation"),
+            "policy": chall.get("policy"),
+            "policy_id": chall.get("policy_id"),
+            "gates": gates,
+            "challenger_record": chall["record_id"],
+            **git_state(),
+            "finished_at": now_iso(),
+        }
+        _, record = store.append_locked(lambda _h: body)
+    return record
