@@ -96,6 +96,23 @@ def make_config(config_path: Path, workspace: Path, rows: int) -> BayesPilotConf
                                                f"synthetic.rows={rows}"])
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process, its waited-for children (the
+    technical gate's probe) and its live descendants (Prefect's ephemeral API server)."""
+    import psutil
+
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # exited meanwhile: counted under RUSAGE_CHILDREN once waited
+            continue
+        total += t.user + t.system
+    return total
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     """Call ``fn`` and return its result and its wall time (seconds)."""
     start = time.perf_counter()
@@ -220,6 +237,8 @@ class RunSummary:
     gates: list[tuple[str, bool]]
     failed_reasons: list[str]
     peak_rss_mib: float
+    cpu_s: float = 0.0
+    load_1m: float = 0.0  # host's 1-minute load average when the run ended (2 cores here)
     quality: dict[str, tuple[float, float]] = field(default_factory=dict)
     stages: list[tuple[str, float, float]] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
@@ -235,13 +254,15 @@ def summarise(label: str, runner: str, rows: int, wall_s: float, result: RunResu
                       str(rec["calibration"]["method"]), gates, failed, peak_mib)
 
 
-def run_flow(runner: str, config: BayesPilotConfig) -> tuple[RunResult, float]:
-    """Run the flow with ``runner`` (``direct`` or ``prefect``); result and wall seconds."""
+def run_flow(runner: str, config: BayesPilotConfig) -> tuple[RunResult, float, float]:
+    """Run the flow with ``runner`` (``direct`` or ``prefect``); the result, its wall
+    seconds and the CPU seconds it used (see :func:`cpu_seconds`)."""
     from flows.promotion import run_direct, run_prefect
 
     fn = run_direct if runner == "direct" else run_prefect
+    cpu_before = cpu_seconds()
     result, wall = timed(lambda: fn(config))
-    return result, wall
+    return result, wall, cpu_seconds() - cpu_before
 
 
 # --------------------------------------------------------------------------- child (large)
@@ -256,9 +277,10 @@ def child_large(args: argparse.Namespace) -> int:
     if args.large_runner == "prefect":
         extra["server_startup_s"], extra["warm_trivial_flow_s"] = prefect_warmup()
     config = make_config(args.config, root / "workspace", args.rows_large)
-    result, wall = run_flow(args.large_runner, config)
+    result, wall, cpu = run_flow(args.large_runner, config)
     summary = summarise("large", args.large_runner, args.rows_large, wall, result,
                         peak_rss_mib())
+    summary.cpu_s, summary.load_1m = cpu, os.getloadavg()[0]
     summary.extra = extra
     if args.large_runner == "prefect":
         summary.stages = prefect_task_durations(result.outcome.record.get("flow_run_id"))
@@ -320,14 +342,17 @@ def print_report(rows: int, small: list[RunSummary], warm: dict[str, float],
 
     runs = small + ([large] if large else [])
     print()
-    print("Flow runs (wall-clock seconds; peak RSS in MiB)")
-    head = (f"  {'run':<10} {'runner':<8} {'rows':>10} {'wall s':>8} {'peak RSS':>9}  "
-            f"{'decision':<9} {'candidate':<20} {'calibration':<11}")
+    print("Flow runs (wall-clock and CPU seconds; peak RSS in MiB)")
+    head = (f"  {'run':<10} {'runner':<8} {'rows':>10} {'wall s':>8} {'CPU s':>7} "
+            f"{'load':>5} {'peak RSS':>9}  {'decision':<9} {'candidate':<20} "
+            f"{'calibration':<11}")
     print(head)
     print("  " + "-" * (len(head) - 2))
     for r in runs:
-        print(f"  {r.label:<10} {r.runner:<8} {r.rows:>10,} {r.wall_s:>8.1f} "
-              f"{r.peak_rss_mib:>9.0f}  {r.decision:<9} {r.candidate:<20} {r.calibration:<11}")
+        print(f"  {r.label:<10} {r.runner:<8} {r.rows:>10,} {r.wall_s:>8.1f} {r.cpu_s:>7.1f} "
+              f"{r.load_1m:>5.2f} {r.peak_rss_mib:>9.0f}  {r.decision:<9} {r.candidate:<20} "
+              f"{r.calibration:<11}")
+    print("  (load: the host's 1-minute load average as the run ended)")
     print()
     print("Gates (PASS/FAIL per run)")
     for r in runs:
@@ -341,8 +366,14 @@ def print_report(rows: int, small: list[RunSummary], warm: dict[str, float],
     d_med, p_med = statistics.median(direct), statistics.median(prefect)
     overhead = 100.0 * (p_med - d_med) / d_med
     print()
+    d_cpu = statistics.median(r.cpu_s for r in small if r.runner == "direct")
+    p_cpu = statistics.median(r.cpu_s for r in small if r.runner == "prefect")
     print(f"Prefect overhead at {rows:,} rows (median of {len(direct)} pair(s)): "
-          f"direct {d_med:.1f} s, prefect {p_med:.1f} s -> {overhead:+.1f} %")
+          f"wall: direct {d_med:.1f} s, prefect {p_med:.1f} s -> {overhead:+.1f} %; "
+          f"CPU: direct {d_cpu:.1f} s, prefect {p_cpu:.1f} s -> "
+          f"{100.0 * (p_cpu - d_cpu) / d_cpu:+.1f} %")
+    print("  (CPU includes the probe process and the ephemeral API server; it is less "
+          "sensitive than wall time to other load on the host)")
 
     stage_runs = [r for r in runs if r.stages]
     if stage_runs:
@@ -449,9 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             for runner in order:
                 config = make_config(args.config, root / f"{runner}-{i}", args.rows)
                 log.info("run %d: %s at %d rows", i, runner, args.rows)
-                result, wall = run_flow(runner, config)
+                result, wall, cpu = run_flow(runner, config)
                 s = summarise(f"{args.rows // 1000}k#{i}", runner, args.rows, wall, result,
                               peak_rss_mib())
+                s.cpu_s, s.load_1m = cpu, os.getloadavg()[0]
                 if runner == "prefect":
                     s.stages = prefect_task_durations(result.outcome.record.get("flow_run_id"))
                 s.quality = decision_quality(result, config, holdout)

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="call the stages directly, without Prefect (same functions)",
     )
+    run.add_argument(
+        "--as-challenger",
+        action="store_true",
+        help="register a passing candidate as shadow challenger, not champion",
+    )
     cfg = sub.add_parser("config", help="print the resolved configuration as JSON")
     _common(cfg)
     verify = sub.add_parser("verify", help="verify the promotion record chain")

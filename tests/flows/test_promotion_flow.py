@@ -149,3 +149,14 @@ def test_cli_telco_file_reaches_a_decision(tmp_path: Path, telco_layers, capsys)
     path = _write_config(tmp_path, telco_layers)
     assert main(["run", "--no-prefect", "--config", str(path)]) == 0
     assert "decision:" in capsys.readouterr().out
+
+
+def test_cli_parser_knows_every_command() -> None:
+    from flows.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "--as-challenger", "--no-prefect"]).as_challenger
+    for cmd in (["history"], ["show", "1"], ["diff", "1", "2"], ["replay", "1"], ["verify"],
+                ["policy-update"], ["monitor"], ["outcomes", "--input", "x.csv"],
+                ["promote-challenger"], ["serve"], ["score", "--input", "a", "--output", "b"]):
+        assert parser.parse_args(cmd).command == cmd[0]
