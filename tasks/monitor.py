@@ -216,8 +216,14 @@ def read_prediction_log(
     if not lines:
         return pd.DataFrame()
     df = pd.DataFrame(lines)
-    if "role" in df.columns:
-        df = df[df["role"].fillna("champion") == role]
+    roles = (
+        df["role"].fillna("champion")
+        if "role" in df.columns
+        else pd.Series("champion", index=df.index)
+    )
+    df = df[roles == role]
+    if df.empty:
+        return pd.DataFrame()
     if since:
         df = df[df["time"] >= since]
     if until:

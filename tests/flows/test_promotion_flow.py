@@ -156,7 +156,17 @@ def test_cli_parser_knows_every_command() -> None:
 
     parser = build_parser()
     assert parser.parse_args(["run", "--as-challenger", "--no-prefect"]).as_challenger
-    for cmd in (["history"], ["show", "1"], ["diff", "1", "2"], ["replay", "1"], ["verify"],
-                ["policy-update"], ["monitor"], ["outcomes", "--input", "x.csv"],
-                ["promote-challenger"], ["serve"], ["score", "--input", "a", "--output", "b"]):
+    for cmd in (
+        ["history"],
+        ["show", "1"],
+        ["diff", "1", "2"],
+        ["replay", "1"],
+        ["verify"],
+        ["policy-update"],
+        ["monitor"],
+        ["outcomes", "--input", "x.csv"],
+        ["promote-challenger"],
+        ["serve"],
+        ["score", "--input", "a", "--output", "b"],
+    ):
         assert parser.parse_args(cmd).command == cmd[0]
