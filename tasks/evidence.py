@@ -280,6 +280,7 @@ def run_gates(
             segments,
             n_bins=n_bins,
             min_segment_rows=g.segments.min_segment_rows,
+            segment_ece_excess=g.segments.max_ece_excess,
             config=g.calibration,
             bootstrap=boot,
         ),

@@ -273,6 +273,7 @@ def gate_calibration(
     *,
     n_bins: int,
     min_segment_rows: int,
+    segment_ece_excess: float,
     config: CalibrationGateConfig,
     bootstrap: BootstrapConfig,
 ) -> GateResult:
@@ -298,7 +299,7 @@ def gate_calibration(
             alpha=config.alpha,
             seed=bootstrap.seed,
         )
-        seg_rows[name] = asdict(c) | {"passed": c.excess <= config.max_ece_excess}
+        seg_rows[name] = asdict(c) | {"passed": c.excess <= segment_ece_excess}
     boot = PairedBootstrap(len(y), config=bootstrap, seed_offset=3)
     r = boot.rows
     pc, pr = np.clip(p[r], EPS, 1 - EPS), np.clip(p_raw[r], EPS, 1 - EPS)
@@ -319,7 +320,9 @@ def gate_calibration(
         <= config.max_ece,
         f"ECE within ideal quantile + {config.max_ece_excess}": overall.excess
         <= config.max_ece_excess,
-        "every supported segment within its ideal quantile": not bad_segments,
+        f"every supported segment within its ideal quantile + {segment_ece_excess}": (
+            not bad_segments
+        ),
         f"calibrated log loss not worse than raw beyond {config.log_loss_margin}": i_ll.low
         <= config.log_loss_margin,
     }

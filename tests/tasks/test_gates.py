@@ -156,6 +156,7 @@ def test_gate_calibration_calibrated_passes_miscalibrated_fails(world: World) ->
     kw = dict(
         n_bins=10,
         min_segment_rows=200,
+        segment_ece_excess=0.03,
         config=world.cfg.gates.calibration,
         bootstrap=world.cfg.bootstrap,
     )
