@@ -163,7 +163,15 @@ class PairedBootstrap:
 
     def run(self, stat: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Apply ``stat`` (count matrix -> one value per resample) to every chunk."""
-        return np.concatenate([stat(c) for c in self.chunks()])
+        return self.run_many(stat)[0]
+
+    def run_many(self, *stats: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Several statistics on the same resamples, drawing each chunk of counts once."""
+        out: list[list[np.ndarray]] = [[] for _ in stats]
+        for c in self.chunks():
+            for acc, stat in zip(out, stats, strict=True):
+                acc.append(stat(c))
+        return tuple(np.concatenate(acc) for acc in out)
 
 
 def interval(samples: np.ndarray, point: float, confidence: float) -> Interval:

@@ -167,29 +167,37 @@ def measure_robustness(
     cfg = config.gates.robustness
     test, y = splits.test, splits.y("test")
     X = splits.X("test")
-    base = score_split(predict(X), test, y, policy, config=config)
+    base_p = predict(X)
+    base = score_split(base_p, test, y, policy, config=config)
     rng = np.random.default_rng(config.bootstrap.seed + 17)
     rows = rng.random(len(X)) < cfg.perturbed_row_share
+    part = X[rows]
 
-    def run(name: str, Xp: pd.DataFrame) -> Perturbation:  # noqa: N803
-        s = score_split(predict(Xp), test, y, policy, config=config)
+    def run(name: str, p: np.ndarray) -> Perturbation:
+        s = score_split(p, test, y, policy, config=config)
         return Perturbation(name, float((s.contact != base.contact).mean()), float(s.profit.mean()))
+
+    def splice(Xp: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        """Re-score only the perturbed rows; the others keep their base probability."""
+        p = base_p.copy()
+        p[rows] = predict(Xp)
+        return p
 
     out = []
     noisy = X.copy()
     for col in splits.roles.numeric:
         sd = float(np.nanstd(noisy[col].to_numpy(dtype=float)))
         noisy[col] = noisy[col] + rng.normal(0.0, cfg.noise_sd_share * sd, len(noisy))
-    out.append(run(f"numeric noise ({cfg.noise_sd_share:g} sd)", noisy))
+    out.append(run(f"numeric noise ({cfg.noise_sd_share:g} sd)", predict(noisy)))
+    share = f"{cfg.perturbed_row_share:.0%} of rows"
     for col in splits.roles.features:
-        missing = X.copy()
-        missing.loc[rows, col] = np.nan
-        out.append(run(f"{col} missing ({cfg.perturbed_row_share:.0%} of rows)", missing))
+        missing = part.copy()
+        missing[col] = np.nan
+        out.append(run(f"{col} missing ({share})", splice(missing)))
     for col in splits.roles.categorical:
-        unseen = X.copy()
-        unseen[col] = unseen[col].astype(object)
-        unseen.loc[rows, col] = UNSEEN
-        out.append(run(f"{col} unseen category ({cfg.perturbed_row_share:.0%} of rows)", unseen))
+        unseen = part.copy()
+        unseen[col] = UNSEEN
+        out.append(run(f"{col} unseen category ({share})", splice(unseen)))
     return RobustnessEvidence(float(base.profit.mean()), tuple(out))
 
 

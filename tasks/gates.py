@@ -148,10 +148,10 @@ def gate_baseline(
     boot = PairedBootstrap(len(y), config=bootstrap, seed_offset=1)
     r = boot.rows
     yy, pp, bp = y[r], p[r], baselines[best_ap][0][r]
-    d_ap = boot.run(
-        lambda c: weighted_average_precision(c, yy, pp) - weighted_average_precision(c, yy, bp)
+    d_ap, d_profit = boot.run_many(
+        lambda c: weighted_average_precision(c, yy, pp) - weighted_average_precision(c, yy, bp),
+        lambda c: weighted_mean(c, profit[r] - baselines[best_prof][1][r]),
     )
-    d_profit = boot.run(lambda c: weighted_mean(c, profit[r] - baselines[best_prof][1][r]))
     cand_ap = float(average_precision_score(y, p))
     i_ap = interval(d_ap, cand_ap - ap[best_ap], bootstrap.confidence)
     i_pr = interval(d_profit, float(profit.mean()) - prof[best_prof], bootstrap.confidence)
@@ -201,8 +201,10 @@ def gate_business(
         return disabled("business")
     boot = PairedBootstrap(len(profit), config=bootstrap, seed_offset=2)
     r = boot.rows
-    s_profit = boot.run(lambda c: weighted_mean(c, profit[r]))
-    s_vs_all = boot.run(lambda c: weighted_mean(c, profit[r] - profit_contact_all[r]))
+    s_profit, s_vs_all = boot.run_many(
+        lambda c: weighted_mean(c, profit[r]),
+        lambda c: weighted_mean(c, profit[r] - profit_contact_all[r]),
+    )
     i_p = interval(s_profit, float(profit.mean()), bootstrap.confidence)
     i_all = interval(s_vs_all, float((profit - profit_contact_all).mean()), bootstrap.confidence)
     rate = float(contact.mean())
@@ -375,11 +377,12 @@ def gate_threshold(
         len(ev_selection), config=bootstrap, resamples=config.resamples, seed_offset=4
     )
     r = boot.rows
-    cuts, rates = [], []
-    for c in boot.chunks():
+    cuts, rates, sel = [], [], []
+    for c in boot.chunks():  # one draw of counts for the cut-offs and the profit spread
         cut, rate = optimal_cutoffs(ev_selection[r], profit_if_contacted_selection[r], c)
         cuts.append(cut)
         rates.append(rate)
+        sel.append(weighted_mean(c, selection_profit[r]))
     cut_s, rate_s = np.concatenate(cuts), np.concatenate(rates)
     finite = np.isfinite(cut_s)
     a = (1 - bootstrap.confidence) / 2
@@ -390,7 +393,7 @@ def gate_threshold(
         lo, hi = np.quantile(cut_s[finite], [a, 1 - a])
         cut_width, cut_iv = float(hi - lo), [float(lo), float(hi)]
     rlo, rhi = np.quantile(rate_s, [a, 1 - a])
-    s_sel = boot.run(lambda c: weighted_mean(c, selection_profit[r]))
+    s_sel = np.concatenate(sel)
     i_sel = interval(s_sel, float(selection_profit.mean()), bootstrap.confidence)
     tboot = PairedBootstrap(len(test_profit), config=bootstrap, seed_offset=5)
     s_test = tboot.run(lambda c: weighted_mean(c, test_profit[tboot.rows]))

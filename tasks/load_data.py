@@ -101,6 +101,9 @@ def _looks_numeric(series: pd.Series) -> bool:
     text = text[text != ""]
     if text.empty:
         return False
+    sample = text.head(1000)  # a text column usually shows itself in the first rows
+    if not pd.to_numeric(sample, errors="coerce").notna().all():
+        return False
     return bool(pd.to_numeric(text, errors="coerce").notna().all())
 
 
@@ -112,7 +115,8 @@ def resolve_roles(
     An object column whose non-blank values all parse as numbers (e.g. a charges column with a
     few blank cells) is numeric.
     """
-    reserved = {data.id_column, data.label_column, *data.ignore}
+    # the generator's true probability is never a feature, even in a CSV of its output
+    reserved = {data.id_column, data.label_column, TRUTH_COLUMN, *data.ignore}
     candidates = [c for c in frame.columns if c not in reserved]
     if data.numeric is not None:
         numeric = [c for c in data.numeric if c not in reserved]

@@ -37,7 +37,12 @@ def git_state() -> dict[str, Any]:
     def run(*args: str) -> str:
         try:
             return subprocess.run(
-                ["git", *args], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=10
+                ["git", *args],
+                cwd=_REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},  # never rewrite .git/index
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""

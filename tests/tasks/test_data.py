@@ -173,3 +173,9 @@ def test_split_data_disjoint_stratified_reproducible(small_config) -> None:
         config=small_config.split.model_copy(update={"seed": 99}),
     )
     assert other.hashes["test"] != a.hashes["test"]
+
+
+def test_resolve_roles_never_uses_the_truth_column() -> None:
+    cfg = build_config({})
+    roles = resolve_roles(generate_data(rows=500, seed=1), data=cfg.data)
+    assert TRUTH_COLUMN not in roles.features and "tenure_months" in roles.numeric
