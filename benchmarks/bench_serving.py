@@ -26,6 +26,10 @@ One invocation, in a fresh temporary workspace (removed at the end unless ``--ke
    (rows/s, model loading excluded), plus the wall time (s) of the ``bayespilot score`` CLI on
    the CSV (process start and model loading included).
 
+Every measured window also records CPU use: the server's processes (100 % = one core; which
+workers did the work), and all other processes as a share of the machine, so a busy machine is
+reported, not hidden. Child processes cache bytecode under the temp dir (PYTHONPYCACHEPREFIX).
+
 Targets: BayesPilot p99 <= 10 ms at concurrency 8; BayesPilot throughput >= 5x MLflow's;
 batch >= 100k rows/s CSV->CSV.
 """

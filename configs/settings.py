@@ -463,7 +463,12 @@ class BackendsConfig(Section):
 class ServingConfig(Section):
     host: str = Field("127.0.0.1", description="Bind address of `bayespilot serve`.")
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="uvicorn worker processes (null: one per CPU core; scoring is "
+        "CPU-bound and each worker runs one OpenMP thread).",
+    )
     reload_interval_s: float = Field(
         5.0, gt=0, description="How often (seconds) each worker checks the record chain head."
     )

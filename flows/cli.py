@@ -390,7 +390,7 @@ def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         factory=True,
         host=args.host or s.host,
         port=args.port if args.port is not None else s.port,
-        workers=args.workers or s.workers,
+        workers=args.workers or s.workers or os.cpu_count() or 1,
         log_level="info",
         access_log=False,
     )
@@ -404,7 +404,7 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from tasks.load_data import DataError
 
     try:
-        champion = load_champion(ServingSettings.from_config(config))
+        champion = load_champion(ServingSettings.from_config(config), pin=False)
     except NotReady as exc:
         print(f"not ready: {exc}", file=sys.stderr)
         return EXIT_ERROR

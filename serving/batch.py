@@ -126,8 +126,9 @@ def validate_chunk(frame: pd.DataFrame, champion: Champion) -> tuple[pd.DataFram
 class _Writer:
     """Writes chunks to a temp file beside ``path`` and renames it into place at the end."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, arrow_csv: bool = False) -> None:
         self.path = path
+        self.arrow_csv = arrow_csv  # typed frames (scores) go through Arrow's fast CSV writer
         self.kind = _kind(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -137,8 +138,17 @@ class _Writer:
         self._pq: Any = None
 
     def write(self, frame: pd.DataFrame) -> None:
-        if self.kind == "csv":
+        if self.kind == "csv" and not self.arrow_csv:
             frame.to_csv(self.tmp, mode="a", header=self.rows == 0, index=False)
+        elif self.kind == "csv":
+            import pyarrow as pa_
+            import pyarrow.csv as pcsv
+
+            table = pa_.Table.from_pandas(frame, preserve_index=False)
+            with open(self.tmp, "ab") as fh:
+                pcsv.write_csv(
+                    table, fh, write_options=pcsv.WriteOptions(include_header=self.rows == 0)
+                )
         else:
             import pyarrow as pa_
             import pyarrow.parquet as pq
@@ -186,7 +196,7 @@ def score_file(
     rejects_path = rejects_path or output_path.with_name(
         f"{output_path.stem}.rejects{output_path.suffix}"
     )
-    out, rej = _Writer(output_path), _Writer(rejects_path)
+    out, rej = _Writer(output_path, arrow_csv=True), _Writer(rejects_path)
     rows = contacts = 0
     profit = 0.0
     ok = False

@@ -158,6 +158,8 @@ def _load(
     head: dict[str, Any],
     marker: str,
     alias: str,
+    *,
+    pin: bool = True,
 ) -> Champion:
     """Alias cross-check, hash checks, then (only then) unpickle and compile."""
     _check_alias(settings, block, alias)
@@ -168,7 +170,7 @@ def _load(
         raise NotReady(str(exc)) from None
     if policy.policy_id != block["policy_id"]:
         raise NotReady("policy document id does not match the record")
-    scorer = compile_scorer(model, pin=True)
+    scorer = compile_scorer(model, pin=pin)
     schema = rec.get("schema", {})
     info = {
         "record_id": rec["record_id"],
@@ -216,8 +218,9 @@ def _load(
     )
 
 
-def load_champion(settings: ServingSettings) -> Champion:
-    """Verify everything, then load; raises ``NotReady`` with the reason."""
+def load_champion(settings: ServingSettings, *, pin: bool = True) -> Champion:
+    """Verify everything, then load; raises ``NotReady`` with the reason. ``pin``: one
+    OpenMP/BLAS thread per scoring thread (serving); batch scoring leaves it off."""
     marker = head_marker(settings)
     records = _verified_records(settings)
     head = records[-1]
@@ -230,7 +233,7 @@ def load_champion(settings: ServingSettings) -> Champion:
         _check_gates(model_record(records, block))  # every gate of the model itself
     else:
         _check_gates(rec)
-    return _load(settings, rec, block, head, marker, "champion")
+    return _load(settings, rec, block, head, marker, "champion", pin=pin)
 
 
 def load_challenger(settings: ServingSettings) -> Champion | None:

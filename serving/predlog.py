@@ -23,6 +23,8 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._lock_path = path.with_name(path.name + ".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
 
     def write(self, entries: Iterable[dict[str, Any]]) -> None:
         data = "".join(
@@ -30,17 +32,27 @@ class PredictionLog:
         ).encode()
         if not data:
             return
-        with self._lock, open(self._lock_path, "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with self._lock:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 self._rotate_if_needed(len(data))
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
+                os.write(self._data_fd(), data)
             finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _data_fd(self) -> int:
+        """The open log file; reopened when another worker rotated it away."""
+        if self._fd is not None:
+            try:
+                if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._fd
 
     def _rotate_if_needed(self, incoming: int) -> None:
         try:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
@@ -66,7 +67,10 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return _error(413, [{"field": "body", "message": f"body larger than {limit} bytes"}])
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # the client went away; nothing to answer, not a server error
+        return Response(status_code=499)
     if len(body) > limit:
         return _error(413, [{"field": "body", "message": f"body larger than {limit} bytes"}])
     loaded: Loaded = require_loaded(request)
