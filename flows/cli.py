@@ -375,8 +375,7 @@ def cmd_outcomes(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
-    import uvicorn
-
+    from serving.launcher import serve
     from serving.main import CONFIG_ENV, OVERRIDES_ENV
 
     # one OpenMP/BLAS thread per worker: set before workers import numpy/sklearn
@@ -385,14 +384,10 @@ def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     os.environ[CONFIG_ENV] = str(args.config)
     os.environ[OVERRIDES_ENV] = json.dumps(args.overrides)
     s = config.serving
-    uvicorn.run(
-        "serving.main:app_from_env",
-        factory=True,
-        host=args.host or s.host,
-        port=args.port if args.port is not None else s.port,
-        workers=args.workers or s.workers or os.cpu_count() or 1,
-        log_level="info",
-        access_log=False,
+    serve(
+        args.host or s.host,
+        args.port if args.port is not None else s.port,
+        args.workers or s.workers or os.cpu_count() or 1,
     )
     return EXIT_OK
 
