@@ -468,7 +468,7 @@ def bench_server(kind: str, workers: int | None, *, tmp: Path, env: dict[str, st
     churn probability the server returned for CUSTOMER."""
     port = free_port()
     base = f"http://{HOST}:{port}"
-    n_workers = workers or 1
+    n_workers = workers or ((os.cpu_count() or 1) if kind == "BayesPilot" else 1)
     if kind == "BayesPilot":
         cmd = [str(VENV_BIN / "bayespilot"), "serve", "--set", f"paths.workspace={tmp}",
                "--host", HOST, "--port", str(port)]
