@@ -34,7 +34,7 @@ def serve_and_measure(tmp: Path, env: dict[str, str], label: str,
     with bs.running_server(label, cmd, env, f"{base}/readyz", tmp / f"{label}.log") as proc:
         status, text = bs.http("GET", f"{base}/readyz")
         shadow = json.loads(text).get("challenger_version")
-        if (label.startswith("with") and not shadow) or (label.startswith("without") and shadow):
+        if (label.startswith("with-") and not shadow) or (label.startswith("without-") and shadow):
             raise RuntimeError(f"{label}: unexpected challenger state {shadow!r}")
         return bs.measure(target, 1, proc.pid, concurrency=args.concurrency,
                           warmup_s=args.warmup, duration_s=args.duration, limit=args.requests,

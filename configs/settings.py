@@ -487,6 +487,12 @@ class ServingConfig(Section):
         True, description="Cross-check the record's champion against the MLflow alias."
     )
     batch_chunk_rows: int = Field(200_000, ge=1, description="Rows per chunk in batch scoring.")
+    shadow_interval_s: float = Field(
+        0.2,
+        gt=0,
+        description="The shadow challenger scores queued customers in one batch "
+        "this often (seconds).",
+    )
 
 
 class BayesPilotConfig(Section):

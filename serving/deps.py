@@ -18,6 +18,7 @@ from serving.metrics import Metrics
 from serving.predlog import PredictionLog
 from serving.scoring import request_model
 from serving.settings import ServingSettings
+from serving.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class ServingState:
             settings.prediction_log,
             max_bytes=settings.prediction_log_max_bytes,
             backups=settings.prediction_log_backups,
+        )
+        self.shadow = ShadowScorer(
+            self.predictions, self.metrics, interval_s=settings.shadow_interval_s
         )
         self.current: Loaded | None = None
         self.last_error: str | None = None

@@ -68,6 +68,7 @@ def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await asyncio.to_thread(state.shadow.close)
 
     app = FastAPI(title="BayesPilot scoring", version="1", lifespan=lifespan)
     app.state.serving = state

@@ -14,12 +14,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
-from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
-from serving.loader import Champion
 from serving.scoring import reasons_for, result_dicts, score_customers
 
 log = logging.getLogger(__name__)
@@ -159,49 +157,9 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
     if len(results) - contacts:
         state.metrics.predictions.labels("no_contact").inc(len(results) - contacts)
     content: Any = {"request_id": request_id, "results": results} if batch else results[0]
-    background = None
-    if loaded.challenger is not None:
-        # shadow scoring runs after the response is sent: never returned, never waited for
-        background = BackgroundTask(
-            shadow_score, state, loaded.challenger, rows, results, request_id
-        )
-    return JSONResponse(content, headers={"x-request-id": request_id}, background=background)
-
-
-def shadow_score(
-    state: ServingState,
-    challenger: Champion,
-    rows: list[dict[str, Any]],
-    champion_results: list[dict[str, Any]],
-    request_id: str,
-) -> None:
-    """Score the same customers with the challenger and log them (role ``challenger``) with
-    the champion's action beside, for flip rates and realised-profit comparisons."""
-    start = time.perf_counter()
-    try:
-        scored = score_customers(challenger, rows)
-    except Exception:  # a shadow failure must never affect serving
-        log.exception("shadow scoring failed")
-        return
-    results = result_dicts(challenger, scored)
-    latency_ms = (time.perf_counter() - start) * 1000
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    state.predictions.write(
-        {
-            "request_id": request_id,
-            "time": now,
-            "role": "challenger",
-            "model_version": challenger.model_version,
-            "policy_id": challenger.policy_id,
-            "inputs": row,
-            "probability": res["churn_probability"],
-            "action": res["action"],
-            "tier": res["tier"],
-            "champion_action": champ["action"],
-            "latency_ms": round(latency_ms, 3),
-        }
-        for row, res, champ in zip(rows, results, champion_results, strict=True)
-    )
+    if loaded.challenger is not None:  # scored later, in a batch, off the request path
+        state.shadow.submit(loaded.challenger, rows, results, request_id)
+    return JSONResponse(content, headers={"x-request-id": request_id})
 
 
 @router.get("/v1/model")

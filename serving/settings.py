@@ -25,6 +25,7 @@ class ServingSettings:
     prediction_log_backups: int
     admin_token: str | None
     check_registry_alias: bool
+    shadow_interval_s: float = 0.2
 
     @classmethod
     def from_config(
@@ -45,6 +46,7 @@ class ServingSettings:
             prediction_log_backups=s.prediction_log_backups,
             admin_token=env.get(s.admin_token_env) or None,
             check_registry_alias=s.check_registry_alias,
+            shadow_interval_s=s.shadow_interval_s,
         )
 
     @property
