@@ -66,7 +66,7 @@ def main() -> int:
         for i in range(args.rounds):  # alternate so machine drift favours neither
             without.append(serve_and_measure(plain, env, f"without-shadow-{i}", args))
             with_shadow.append(serve_and_measure(shadowed, env, f"with-shadow-{i}", args))
-    print(f"\nsingle-record POST /v1/score, concurrency {args.concurrency}, 1 worker, "
+    print(f"\nsingle-record POST /v1/score, concurrency {args.concurrency}, default workers, "
           f"{args.duration:.0f} s per run ({without[0].tool})")
     print(f"{'configuration':<18} {'requests':>9} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'req/s':>8}")

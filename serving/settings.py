@@ -25,7 +25,7 @@ class ServingSettings:
     prediction_log_backups: int
     admin_token: str | None
     check_registry_alias: bool
-    shadow_interval_s: float = 0.2
+    shadow_interval_s: float = 0.1
 
     @classmethod
     def from_config(

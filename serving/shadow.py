@@ -32,10 +32,12 @@ class ShadowScorer:
         predictions: PredictionLog,
         metrics: Metrics,
         *,
-        interval_s: float = 0.2,
+        interval_s: float = 0.1,
         max_queued_requests: int = 20_000,
+        slice_requests: int = 32,
     ) -> None:
         self.predictions = predictions
+        self.slice_requests = slice_requests
         self.metrics = metrics
         self.interval_s = interval_s
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=max_queued_requests)
@@ -68,7 +70,10 @@ class ShadowScorer:
         for item in items:
             by_model.setdefault(id(item[0]), []).append(item)
         for group in by_model.values():
-            done += self._score(group)
+            # small slices with a yield between: request threads get the GIL back quickly
+            for start in range(0, len(group), self.slice_requests):
+                done += self._score(group[start : start + self.slice_requests])
+                time.sleep(0.0005)
         return done
 
     def _score(self, items: list[Item]) -> int:
@@ -104,7 +109,10 @@ class ShadowScorer:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # keep shadowing alive whatever one batch did
+                log.exception("shadow flush failed")
 
     def close(self) -> None:
         self._stop.set()
