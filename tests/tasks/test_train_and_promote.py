@@ -87,14 +87,10 @@ def test_calibrate_skips_isotonic_below_min_rows(splits) -> None:
     assert "isotonic" not in c.selection_metrics and "isotonic not considered" in c.reason
 
 
-def test_measure_stability_refits_folds(splits) -> None:
-    cfg, s = splits
-    c = calibrate(
-        train_candidate(s, name="logistic_regression", config=cfg.candidates),
-        s,
-        config=cfg.calibration,
-    )
-    pol = select_policy(
+def calibrated_with_policy(cfg, s, name: str):  # type: ignore[no-untyped-def]
+    """A calibrated candidate and the policy selected for it on the selection split."""
+    c = calibrate(train_candidate(s, name=name, config=cfg.candidates), s, config=cfg.calibration)
+    policy = select_policy(
         c.predict(s.X("selection")),
         s.y("selection"),
         s.selection,
@@ -104,6 +100,12 @@ def test_measure_stability_refits_folds(splits) -> None:
         calibration_method=c.method,
         population_rows=5000,
     ).policy
+    return c, policy
+
+
+def test_measure_stability_refits_folds(splits) -> None:
+    cfg, s = splits
+    c, pol = calibrated_with_policy(cfg, s, "logistic_regression")
     ev = measure_stability(c, s, pol, config=cfg)
     assert len(ev.fold_auc) == cfg.gates.stability.n_splits * cfg.gates.stability.n_repeats
     assert all(0.6 < a < 0.95 for a in ev.fold_auc)
@@ -192,21 +194,7 @@ def test_explain_ranks_features_and_error_slices(splits) -> None:
     from tasks.explain import explain
 
     cfg, s = splits
-    c = calibrate(
-        train_candidate(s, name="gradient_boosting", config=cfg.candidates),
-        s,
-        config=cfg.calibration,
-    )
-    pol = select_policy(
-        c.predict(s.X("selection")),
-        s.y("selection"),
-        s.selection,
-        economics=cfg.economics,
-        policy=cfg.policy,
-        bootstrap=cfg.bootstrap,
-        calibration_method=c.method,
-        population_rows=5000,
-    ).policy
+    c, pol = calibrated_with_policy(cfg, s, "gradient_boosting")
     e = explain(c.estimator, s, pol, config=cfg)
     top = e["permutation_importance"]["roc_auc"]
     assert top[0]["feature"] == "contract" and top[0]["mean_drop"] > 0.03
@@ -232,21 +220,7 @@ def test_measure_robustness_fails_brittle_model(splits) -> None:
     from tasks.gates import gate_robustness
 
     cfg, s = splits
-    c = calibrate(
-        train_candidate(s, name="gradient_boosting", config=cfg.candidates),
-        s,
-        config=cfg.calibration,
-    )
-    pol = select_policy(
-        c.predict(s.X("selection")),
-        s.y("selection"),
-        s.selection,
-        economics=cfg.economics,
-        policy=cfg.policy,
-        bootstrap=cfg.bootstrap,
-        calibration_method=c.method,
-        population_rows=5000,
-    ).policy
+    c, pol = calibrated_with_policy(cfg, s, "gradient_boosting")
     good = measure_robustness(c.predict, s, pol, config=cfg)
     assert gate_robustness(good, config=cfg.gates.robustness).passed
     names = [p.name for p in good.perturbations]
