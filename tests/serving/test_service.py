@@ -260,3 +260,17 @@ def test_service_explain_flag_gives_reasons(settings: ServingSettings) -> None:
     assert effects == sorted(effects, reverse=True) and effects[0] > 0.01
     assert explained["churn_probability"] == plain["churn_probability"]
     assert {r["feature"] for r in reasons} <= set(customer())
+
+
+def test_loader_refuses_unchecked_fast_scorer() -> None:
+    from serving.loader import NotReady, _check_gates
+
+    gates = [{"gate": "technical", "passed": True, "evidence": {"extra": {}}},
+             {"gate": "baseline", "passed": True, "evidence": {}}]
+    with pytest.raises(NotReady, match="no passing fast-scorer exactness check"):
+        _check_gates({"record_id": "x" * 64, "gates": gates})
+    gates[0]["evidence"] = {"extra": {"fast_scorer": {"passed": True}}}
+    _check_gates({"record_id": "x" * 64, "gates": gates})
+    gates[1]["passed"] = False
+    with pytest.raises(NotReady, match="did not pass every gate"):
+        _check_gates({"record_id": "x" * 64, "gates": gates})
