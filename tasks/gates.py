@@ -815,7 +815,7 @@ def gate_champion(
             None,
             -config.profit_margin_usd_per_customer,
             {"champion": None},
-            "no champion yet: first model, judged by gates 1-8 alone",
+            "no champion yet: first model, judged by every other gate",
         )
     if champion.profit is None:
         return failed_to_compute(
