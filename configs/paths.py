@@ -65,6 +65,16 @@ class Workspace:
         return self.logs / "predictions.jsonl"
 
     @property
+    def shadow_log(self) -> Path:
+        """The shadow challenger's scores of the logged requests (written by the sidecar)."""
+        return self.logs / "shadow.jsonl"
+
+    @property
+    def shadow_status(self) -> Path:
+        """The shadow sidecar's last status (challenger, scored, lag), rewritten atomically."""
+        return self.logs / "shadow-status.json"
+
+    @property
     def outcomes(self) -> Path:
         """Outcome labels ingested later, one Parquet file per ingest."""
         return self.root / "outcomes"

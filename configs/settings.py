@@ -490,8 +490,18 @@ class ServingConfig(Section):
     shadow_interval_s: float = Field(
         0.2,
         gt=0,
-        description="The shadow challenger scores queued customers in one batch "
-        "this often (seconds).",
+        description="The shadow sidecar looks for new prediction-log lines this often "
+        "(seconds) when it has caught up.",
+    )
+    shadow_sidecar: bool = Field(
+        True,
+        description="`bayespilot serve` starts the shadow sidecar process, which scores a "
+        "registered challenger on the logged requests (idle while there is none).",
+    )
+    shadow_priority: Literal["idle", "low", "normal"] = Field(
+        "idle",
+        description="CPU priority of the shadow sidecar: idle (SCHED_IDLE: only CPU the "
+        "workers leave unused), low (nice 19) or normal.",
     )
 
 

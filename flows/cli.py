@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default: serving.host)")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes")
+    serve.add_argument(
+        "--no-shadow",
+        action="store_true",
+        help="do not start the shadow sidecar (default: serving.shadow_sidecar)",
+    )
+    shadow = sub.add_parser(
+        "shadow",
+        help="run only the shadow sidecar: score a registered challenger on the prediction "
+        "log (for services started without `bayespilot serve`)",
+    )
+    _common(shadow)
     score = sub.add_parser("score", help="batch-score a CSV or Parquet file with the champion")
     _common(score)
     score.add_argument("--input", required=True, type=Path, help="CSV or Parquet to score")
@@ -388,7 +399,17 @@ def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         args.host or s.host,
         args.port if args.port is not None else s.port,
         args.workers or s.workers or os.cpu_count() or 1,
+        shadow=s.shadow_sidecar and not args.no_shadow,
     )
+    return EXIT_OK
+
+
+def cmd_shadow(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from serving.settings import ServingSettings
+    from serving.shadow import run_sidecar
+
+    settings = ServingSettings.from_config(config)
+    run_sidecar(settings, priority=settings.shadow_priority)
     return EXIT_OK
 
 
@@ -456,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "monitor": cmd_monitor,
             "outcomes": cmd_outcomes,
             "promote-challenger": cmd_promote_challenger,
+            "shadow": cmd_shadow,
         }
         if args.command in handlers:
             return handlers[args.command](args, config)

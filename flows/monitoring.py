@@ -168,7 +168,7 @@ def monitoring_pipeline(
         bootstrap=config.bootstrap,
     )
     alerts += [a for a in outcome.alerts if outcome.rows]
-    shadow = read_prediction_log(ws.prediction_log, since=since, until=until, role="challenger")
+    shadow = read_prediction_log(ws.shadow_log, since=since, until=until, role="challenger")
     challenger = challenger_comparison(
         shadow,
         outcomes_df,

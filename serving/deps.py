@@ -7,18 +7,17 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, TypeAdapter
 
-from serving.loader import Champion, NotReady, head_marker, load_challenger, load_champion
+from serving.loader import Champion, NotReady, follow_head, head_marker, load, resolve_champion
 from serving.metrics import Metrics
 from serving.predlog import PredictionLog
 from serving.scoring import request_model
 from serving.settings import ServingSettings
-from serving.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,6 @@ class Loaded:
     customer: type[BaseModel]
     adapter: TypeAdapter[Any]
     loaded_at: float
-    challenger: Champion | None = None
 
 
 class ServingState:
@@ -43,9 +41,6 @@ class ServingState:
             max_bytes=settings.prediction_log_max_bytes,
             backups=settings.prediction_log_backups,
         )
-        self.shadow = ShadowScorer(
-            self.predictions, self.metrics, interval_s=settings.shadow_interval_s
-        )
         self.current: Loaded | None = None
         self.last_error: str | None = None
         self.last_check_marker: str | None = None
@@ -53,14 +48,24 @@ class ServingState:
 
     def check(self, *, force: bool = False) -> bool:
         """Reload when the chain head changed (or ``force``). Returns True if a new champion
-        was swapped in. A failing head leaves the verified champion serving."""
+        was swapped in. A head naming the same champion (a monitoring record, a challenger)
+        only moves the head, without unpickling. A failing head leaves the verified champion
+        serving."""
         with self._reload_lock:
             marker = head_marker(self.settings)
             if not force and marker == self.last_check_marker:
                 return False
             self.last_check_marker = marker
+            cur = self.current
             try:
-                champ = load_champion(self.settings)
+                resolved = resolve_champion(self.settings)
+                if resolved.same_model(cur.champion if cur else None):
+                    assert cur is not None
+                    champ = follow_head(self.settings, cur.champion, resolved)
+                    self.current = replace(cur, champion=champ)
+                    self.last_error = None
+                    return False
+                champ = load(self.settings, resolved)
             except NotReady as exc:
                 self.last_error = str(exc)
                 if self.current is None:
@@ -72,25 +77,8 @@ class ServingState:
                 log.exception("champion load failed")
                 return False
             self.last_error = None
-            try:
-                challenger = load_challenger(self.settings)
-            except NotReady as exc:  # the champion serves; the shadow waits for a valid one
-                challenger = None
-                self.last_error = f"challenger not loaded: {exc}"
-                log.warning(self.last_error)
-            cur = self.current
-            same_challenger = (cur.challenger.block if cur and cur.challenger else None) == (
-                challenger.block if challenger else None
-            )
-            if (
-                same_challenger
-                and cur is not None
-                and cur.champion.head_record_id == champ.head_record_id
-                and cur.champion.block == champ.block
-            ):
-                return False
             model = request_model(champ)
-            self.current = Loaded(champ, model, TypeAdapter(model), time.time(), challenger)
+            self.current = Loaded(champ, model, TypeAdapter(model), time.time())
             self.metrics.set_model(
                 champ.model_name, champ.model_version, champ.policy_id, champ.record["record_id"]
             )

@@ -4,6 +4,7 @@ uvicorn's own multi-worker mode shares one listening socket, and whichever worke
 accepts: a client that opens its keep-alive connections at once can land all of them on one
 worker (seen here: 8 connections, 1 busy worker, p99 doubled). With one socket per worker and
 SO_REUSEPORT the kernel spreads new connections across the workers by their address hash.
+Beside the workers runs one shadow sidecar (``serving.shadow``) at idle CPU priority.
 """
 
 from __future__ import annotations
@@ -37,9 +38,18 @@ def _worker(host: str, port: int, log_level: str) -> None:
     uvicorn.Server(config).run(sockets=[_listen(host, port)])
 
 
-def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; each worker loads and verifies the champion itself."""
-    if workers <= 1:
+def _sidecar() -> None:
+    from serving.main import sidecar_from_env
+
+    sidecar_from_env()
+
+
+def serve(
+    host: str, port: int, workers: int, log_level: str = "info", *, shadow: bool = True
+) -> None:
+    """Serve until SIGINT/SIGTERM; each worker loads and verifies the champion itself.
+    ``shadow``: also run the shadow sidecar process (see ``serving.shadow``)."""
+    if workers <= 1 and not shadow:
         _worker(host, port, log_level)
         return
     ctx = mp.get_context("spawn")
@@ -47,9 +57,17 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
         ctx.Process(target=_worker, args=(host, port, log_level), daemon=False)
         for _ in range(workers)
     ]
+    if shadow:
+        procs.append(ctx.Process(target=_sidecar, name="shadow-sidecar", daemon=False))
     for p in procs:
         p.start()
-    log.info("serving on http://%s:%d with %d workers (SO_REUSEPORT)", host, port, workers)
+    log.info(
+        "serving on http://%s:%d with %d workers (SO_REUSEPORT)%s",
+        host,
+        port,
+        workers,
+        " and the shadow sidecar" if shadow else "",
+    )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         for p in procs:

@@ -14,7 +14,7 @@ Shared by the HTTP service and the batch command.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,28 +151,27 @@ def _verified_records(settings: ServingSettings) -> list[dict[str, Any]]:
     return records
 
 
-def _load(
-    settings: ServingSettings,
-    rec: dict[str, Any],
-    block: dict[str, Any],
-    head: dict[str, Any],
-    marker: str,
-    alias: str,
-    *,
-    pin: bool = True,
-) -> Champion:
-    """Alias cross-check, hash checks, then (only then) unpickle and compile."""
-    _check_alias(settings, block, alias)
-    try:
-        model = load_verified_model(settings.workspace, block)
-        policy = Policy.from_json(load_verified_policy_text(settings.workspace, block))
-    except (VerificationError, ValueError) as exc:
-        raise NotReady(str(exc)) from None
-    if policy.policy_id != block["policy_id"]:
-        raise NotReady("policy document id does not match the record")
-    scorer = compile_scorer(model, pin=pin)
-    schema = rec.get("schema", {})
-    info = {
+@dataclass(frozen=True)
+class Resolved:
+    """What the chain says should serve in one seat (checks 1-3 done, nothing unpickled)."""
+
+    head: dict[str, Any]
+    marker: str
+    record: dict[str, Any]  # the record that introduced it
+    block: dict[str, Any]
+    alias: str
+
+    def same_model(self, loaded: Champion | None) -> bool:
+        """True when ``loaded`` is this very model, policy and introducing record."""
+        return (
+            loaded is not None
+            and loaded.block == self.block
+            and loaded.record["record_id"] == self.record["record_id"]
+        )
+
+
+def _info(rec: dict[str, Any], block: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    return {
         "record_id": rec["record_id"],
         "head_record_id": head["record_id"],
         "head_kind": head.get("kind"),
@@ -185,8 +184,6 @@ def _load(
             }
             for g in rec.get("gates", [])
         ],
-        "policy": policy.document,
-        "policy_id": policy.policy_id,
         "calibration_method": (rec.get("calibration") or {}).get("method"),
         "candidate": rec.get("candidate"),
         "data": rec.get("data"),
@@ -196,16 +193,32 @@ def _load(
         "features": block.get("features"),
         "explanation": rec.get("explanation", {}),
     }
+
+
+def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> Champion:
+    """Alias cross-check, hash checks, then (only then) unpickle and compile."""
+    rec, block, head = resolved.record, resolved.block, resolved.head
+    _check_alias(settings, block, resolved.alias)
+    try:
+        model = load_verified_model(settings.workspace, block)
+        policy = Policy.from_json(load_verified_policy_text(settings.workspace, block))
+    except (VerificationError, ValueError) as exc:
+        raise NotReady(str(exc)) from None
+    if policy.policy_id != block["policy_id"]:
+        raise NotReady("policy document id does not match the record")
+    scorer = compile_scorer(model, pin=pin)
+    schema = rec.get("schema", {})
+    info = {**_info(rec, block, head), "policy": policy.document, "policy_id": policy.policy_id}
     log.info(
         "%s %s v%s verified and loaded (record %s)",
-        alias,
+        resolved.alias,
         block["model_name"],
         block["model_version"],
         rec["record_id"][:12],
     )
     return Champion(
         head_record_id=head["record_id"],
-        head_marker=marker,
+        head_marker=resolved.marker,
         record=rec,
         block=block,
         policy=policy,
@@ -218,9 +231,17 @@ def _load(
     )
 
 
-def load_champion(settings: ServingSettings, *, pin: bool = True) -> Champion:
-    """Verify everything, then load; raises ``NotReady`` with the reason. ``pin``: one
-    OpenMP/BLAS thread per scoring thread (serving); batch scoring leaves it off."""
+def follow_head(settings: ServingSettings, loaded: Champion, resolved: Resolved) -> Champion:
+    """The loaded model under a new chain head that names the same model (a monitoring
+    record, say): the alias is checked again, nothing is unpickled or compiled."""
+    _check_alias(settings, resolved.block, resolved.alias)
+    head = resolved.head
+    info = {**loaded.info, "head_record_id": head["record_id"], "head_kind": head.get("kind")}
+    return replace(loaded, head_record_id=head["record_id"], head_marker=resolved.marker, info=info)
+
+
+def resolve_champion(settings: ServingSettings) -> Resolved:
+    """Checks 1-3 for the champion seat; raises ``NotReady`` with the reason."""
     marker = head_marker(settings)
     records = _verified_records(settings)
     head = records[-1]
@@ -233,12 +254,13 @@ def load_champion(settings: ServingSettings, *, pin: bool = True) -> Champion:
         _check_gates(model_record(records, block))  # every gate of the model itself
     else:
         _check_gates(rec)
-    return _load(settings, rec, block, head, marker, "champion", pin=pin)
+    return Resolved(head, marker, rec, block, "champion")
 
 
-def load_challenger(settings: ServingSettings) -> Champion | None:
+def resolve_challenger(settings: ServingSettings) -> Resolved | None:
     """The shadow challenger: the latest ``challenger`` record after the current champion was
-    introduced (a new champion retires it), verified like the champion. None if there is none."""
+    introduced (a new champion retires it), gate-checked like the champion. None if none."""
+    marker = head_marker(settings)
     records = _verified_records(settings)
     head = records[-1]
     block = champion_of(head)
@@ -256,4 +278,16 @@ def load_challenger(settings: ServingSettings) -> Champion | None:
     if rec is None:
         return None
     _check_gates(rec)
-    return _load(settings, rec, rec["challenger"], head, head_marker(settings), "challenger")
+    return Resolved(head, marker, rec, rec["challenger"], "challenger")
+
+
+def load_champion(settings: ServingSettings, *, pin: bool = True) -> Champion:
+    """Verify everything, then load; raises ``NotReady`` with the reason. ``pin``: one
+    OpenMP/BLAS thread per scoring thread (serving); batch scoring leaves it off."""
+    return load(settings, resolve_champion(settings), pin=pin)
+
+
+def load_challenger(settings: ServingSettings) -> Champion | None:
+    """The verified, loaded shadow challenger, or None when there is none."""
+    resolved = resolve_challenger(settings)
+    return None if resolved is None else load(settings, resolved)

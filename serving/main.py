@@ -68,7 +68,6 @@ def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await asyncio.to_thread(state.shadow.close)
 
     app = FastAPI(title="BayesPilot scoring", version="1", lifespan=lifespan)
     app.state.serving = state
@@ -77,8 +76,9 @@ def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
     return app
 
 
-def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn serving.main:app_from_env --factory`` (one per worker)."""
+def settings_from_env() -> ServingSettings:
+    """Settings of a process started by ``bayespilot serve`` (config path and overrides
+    passed in the environment), with logging set up."""
     from configs.settings import load_config
 
     config = load_config(
@@ -88,4 +88,17 @@ def app_from_env() -> FastAPI:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return create_app(ServingSettings.from_config(config))
+    return ServingSettings.from_config(config)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn serving.main:app_from_env --factory`` (one per worker)."""
+    return create_app(settings_from_env())
+
+
+def sidecar_from_env() -> None:
+    """Entry point of the shadow sidecar process started by ``bayespilot serve``."""
+    from serving.shadow import run_sidecar
+
+    settings = settings_from_env()
+    run_sidecar(settings, priority=settings.shadow_priority)

@@ -35,11 +35,6 @@ class Metrics:
             ["model_name", "model_version", "policy_id", "record_id"],
             registry=self.registry,
         )
-        self.shadow_dropped = Counter(
-            "bayespilot_shadow_dropped",
-            "Customers not shadow-scored because the shadow queue was full",
-            registry=self.registry,
-        )
         self.ready = Gauge(
             "bayespilot_ready", "1 when a verified champion is loaded", registry=self.registry
         )

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
 from serving.scoring import reasons_for, result_dicts, score_customers
+from serving.shadow import read_status
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -157,8 +158,6 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
     if len(results) - contacts:
         state.metrics.predictions.labels("no_contact").inc(len(results) - contacts)
     content: Any = {"request_id": request_id, "results": results} if batch else results[0]
-    if loaded.challenger is not None:  # scored later, in a batch, off the request path
-        state.shadow.submit(loaded.challenger, rows, results, request_id)
     return JSONResponse(content, headers={"x-request-id": request_id})
 
 
@@ -189,9 +188,10 @@ def readyz(state: StateDep) -> JSONResponse:
                 "policy_id": c.policy_id,
                 "record_id": c.record["record_id"],
                 "head_record_id": c.head_record_id,
-                "challenger_version": cur.challenger.model_version if cur.challenger else None,
             }
         )
+    # the shadow sidecar (a separate process) scores the challenger from the prediction log
+    detail["shadow"] = read_status(state.settings)
     return JSONResponse(detail, status_code=200 if cur is not None else 503)
 
 

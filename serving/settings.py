@@ -25,7 +25,8 @@ class ServingSettings:
     prediction_log_backups: int
     admin_token: str | None
     check_registry_alias: bool
-    shadow_interval_s: float = 0.1
+    shadow_interval_s: float = 0.2
+    shadow_priority: str = "idle"
 
     @classmethod
     def from_config(
@@ -47,6 +48,7 @@ class ServingSettings:
             admin_token=env.get(s.admin_token_env) or None,
             check_registry_alias=s.check_registry_alias,
             shadow_interval_s=s.shadow_interval_s,
+            shadow_priority=s.shadow_priority,
         )
 
     @property

@@ -216,6 +216,33 @@ def test_follows_head_and_keeps_verified_model_on_bad_head(settings: ServingSett
         assert c.post("/v1/score", json=customer()).json()["model_version"] == "2"
 
 
+def test_head_naming_same_champion_moves_head_without_reload(settings: ServingSettings) -> None:
+    app = create_app(settings, follow=False)
+    state = app.state.serving
+    with TestClient(app) as c:
+        before = state.current
+        store = RecordStore(
+            settings.workspace / "promotions", settings.workspace / "promotions.lock"
+        )
+        _, rec = store.append(
+            lambda h: {"kind": "monitoring", "decision": "ok", "champion": h["champion"]}
+        )
+        assert state.check() is False
+        after = state.current
+        assert after.champion.scorer is before.champion.scorer  # nothing unpickled again
+        assert after.loaded_at == before.loaded_at
+        ready = c.get("/readyz").json()
+        assert ready["head_record_id"] == rec["record_id"] and ready["model_version"] == "2"
+        assert c.get("/v1/model").json()["head_kind"] == "monitoring"
+        # a head naming another model is loaded
+        from serving.admin import rollback
+
+        rollback(settings, reason="test the other branch", requested_by="pytest")
+        assert state.check() is True
+        assert state.current.champion.model_version == "1"
+        assert c.get("/readyz").json()["model_version"] == "1"
+
+
 def test_prediction_log_lines_per_customer(settings: ServingSettings) -> None:
     with client_for(settings) as c:
         c.post(
@@ -265,8 +292,10 @@ def test_service_explain_flag_gives_reasons(settings: ServingSettings) -> None:
 def test_loader_refuses_unchecked_fast_scorer() -> None:
     from serving.loader import NotReady, _check_gates
 
-    gates = [{"gate": "technical", "passed": True, "evidence": {"extra": {}}},
-             {"gate": "baseline", "passed": True, "evidence": {}}]
+    gates = [
+        {"gate": "technical", "passed": True, "evidence": {"extra": {}}},
+        {"gate": "baseline", "passed": True, "evidence": {}},
+    ]
     with pytest.raises(NotReady, match="no passing fast-scorer exactness check"):
         _check_gates({"record_id": "x" * 64, "gates": gates})
     gates[0]["evidence"] = {"extra": {"fast_scorer": {"passed": True}}}
