@@ -3,37 +3,19 @@ run monitoring: drift and decay are detected, named and recorded, and a retrain 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
-from configs.settings import build_config
 from flows.cli import main
-from serving.main import create_app
-from serving.settings import ServingSettings
-from tasks.generate_data import TRUTH_COLUMN, generate_data
 from tasks.records import RecordStore
 
 from .conftest import small_layers
+from .traffic import decayed_outcomes, serve_day, shifted_day
 
 pytestmark = pytest.mark.slow
-
-
-def shifted_day(rows: int, seed: int) -> pd.DataFrame:
-    """A day of customers: pricier plans, shorter tenure, more month-to-month contracts."""
-    rng = np.random.default_rng(seed)
-    day = generate_data(rows=rows, seed=seed)
-    day["customer_id"] = "DAY-" + day["customer_id"].str[5:]
-    day["monthly_charges_usd"] = (day["monthly_charges_usd"] * 1.5).round(2)
-    day["tenure_months"] = (day["tenure_months"] * 0.4).astype("int64")
-    flip = rng.random(rows) < 0.5
-    day.loc[flip, "contract"] = "month-to-month"
-    return day
 
 
 def test_monitoring_detects_shift_and_decay_and_retrains(tmp_path: Path, capsys) -> None:
@@ -47,21 +29,9 @@ def test_monitoring_detects_shift_and_decay_and_retrains(tmp_path: Path, capsys)
     assert first is not None and first["decision"] == "promoted" and first["reference"]
 
     day = shifted_day(1500, seed=555)
-    payload = json.loads(day.drop(columns=["churned", TRUTH_COLUMN]).to_json(orient="records"))
-    settings = ServingSettings.from_config(build_config(layers), environ={})
-    with TestClient(create_app(settings, follow=False)) as client:
-        for start in range(0, len(payload), 500):
-            r = client.post("/v1/score", json={"customers": payload[start : start + 500]})
-            assert r.status_code == 200
+    serve_day(layers, day)
     # after the shift almost nobody churns: contacts are wasted, realised profit decays
-    rng = np.random.default_rng(7)
-    outcomes = pd.DataFrame(
-        {
-            "customer_id": day["customer_id"],
-            "churned": np.where(rng.random(len(day)) < 0.03, "yes", "no"),
-            "observed_at": "2026-11-30T00:00:00Z",
-        }
-    )
+    outcomes = decayed_outcomes(day)
     labels = tmp_path / "outcomes.csv"
     outcomes.to_csv(labels, index=False)
     assert main(["outcomes", "--config", str(cfg_path), "--input", str(labels)]) == 0
