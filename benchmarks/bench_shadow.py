@@ -11,8 +11,10 @@ alternating the two ``--rounds`` times so drift of the machine favours neither.
 
 For the shadowed runs it also reports what the sidecar did: its CPU seconds during the load
 window, the customers it had scored when the load ended (under ``SCHED_IDLE`` it gets only the
-CPU the workers leave), and how long after the load it took to score every logged request
-(catch-up, seconds). Reuses the server/load helpers of ``bench_serving.py``.
+CPU the workers leave, and it waits for a quiet machine up to ``serving.shadow_max_defer_s``),
+and how long after the load it took to score every logged request (catch-up, seconds).
+``--serve-set serving.shadow_max_defer_s=0`` measures the sustained-peak case, where the
+sidecar scores during the load. Reuses the server/load helpers of ``bench_serving.py``.
 """
 
 from __future__ import annotations
@@ -129,6 +131,9 @@ def main() -> int:
         default=120.0,
         help="seconds to wait after the load for the sidecar to finish",
     )
+    parser.add_argument("--serve-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for both servers, e.g. "
+                        "serving.shadow_max_defer_s=0 (the sidecar never waits for quiet)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp_s:
         root = Path(tmp_s)

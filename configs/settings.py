@@ -503,6 +503,19 @@ class ServingConfig(Section):
         description="CPU priority of the shadow sidecar: idle (SCHED_IDLE: only CPU the "
         "workers leave unused), low (nice 19) or normal.",
     )
+    shadow_defer_busy_pct: float | None = Field(
+        70.0,
+        gt=0,
+        le=100,
+        description="The shadow sidecar waits while this share of all CPU cores (%) is "
+        "busy with other work (the workers); null: never waits.",
+    )
+    shadow_max_defer_s: float = Field(
+        60.0,
+        ge=0,
+        description="Longest wait (seconds) for a quiet machine; then the sidecar scores "
+        "until it has caught up, so the shadow is late by a bounded time.",
+    )
 
 
 class BayesPilotConfig(Section):

@@ -27,6 +27,8 @@ class ServingSettings:
     check_registry_alias: bool
     shadow_interval_s: float = 0.2
     shadow_priority: str = "idle"
+    shadow_defer_busy_pct: float | None = 70.0
+    shadow_max_defer_s: float = 60.0
 
     @classmethod
     def from_config(
@@ -49,6 +51,8 @@ class ServingSettings:
             check_registry_alias=s.check_registry_alias,
             shadow_interval_s=s.shadow_interval_s,
             shadow_priority=s.shadow_priority,
+            shadow_defer_busy_pct=s.shadow_defer_busy_pct,
+            shadow_max_defer_s=s.shadow_max_defer_s,
         )
 
     @property

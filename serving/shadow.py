@@ -179,6 +179,57 @@ class LogFollower:
             self._fd = None
 
 
+class LoadGate:
+    """Defers shadow work while the machine is busy serving. Busy: the share of all cores
+    in use over the last window (``/proc/stat``; this process's own CPU left out) at or
+    above ``busy_pct``. Scheduling priority alone is not enough: a sidecar that fills every
+    idle gap leaves the workers' caches cold (measured: p99 +20 % at concurrency 8 under
+    ``SCHED_IDLE``). Once work has been deferred ``max_defer_s`` it goes ahead until caught
+    up, so under a sustained peak the shadow is late by a bounded time, never starved."""
+
+    def __init__(self, busy_pct: float | None, max_defer_s: float) -> None:
+        self.busy_pct = busy_pct
+        self.max_defer_s = max_defer_s
+        self.deferrals = 0
+        self._deferred_since: float | None = None
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        """(wall s, machine busy CPU s, own CPU s); None where /proc/stat is missing."""
+        try:
+            first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        ticks = [int(v) for v in first[1:9]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle/iowait
+        return time.monotonic(), busy, time.process_time()
+
+    def machine_busy_pct(self) -> float | None:
+        """Busy share of all cores (%) since the previous call, own CPU excluded."""
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        others = (now[1] - last[1]) - (now[2] - last[2])
+        return max(0.0, 100 * others / ((now[0] - last[0]) * (os.cpu_count() or 1)))
+
+    def allow(self) -> bool:
+        busy = self.machine_busy_pct()
+        if self.busy_pct is None or busy is None or busy < self.busy_pct:
+            return True
+        now = time.monotonic()
+        if self._deferred_since is None:
+            self._deferred_since = now
+        if now - self._deferred_since >= self.max_defer_s:
+            return True  # waited long enough: score until caught up
+        self.deferrals += 1
+        return False
+
+    def caught_up(self) -> None:
+        self._deferred_since = None
+
+
 @dataclass(frozen=True)
 class ShadowStatus:
     """What the sidecar last did; written to ``logs/shadow-status.json`` for ``/readyz``.
@@ -195,6 +246,7 @@ class ShadowStatus:
     last_error: str | None
     updated_at: str
     position: tuple[int, int] | None = None
+    deferrals: int = 0  # checks that found the machine busy and waited
 
 
 class ShadowSidecar:
@@ -330,20 +382,26 @@ class ShadowSidecar:
     def write_status(self, *, running: bool = True) -> None:
         self.status = replace(self.status, running=running, updated_at=_now())
         data = json.dumps(asdict(self.status), separators=(",", ":")).encode()
-        atomic_write_bytes(self.status_path, data)
+        atomic_write_bytes(self.status_path, data, durable=False)
 
     def run(self, stop: threading.Event, *, status_every_s: float = 2.0) -> None:
-        """Loop until ``stop``: a batch whenever there are new lines, else a short sleep.
-        The status (with the position) is written after every scored batch, so a restart
-        re-scores nothing unless the process died between a batch and its status."""
+        """Loop until ``stop``: a batch whenever there are new lines and the machine is not
+        busy serving (see ``LoadGate``), else a short sleep. The status (with the position)
+        is written after every scored batch, so a restart re-scores nothing unless the
+        process died between a batch and its status."""
+        gate = LoadGate(self.settings.shadow_defer_busy_pct, self.settings.shadow_max_defer_s)
         last_status = 0.0
         while not stop.is_set():
-            try:
-                n = self.step()
-            except Exception:  # keep shadowing alive whatever one batch did
-                log.exception("shadow step failed")
-                n = 0
+            n = 0
+            if gate.allow():
+                try:
+                    n = self.step()
+                except Exception:  # keep shadowing alive whatever one batch did
+                    log.exception("shadow step failed")
+                if n == 0:
+                    gate.caught_up()
             if n or time.monotonic() - last_status >= status_every_s:
+                self.status = replace(self.status, deferrals=gate.deferrals)
                 self.write_status()
                 last_status = time.monotonic()
             if n == 0:

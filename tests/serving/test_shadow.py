@@ -21,7 +21,7 @@ from flows.promotion import run_direct
 from serving.main import create_app
 from serving.predlog import PredictionLog
 from serving.settings import ServingSettings
-from serving.shadow import LogFollower, ShadowSidecar, read_status
+from serving.shadow import LoadGate, LogFollower, ShadowSidecar, read_status
 from tasks.records import RecordStore
 
 from ..conftest import small_layers
@@ -164,7 +164,9 @@ def test_shadow_sidecar_process_under_real_serve(shadowed_workspace: Path, tmp_p
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(f"paths: {{workspace: {ws}}}\nserving: {{shadow_interval_s: 0.05}}\n")
+    cfg_file.write_text(
+        f"paths: {{workspace: {ws}}}\nserving: {{shadow_interval_s: 0.05, shadow_max_defer_s: 2}}\n"
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -303,3 +305,54 @@ def test_log_follower_counts_files_rotated_away_unread(tmp_path: Path) -> None:
     assert follower.skipped_files == 1
     assert got[:8] == list(range(2, 10))  # the rest of the file it held, then the oldest kept
     assert got[-1] == 61 and got == sorted(got) and len(got) < 60
+
+
+# ---------------------------------------------------------------- the load gate
+class _Clock:
+    """Fake /proc/stat samples: ``busy`` CPU-seconds of other work per wall second."""
+
+    def __init__(self) -> None:
+        self.t, self.machine, self.own = 0.0, 0.0, 0.0
+
+    def advance(self, seconds: float, *, busy_cores: float, own_cores: float = 0.0) -> None:
+        self.t += seconds
+        self.machine += seconds * (busy_cores + own_cores)
+        self.own += seconds * own_cores
+
+    def sample(self) -> tuple[float, float, float]:
+        return self.t, self.machine, self.own
+
+
+def _gate(monkeypatch, clock: _Clock, **kw) -> LoadGate:
+    monkeypatch.setattr(LoadGate, "_sample", staticmethod(clock.sample))
+    monkeypatch.setattr(time, "monotonic", lambda: clock.t)
+    return LoadGate(**kw)
+
+
+def test_load_gate_defers_while_busy_then_bounded(monkeypatch) -> None:
+    clock = _Clock()
+    cores = os.cpu_count() or 1
+    gate = _gate(monkeypatch, clock, busy_pct=70.0, max_defer_s=10.0)
+    clock.advance(1, busy_cores=0.2 * cores)
+    assert gate.allow()  # a quiet machine
+    clock.advance(1, busy_cores=0.2 * cores, own_cores=0.8 * cores)
+    assert gate.allow()  # its own CPU does not count as busy
+    clock.advance(1, busy_cores=0.95 * cores)
+    assert not gate.allow() and gate.deferrals == 1
+    for _ in range(9):
+        clock.advance(1, busy_cores=0.95 * cores)
+        gate.allow()
+    clock.advance(1, busy_cores=0.95 * cores)
+    assert gate.allow()  # deferred 10 s: goes ahead although busy...
+    clock.advance(1, busy_cores=0.95 * cores)
+    assert gate.allow()  # ...until caught up
+    gate.caught_up()
+    clock.advance(1, busy_cores=0.95 * cores)
+    assert not gate.allow()
+
+
+def test_load_gate_off_never_defers(monkeypatch) -> None:
+    clock = _Clock()
+    gate = _gate(monkeypatch, clock, busy_pct=None, max_defer_s=10.0)
+    clock.advance(1, busy_cores=os.cpu_count() or 1)
+    assert gate.allow() and gate.deferrals == 0
