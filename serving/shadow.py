@@ -8,11 +8,12 @@ request id and time and carrying the champion's action, for the monitoring flow 
 
 Why a process and not a thread in the worker: a scoring thread in a uvicorn worker holds the
 GIL for whole batches, and the event loop waits for it (measured: +20 % to +69 % p99 at
-concurrency 8 on 2 cores). The sidecar runs under ``SCHED_IDLE`` (``serving.shadow_priority``),
-so under load it only gets CPU the workers leave idle: the response cannot wait for it, and it
-holds no lock the workers take (its own output file). When the machine is saturated it falls
-behind and catches up from the log when load drops; rotated log files are followed in order
-by inode, so nothing is skipped unless a file is rotated out of the backups before it is read.
+concurrency 8 on 2 cores). The sidecar holds no lock the workers take (it writes its own
+file) and runs under ``SCHED_IDLE`` (``serving.shadow_priority``), so the response never
+waits for it. Priority alone still cost the workers' p99 about +20 % at saturation (it fills
+every idle gap and leaves their caches cold), so the sidecar also waits while the machine is
+busy (``LoadGate``), for a bounded time, and then catches up from the log. Rotated log files
+are followed in order by inode, and a restart resumes at the recorded position.
 """
 
 from __future__ import annotations
