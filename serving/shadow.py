@@ -306,18 +306,19 @@ class ShadowSidecar:
             self.follower = None
         elif challenger is not None and self.follower is None:
             # after a restart, go on where the last sidecar stopped for the same challenger
+            # (a last sidecar with no position found no log yet: all of it is new)
             record_id, position = self._resume_from
             self._resume_from = (None, None)
-            resume = None
-            if position and record_id == challenger.record["record_id"]:
-                resume = (int(position[0]), int(position[1]))
+            same = record_id == challenger.record["record_id"]
             self.follower = LogFollower(
                 self.settings.prediction_log,
                 backups=self.settings.prediction_log_backups,
-                resume=resume,
+                from_end=not same or bool(position),
+                resume=(int(position[0]), int(position[1])) if same and position else None,
             )
         self.status = replace(
             self.status,
+            position=self.follower.position() if self.follower else None,
             challenger_version=challenger.model_version if challenger else None,
             challenger_record_id=challenger.record["record_id"] if challenger else None,
             last_error=error,

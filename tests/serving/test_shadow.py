@@ -108,13 +108,19 @@ def test_shadow_sidecar_scores_logs_and_feeds_monitoring(
     restarted = ShadowSidecar(settings)
     assert restarted.step() == 3 and restarted.step() == 0
     restarted.write_status(running=False)
+    stopped_early = ShadowSidecar(settings)  # stops before it scores anything...
+    stopped_early.write_status(running=False)
+    with TestClient(create_app(settings, follow=False)) as c:
+        more = [customer(customer_id=f"S{i}") for i in range(43, 45)]
+        assert c.post("/v1/score", json={"customers": more}).status_code == 200
+    assert ShadowSidecar(settings).step() == 2  # ...and loses nothing logged meanwhile
     assert [x["inputs"]["customer_id"] for x in _lines(settings.workspace_paths.shadow_log)][
         -4:
-    ] == ["S39", "S40", "S41", "S42"]
+    ] == ["S41", "S42", "S43", "S44"]
 
     result = run_monitoring(build_config(layers), use_prefect=False)
     comparison = result.record["monitoring"]["challenger"]
-    assert comparison["shadow_predictions"] == 43
+    assert comparison["shadow_predictions"] == 45
     assert 0.0 <= comparison["action_flip_rate"] <= 1.0
     idle.step()  # a monitoring head names the same challenger: no reload
     assert idle.challenger is not None and idle.challenger.model_version == "2"
@@ -128,15 +134,15 @@ def test_shadow_sidecar_scores_logs_and_feeds_monitoring(
 
     labels = pd.DataFrame(
         {
-            "customer_id": [f"S{i}" for i in range(43)],
-            "churned": ["yes" if i % 3 == 0 else "no" for i in range(43)],
+            "customer_id": [f"S{i}" for i in range(45)],
+            "churned": ["yes" if i % 3 == 0 else "no" for i in range(45)],
             "observed_at": "2026-12-01T00:00:00Z",
         }
     )
     ingest_outcomes(labels, ws=Workspace(ws), config=build_config(layers))
     again = run_monitoring(build_config(layers), use_prefect=False)
     comp = again.record["monitoring"]["challenger"]
-    assert comp["labelled"] == 43 and len(comp["profit_difference_interval"]) == 2
+    assert comp["labelled"] == 45 and len(comp["profit_difference_interval"]) == 2
     record = promote_challenger(build_config(layers))
     gate = next(g for g in record["gates"] if g["gate"] == "champion")
     assert gate["metric"] == "shadow profit difference (USD/customer)"
