@@ -504,17 +504,19 @@ class ServingConfig(Section):
         "workers leave unused), low (nice 19) or normal.",
     )
     shadow_defer_busy_pct: float | None = Field(
-        70.0,
+        50.0,
         gt=0,
         le=100,
         description="The shadow sidecar waits while this share of all CPU cores (%) is "
-        "busy with other work (the workers); null: never waits.",
+        "busy with other work (the workers); null: never waits. Scoring beside busy workers "
+        "costs their p99 even at idle priority (see benchmarks/bench_shadow.py).",
     )
-    shadow_max_defer_s: float = Field(
-        60.0,
+    shadow_max_defer_s: float | None = Field(
+        None,
         ge=0,
-        description="Longest wait (seconds) for a quiet machine; then the sidecar scores "
-        "until it has caught up, so the shadow is late by a bounded time.",
+        description="Longest wait (seconds) for a quiet machine, after which the sidecar "
+        "scores until caught up even under load; null: it waits as long as it takes (the "
+        "backlog stays in the prediction log; /readyz shows the lag).",
     )
 
 

@@ -27,8 +27,8 @@ class ServingSettings:
     check_registry_alias: bool
     shadow_interval_s: float = 0.2
     shadow_priority: str = "idle"
-    shadow_defer_busy_pct: float | None = 70.0
-    shadow_max_defer_s: float = 60.0
+    shadow_defer_busy_pct: float | None = 50.0
+    shadow_max_defer_s: float | None = None
 
     @classmethod
     def from_config(

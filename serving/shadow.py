@@ -9,11 +9,10 @@ request id and time and carrying the champion's action, for the monitoring flow 
 Why a process and not a thread in the worker: a scoring thread in a uvicorn worker holds the
 GIL for whole batches, and the event loop waits for it (measured: +20 % to +69 % p99 at
 concurrency 8 on 2 cores). The sidecar holds no lock the workers take (it writes its own
-file) and runs under ``SCHED_IDLE`` (``serving.shadow_priority``), so the response never
-waits for it. Priority alone still cost the workers' p99 about +20 % at saturation (it fills
-every idle gap and leaves their caches cold), so the sidecar also waits while the machine is
-busy (``LoadGate``), for a bounded time, and then catches up from the log. Rotated log files
-are followed in order by inode, and a restart resumes at the recorded position.
+file), runs under ``SCHED_IDLE`` (``serving.shadow_priority``) so the response never waits
+for it, and does no work while the machine is busy serving (``LoadGate``): it catches up
+from the log when load drops. Rotated log files are followed in order by inode, and a
+restart resumes at the recorded position.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from serving.settings import ServingSettings
 from tasks.package_model import atomic_write_bytes
 
 log = logging.getLogger(__name__)
-READ_CHUNK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 1 << 18  # ~400 customers: the load gate is asked between batches
 
 
 class LogFollower:
@@ -183,12 +182,13 @@ class LogFollower:
 class LoadGate:
     """Defers shadow work while the machine is busy serving. Busy: the share of all cores
     in use over the last window (``/proc/stat``; this process's own CPU left out) at or
-    above ``busy_pct``. Scheduling priority alone is not enough: a sidecar that fills every
-    idle gap leaves the workers' caches cold (measured: p99 +20 % at concurrency 8 under
-    ``SCHED_IDLE``). Once work has been deferred ``max_defer_s`` it goes ahead until caught
-    up, so under a sustained peak the shadow is late by a bounded time, never starved."""
+    above ``busy_pct``. Scheduling priority alone is not enough: scoring beside busy workers
+    cost their p99 +20 % to +160 % here even under ``SCHED_IDLE`` with under 0.2 cores
+    (benchmarks/bench_shadow.py). With ``max_defer_s`` set, work deferred that long goes
+    ahead until caught up (the shadow is late by a bounded time, at that latency cost);
+    without it the shadow waits for a quiet machine, and the backlog stays in the log."""
 
-    def __init__(self, busy_pct: float | None, max_defer_s: float) -> None:
+    def __init__(self, busy_pct: float | None, max_defer_s: float | None) -> None:
         self.busy_pct = busy_pct
         self.max_defer_s = max_defer_s
         self.deferrals = 0
@@ -222,7 +222,7 @@ class LoadGate:
         now = time.monotonic()
         if self._deferred_since is None:
             self._deferred_since = now
-        if now - self._deferred_since >= self.max_defer_s:
+        if self.max_defer_s is not None and now - self._deferred_since >= self.max_defer_s:
             return True  # waited long enough: score until caught up
         self.deferrals += 1
         return False

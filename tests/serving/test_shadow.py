@@ -362,3 +362,14 @@ def test_load_gate_off_never_defers(monkeypatch) -> None:
     gate = _gate(monkeypatch, clock, busy_pct=None, max_defer_s=10.0)
     clock.advance(1, busy_cores=os.cpu_count() or 1)
     assert gate.allow() and gate.deferrals == 0
+
+
+def test_load_gate_without_limit_waits_for_quiet(monkeypatch) -> None:
+    clock = _Clock()
+    cores = os.cpu_count() or 1
+    gate = _gate(monkeypatch, clock, busy_pct=50.0, max_defer_s=None)
+    for _ in range(100):
+        clock.advance(10, busy_cores=0.6 * cores)
+        assert not gate.allow()
+    clock.advance(1, busy_cores=0.1 * cores)
+    assert gate.allow() and gate.deferrals == 100
