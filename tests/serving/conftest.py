@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +71,23 @@ def customer(**overrides: Any) -> dict[str, Any]:
     }
     row.update(overrides)
     return row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(
+    config: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`bayespilot serve` on 127.0.0.1 in its own process group (output piped)."""
+    cmd = [sys.executable, "-m", "flows.cli", "serve", "--config", str(config)]
+    return subprocess.Popen(
+        [*cmd, "--host", "127.0.0.1", "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from serving.main import create_app
 from serving.settings import ServingSettings
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 
-from .conftest import customer, serving_config
+from .conftest import customer, free_port, serving_config, start_serve
 
 
 def _rows(n: int = 60) -> pd.DataFrame:
@@ -95,35 +92,13 @@ def test_batch_scoring_missing_column_exits_2(settings: ServingSettings, tmp_pat
     assert code == 2 and not (tmp_path / "o.csv").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.server
 def test_real_uvicorn_scores_over_http(workspace_copy: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"paths: {{workspace: {workspace_copy}}}\n")
     env = {**os.environ, "BAYESPILOT_ADMIN_TOKEN": "t0ken"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "serve",
-            "--config",
-            str(cfg),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_serve(cfg, port, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60

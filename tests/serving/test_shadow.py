@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from serving.shadow import LoadGate, LogFollower, ShadowSidecar, read_status
 from tasks.records import RecordStore
 
 from ..conftest import small_layers
-from .conftest import customer
+from .conftest import customer, free_port, start_serve
 
 
 def _layers(ws: Path, **extra: dict) -> dict:
@@ -166,33 +164,12 @@ def test_shadow_sidecar_process_under_real_serve(shadowed_workspace: Path, tmp_p
     shutil.copytree(shadowed_workspace, ws)
     cfg = build_config(_layers(ws, promotion={"register_as": "challenger"}, candidates={"seed": 8}))
     assert run_direct(cfg).outcome.decision == "challenger"
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(
         f"paths: {{workspace: {ws}}}\nserving: {{shadow_interval_s: 0.05, shadow_max_defer_s: 2}}\n"
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "serve",
-            "--config",
-            str(cfg_file),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env={**os.environ},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_serve(cfg_file, port, "--workers", "1")
     base = f"http://127.0.0.1:{port}"
     shadow_log = ws / "logs" / "shadow.jsonl"
     try:
