@@ -30,7 +30,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks schemas serving configs tests benchmarks
-	$(BIN)/mypy flows tasks schemas serving configs
+	$(BIN)/mypy flows tasks schemas serving configs tests benchmarks
 
 check: lint test
 

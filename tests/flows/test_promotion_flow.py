@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 import yaml
@@ -44,7 +45,7 @@ def _flow_run_state(flow_run_id: str) -> str:
 
     async def read() -> str:
         async with get_client() as client:
-            run = await client.read_flow_run(flow_run_id)
+            run = await client.read_flow_run(UUID(flow_run_id))
             return str(run.state_type.value if run.state_type else "")
 
     return asyncio.run(read())

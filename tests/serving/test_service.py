@@ -225,7 +225,7 @@ def test_head_naming_same_champion_moves_head_without_reload(settings: ServingSe
             settings.workspace / "promotions", settings.workspace / "promotions.lock"
         )
         _, rec = store.append(
-            lambda h: {"kind": "monitoring", "decision": "ok", "champion": h["champion"]}
+            lambda h: {"kind": "monitoring", "decision": "ok", "champion": (h or {})["champion"]}
         )
         assert state.check() is False
         after = state.current

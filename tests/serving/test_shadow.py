@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from ..conftest import small_layers
 from .conftest import customer, free_port, start_serve
 
 
-def _layers(ws: Path, **extra: dict) -> dict:
+def _layers(ws: Path, **extra: Any) -> dict[str, Any]:
     return small_layers(ws, monitoring={"min_rows": 10}, **extra)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from configs.settings import build_config, load_config
+from configs.settings import BayesPilotConfig, build_config, load_config
 from tasks.evaluate import customer_values, realised_profit
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 from tasks.load_data import DataError, load_data, read_table, resolve_roles
@@ -17,6 +17,12 @@ from tasks.split_data import SPLIT_NAMES, split_data
 from tasks.validate_data import validate_table
 
 from ..conftest import FIXTURES
+
+
+def _path(cfg: BayesPilotConfig) -> Path:
+    """The configured data file (these tests always configure one)."""
+    assert cfg.data.path is not None
+    return Path(cfg.data.path)
 
 
 def test_generate_data_is_deterministic_for_a_seed() -> None:
@@ -84,7 +90,7 @@ def test_read_table_parquet_roundtrip(tmp_path: Path, telco_frame) -> None:
 
 def test_validate_data_telco_fixture_passes_and_counts_blanks(telco_layers) -> None:
     cfg = build_config(telco_layers)
-    out = validate_table(read_table(cfg.data.path), config=cfg).validated
+    out = validate_table(read_table(_path(cfg)), config=cfg).validated
     assert out.report.passed, out.report.summary()
     blanks = out.report.blank_as_missing["TotalCharges"]
     assert blanks > 0
@@ -108,7 +114,7 @@ def test_validate_data_reports_three_problems_at_once(telco_layers) -> None:
 def test_validate_data_default_labels_fail_on_capitalised_yes(telco_layers) -> None:
     layers = {**telco_layers, "data": {**telco_layers["data"], "positive_label": "yes"}}
     cfg = build_config(layers)
-    out = validate_table(read_table(cfg.data.path), config=cfg).validated
+    out = validate_table(read_table(_path(cfg)), config=cfg).validated
     assert not out.report.passed
     assert any(i.column == "Churn" for i in out.report.issues)
 
@@ -116,7 +122,7 @@ def test_validate_data_default_labels_fail_on_capitalised_yes(telco_layers) -> N
 def test_validate_data_missing_configured_column(telco_layers) -> None:
     layers = {**telco_layers, "data": {**telco_layers["data"], "segment_columns": ["Region"]}}
     cfg = build_config(layers)
-    out = validate_table(read_table(cfg.data.path), config=cfg).validated
+    out = validate_table(read_table(_path(cfg)), config=cfg).validated
     assert [i.column for i in out.report.issues] == ["Region"]
 
 

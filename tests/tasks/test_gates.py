@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,7 +154,7 @@ def test_gate_business_capacity_exceeded_fails(world: World) -> None:
 
 def test_gate_calibration_calibrated_passes_miscalibrated_fails(world: World) -> None:
     segs = segment_index(world.frame, ("seg",))
-    kw = dict(
+    kw: dict[str, Any] = dict(
         n_bins=10,
         min_segment_rows=200,
         segment_ece_excess=0.03,
@@ -200,7 +201,7 @@ def test_gate_threshold_stable_passes_contact_nobody_fails(world: World) -> None
 
 def test_gate_segments_segment_without_signal_fails(world: World) -> None:
     segs = segment_index(world.frame, ("seg",))
-    kw = dict(
+    kw: dict[str, Any] = dict(
         n_bins=10,
         config=world.cfg.gates.segments,
         calibration=world.cfg.gates.calibration,
@@ -271,7 +272,7 @@ def test_gate_error_cost_pass_and_fail(world: World) -> None:
     e = world.cfg.economics
     segs = segment_index(world.frame, ("seg",))
     prior = np.full(len(world.y), world.y.mean())
-    kw = dict(
+    kw: dict[str, Any] = dict(
         save_rate=e.save_rate,
         contact_cost_usd=e.contact_cost_usd,
         min_segment_rows=200,
@@ -285,12 +286,12 @@ def test_gate_error_cost_pass_and_fail(world: World) -> None:
         {"majority": world.contact(prior)},
         segs,
         **kw,
-    )  # type: ignore[arg-type]
+    )
     assert ok.passed, ok.reason
     useless = np.random.default_rng(9).permutation(world.p)
     bad = gate_error_cost(
         world.y, world.values, world.contact(useless), {"model": world.contact(world.p)}, segs, **kw
-    )  # type: ignore[arg-type]
+    )
     assert not bad.passed
 
 
