@@ -165,11 +165,22 @@ class LogFollower:
         return lines
 
     def lag_bytes(self) -> int:
-        """Bytes of the current file not read yet (rotated files not counted)."""
+        """Bytes not read yet: the rest of the open file plus every newer file in rotation
+        order (the whole log when no file is open yet)."""
+        order = self._rotation_order()
         if self._fd is None:
-            return 0
+            return self._size(self.path)
+        st = os.fstat(self._fd)
+        rest = max(st.st_size - os.lseek(self._fd, 0, os.SEEK_CUR), 0)
+        inodes = [self._inode(p) for p in order]
+        # newer files: after ours in rotation order, or all kept files if ours left the backups
+        start = inodes.index(st.st_ino) + 1 if st.st_ino in inodes else 0
+        return rest + sum(self._size(p) for p in order[start:])
+
+    @staticmethod
+    def _size(p: Path) -> int:
         try:
-            return max(os.stat(self.path).st_size - os.lseek(self._fd, 0, os.SEEK_CUR), 0)
+            return os.stat(p).st_size
         except FileNotFoundError:
             return 0
 

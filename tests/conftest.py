@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,8 @@ import pandas as pd
 import pytest
 
 # Prefect state for the whole test session lives in a temp dir (set before prefect imports).
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bayespilot-prefect-home-")
+_PREFECT_HOME = tempfile.mkdtemp(prefix="bayespilot-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -22,6 +24,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from configs.settings import BayesPilotConfig, build_config  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's Prefect home once every fixture has been torn down."""
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
 def small_layers(workspace: Path, rows: int = 10000, **extra: Any) -> dict[str, Any]:

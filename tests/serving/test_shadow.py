@@ -267,10 +267,12 @@ def test_log_follower_resumes_at_position_across_rotation(tmp_path: Path) -> Non
     _write(log, 4, 12)  # the file it stopped in is rotated to p.jsonl.1 meanwhile
     assert position is not None and os.stat(tmp_path / "p.jsonl.1").st_ino == position[0]
     resumed = LogFollower(path, backups=3, resume=position)
+    unread = sum(os.stat(p).st_size for p in tmp_path.glob("p.jsonl*")) - position[1]
+    assert resumed.lag_bytes() == unread > 0  # the rest of p.jsonl.1 and all of p.jsonl
     got = []
     while chunk := resumed.read():
         got += _ids(chunk)
-    assert got == list(range(4, 16))
+    assert got == list(range(4, 16)) and resumed.lag_bytes() == 0
     unknown = LogFollower(path, backups=3, resume=(1, 0))  # no such file: from the end
     _write(log, 16, 1)
     assert _ids(unknown.read()) == [16]
