@@ -39,6 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serving as bs  # noqa: E402
 
+from configs.paths import Workspace  # noqa: E402  (bench_serving put the repo on the path)
+
 
 @dataclass(frozen=True)
 class Window:
@@ -77,8 +79,16 @@ class Sidecar:
     def __init__(self, ws: Path, env: dict[str, str], overrides: list[str]) -> None:
         self.ws, self.env, self.overrides = ws, env, overrides
         self.proc: subprocess.Popen[bytes] | None = None
-        self.predictions = ws / "logs" / "predictions.jsonl"
-        self.shadow_log = ws / "logs" / "shadow.jsonl"
+        paths = Workspace(ws)
+        self.predictions, self.shadow_log = paths.prediction_log, paths.shadow_log
+        self.status_path = paths.shadow_status
+
+    def status(self) -> dict[str, object]:
+        """The sidecar's last status file ({} before the first one)."""
+        try:
+            return dict(json.loads(self.status_path.read_text()))
+        except (OSError, ValueError):
+            return {}
 
     def start(self) -> None:
         if self.proc is not None:
@@ -91,12 +101,8 @@ class Sidecar:
             self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                          start_new_session=True, cwd=bs.REPO_ROOT)
         deadline = time.monotonic() + 60
-        status_path = self.ws / "logs" / "shadow-status.json"
         while time.monotonic() < deadline:
-            try:
-                status = json.loads(status_path.read_text())
-            except (OSError, ValueError):
-                status = {}
+            status = self.status()
             if status.get("pid") == self.proc.pid and status.get("running"):
                 if not status.get("challenger_version"):
                     raise RuntimeError(f"the sidecar sees no challenger: {status}")
@@ -108,12 +114,12 @@ class Sidecar:
 
     def caught_up(self) -> bool:
         """The sidecar's recorded position is the end of the current prediction log."""
+        position = self.status().get("position")
         try:
-            status = json.loads((self.ws / "logs" / "shadow-status.json").read_text())
             st = self.predictions.stat()
-        except (OSError, ValueError):
+        except OSError:
             return False
-        return status.get("position") == [st.st_ino, st.st_size]
+        return position == [st.st_ino, st.st_size]
 
     def wait_caught_up(self, timeout_s: float) -> float | None:
         """Seconds until every logged request is scored (None: not within ``timeout_s``)."""

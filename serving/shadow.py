@@ -106,11 +106,16 @@ class LogFollower:
             os.close(self._fd)
         self._fd, self._partial = fd, b""
 
-    def _inode(self, p: Path) -> int | None:
+    @staticmethod
+    def _stat(p: Path) -> os.stat_result | None:
         try:
-            return os.stat(p).st_ino
+            return os.stat(p)
         except FileNotFoundError:
             return None
+
+    def _inode(self, p: Path) -> int | None:
+        st = self._stat(p)
+        return st.st_ino if st else None
 
     def _successor(self) -> bool:
         """After the open file was drained and rotated away: open the next file in rotation
@@ -167,22 +172,15 @@ class LogFollower:
     def lag_bytes(self) -> int:
         """Bytes not read yet: the rest of the open file plus every newer file in rotation
         order (the whole log when no file is open yet)."""
-        order = self._rotation_order()
+        stats = [self._stat(p) for p in self._rotation_order()]
         if self._fd is None:
-            return self._size(self.path)
-        st = os.fstat(self._fd)
-        rest = max(st.st_size - os.lseek(self._fd, 0, os.SEEK_CUR), 0)
-        inodes = [self._inode(p) for p in order]
+            return stats[-1].st_size if stats[-1] else 0
+        mine = os.fstat(self._fd)
+        rest = max(mine.st_size - os.lseek(self._fd, 0, os.SEEK_CUR), 0)
+        inodes = [st.st_ino if st else None for st in stats]
         # newer files: after ours in rotation order, or all kept files if ours left the backups
-        start = inodes.index(st.st_ino) + 1 if st.st_ino in inodes else 0
-        return rest + sum(self._size(p) for p in order[start:])
-
-    @staticmethod
-    def _size(p: Path) -> int:
-        try:
-            return os.stat(p).st_size
-        except FileNotFoundError:
-            return 0
+        start = inodes.index(mine.st_ino) + 1 if mine.st_ino in inodes else 0
+        return rest + sum(st.st_size for st in stats[start:] if st)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,13 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the session's Prefect home once every fixture has been torn down."""
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for servers the tests start themselves)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def small_layers(workspace: Path, rows: int = 10000, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import small_layers
+from ..conftest import free_port, small_layers
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -27,12 +26,6 @@ def _pg_bin() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_pg(cmd: list[str]) -> list[str]:
@@ -54,7 +47,7 @@ def postgres(tmp_path: Path) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="bayespilot-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     subprocess.run(
         _as_pg(
             [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]

@@ -17,7 +17,8 @@ from serving.main import create_app
 from serving.settings import ServingSettings
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 
-from .conftest import customer, free_port, serving_config, start_serve
+from ..conftest import free_port
+from .conftest import customer, serving_config, start_serve
 
 
 def _rows(n: int = 60) -> pd.DataFrame:

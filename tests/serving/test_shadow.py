@@ -23,8 +23,8 @@ from serving.settings import ServingSettings
 from serving.shadow import LoadGate, LogFollower, ShadowSidecar, read_status
 from tasks.records import RecordStore
 
-from ..conftest import small_layers
-from .conftest import customer, free_port, start_serve
+from ..conftest import free_port, small_layers
+from .conftest import customer, start_serve
 
 
 def _layers(ws: Path, **extra: Any) -> dict[str, Any]:
