@@ -42,6 +42,15 @@ def realised_profit(y: np.ndarray, values: np.ndarray, *, economics: EconomicsCo
     return y * economics.save_rate * values - economics.contact_cost_usd
 
 
+def profit_at_stake(y: np.ndarray, values: np.ndarray, *, economics: EconomicsConfig) -> float:
+    """Profit per customer (USD) of perfect information: contact exactly the churners whose
+    savable value exceeds the contact cost. Every money limit of the gates is a share of this
+    figure, so limits scale with the economics and never name a USD amount."""
+    if len(y) == 0:
+        return 0.0
+    return float(np.maximum(realised_profit(y, values, economics=economics), 0.0).mean())
+
+
 # ---------------------------------------------------------------- probability metrics
 def ece(y: np.ndarray, p: np.ndarray, *, n_bins: int) -> float:
     """Expected calibration error over quantile bins (weighted mean |observed - predicted|)."""
