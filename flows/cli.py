@@ -18,6 +18,10 @@ from configs.paths import DEFAULT_CONFIG, Workspace
 from configs.settings import BayesPilotConfig, ConfigError, load_config
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
+# Prefect waits 20 s for its ephemeral API by default; on a busy 2-core machine start-up
+# takes longer and the run fails, so wait longer unless the user chose a value.
+EPHEMERAL_STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EPHEMERAL_STARTUP_TIMEOUT_S = "120"
 log = logging.getLogger("bayespilot")
 
 
@@ -132,6 +136,7 @@ def _setup_env(config: BayesPilotConfig) -> Workspace:
     telemetry; must run before Prefect is imported."""
     ws = Workspace.from_setting(config.paths.workspace)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault(EPHEMERAL_STARTUP_TIMEOUT_ENV, EPHEMERAL_STARTUP_TIMEOUT_S)
     if config.backends.prefect_database_url and "PREFECT_API_URL" not in os.environ:
         os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = config.backends.prefect_database_url
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:

@@ -19,6 +19,8 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="bayespilot-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# the ephemeral API's 20 s start-up limit is too short on a busy 2-core machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -10,5 +10,5 @@ def prefect_harness() -> Iterator[None]:
     """One Prefect test API for the session (SQLite in the temp PREFECT_HOME)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         yield
