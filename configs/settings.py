@@ -41,10 +41,17 @@ class PathsConfig(Section):
     )
 
 
+ROW_ID_COLUMN = "row_id"
+
+
 class DataConfig(Section):
     source: Literal["synthetic", "file"] = "synthetic"
     path: str | None = Field(None, description="CSV or Parquet file, when source is file.")
-    id_column: str = "customer_id"
+    id_column: str | None = Field(
+        "customer_id",
+        description="Column with a unique id per row; null for a table without one: the loader "
+        f"then adds '{ROW_ID_COLUMN}', the row's 0-based position in the table as read.",
+    )
     label_column: str = "churned"
     positive_label: str | int | bool = "yes"
     negative_label: str | int | bool | None = None
@@ -58,6 +65,11 @@ class DataConfig(Section):
         if self.source == "file" and not self.path:
             raise ValueError("data.path is required when data.source is 'file'")
         return self
+
+    @property
+    def effective_id_column(self) -> str:
+        """The id column every later stage reads: ``id_column``, or the added row number."""
+        return self.id_column if self.id_column is not None else ROW_ID_COLUMN
 
 
 class SyntheticConfig(Section):

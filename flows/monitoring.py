@@ -58,7 +58,7 @@ def ingest_outcomes(frame: pd.DataFrame, *, ws: Workspace, config: BayesPilotCon
     d = config.data
     clean = clean_outcomes(
         frame,
-        id_column=d.id_column,
+        id_column=d.effective_id_column,
         label_column=d.label_column,
         positive_label=str(d.positive_label),
         negative_label=None if d.negative_label is None else str(d.negative_label),
@@ -145,14 +145,15 @@ def monitoring_pipeline(
         try:
             source = load_data(config).frame
             features = [c for cols in champ.get("features", {}).values() for c in cols]
-            skew_report = skew(logged, source, id_column=config.data.id_column, features=features)
+            id_column = config.data.effective_id_column
+            skew_report = skew(logged, source, id_column=id_column, features=features)
         except Exception as exc:  # the source may be gone; skew is then not measurable
             skew_report = {"error": f"{type(exc).__name__}: {exc}"}
 
     outcomes_df = read_outcomes(ws)
     joined = pd.DataFrame()
     if not outcomes_df.empty and not logged.empty:
-        id_col = config.data.id_column
+        id_col = config.data.effective_id_column
         last = logged.assign(**{id_col: logged[id_col].astype(str)}).drop_duplicates(
             id_col, keep="last"
         )
@@ -174,7 +175,7 @@ def monitoring_pipeline(
         outcomes_df,
         policy,
         _challenger_policy(ws, records),
-        id_column=config.data.id_column,
+        id_column=config.data.effective_id_column,
         bootstrap=config.bootstrap,
     )
     plots = _plots(ws.run_reports(run_id), drift, outcome)

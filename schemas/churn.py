@@ -35,7 +35,8 @@ def build_schema(
 ) -> pa.DataFrameSchema:
     """Schema for a training table (the label column compared as text).
 
-    - the id column is present, non-null and unique;
+    - the id column is present, non-null and unique (``roles.id_column`` always names a real
+      column: with ``data.id_column: null`` it is the row number the loader added);
     - the label holds only ``label_values``;
     - numeric features coerce to float (blank cells were turned into missing before) and miss
       at most ``max_missing_share`` of their values;

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.settings import BayesPilotConfig, DataConfig
+from configs.settings import ROW_ID_COLUMN, BayesPilotConfig, DataConfig
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 
 
@@ -79,17 +79,38 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(f"data.path: expected a .csv or .parquet file, got {p.name!r}")
 
 
+def with_row_id(frame: pd.DataFrame, *, data: DataConfig) -> pd.DataFrame:
+    """``frame`` itself when ``data.id_column`` is set; otherwise a copy with the explicit id
+    column ``row_id`` (0, 1, 2, ...: the row's position in the table as read) first."""
+    if data.id_column is not None:
+        return frame
+    if ROW_ID_COLUMN in frame.columns:
+        raise DataError(
+            f"data.id_column is null, so the loader adds a row-number id column "
+            f"{ROW_ID_COLUMN!r}, but the table already has a column {ROW_ID_COLUMN!r}: set "
+            f"data.id_column: {ROW_ID_COLUMN} if it identifies rows, or rename that column"
+        )
+    out = frame.reset_index(drop=True)
+    out.insert(0, ROW_ID_COLUMN, np.arange(len(out), dtype=np.int64))
+    return out
+
+
 def load_data(config: BayesPilotConfig) -> LoadedData:
-    """Generate or read the data named by ``config.data``."""
+    """Generate or read the data named by ``config.data``. With ``data.id_column: null`` the
+    frame gains the row-number column ``row_id``; the hash is of the data as read, without it."""
     if config.data.source == "synthetic":
         frame = generate_data(rows=config.synthetic.rows, seed=config.synthetic.seed)
         truth = frame[TRUTH_COLUMN]
         frame = frame.drop(columns=[TRUTH_COLUMN])
         source = f"synthetic(rows={config.synthetic.rows}, seed={config.synthetic.seed})"
-        return LoadedData(frame=frame, source=source, sha256=frame_sha256(frame), truth=truth)
+        sha256 = frame_sha256(frame)
+        frame = with_row_id(frame, data=config.data)
+        return LoadedData(frame=frame, source=source, sha256=sha256, truth=truth)
     assert config.data.path is not None  # guaranteed by DataConfig
     frame = read_table(config.data.path)
-    return LoadedData(frame=frame, source=str(Path(config.data.path)), sha256=frame_sha256(frame))
+    sha256 = frame_sha256(frame)
+    frame = with_row_id(frame, data=config.data)
+    return LoadedData(frame=frame, source=str(Path(config.data.path)), sha256=sha256)
 
 
 def _looks_numeric(series: pd.Series) -> bool:
@@ -116,7 +137,8 @@ def resolve_roles(
     few blank cells) is numeric.
     """
     # the generator's true probability is never a feature, even in a CSV of its output
-    reserved = {data.id_column, data.label_column, TRUTH_COLUMN, *data.ignore}
+    id_column = data.effective_id_column
+    reserved = {id_column, data.label_column, TRUTH_COLUMN, *data.ignore}
     candidates = [c for c in frame.columns if c not in reserved]
     if data.numeric is not None:
         numeric = [c for c in data.numeric if c not in reserved]
@@ -131,7 +153,7 @@ def resolve_roles(
         categorical = [c for c in candidates if c not in set(numeric)]
     ignored = tuple(c for c in frame.columns if c in set(data.ignore))
     return ColumnRoles(
-        id_column=data.id_column,
+        id_column=id_column,
         label_column=data.label_column,
         numeric=tuple(numeric),
         categorical=tuple(categorical),

@@ -16,7 +16,13 @@ import pandas as pd
 import pandera.pandas as pa
 from sklearn.metrics import roc_auc_score
 
-from configs.settings import BayesPilotConfig, DataConfig, SplitConfig, ValidationConfig
+from configs.settings import (
+    ROW_ID_COLUMN,
+    BayesPilotConfig,
+    DataConfig,
+    SplitConfig,
+    ValidationConfig,
+)
 from schemas.churn import build_schema
 from tasks.load_data import ColumnRoles, resolve_roles
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 BLANK = r"^\s*$"
 MAX_EXAMPLES = 5
+MISSING_COLUMN = "column missing from the data"
+MAX_LISTED_COLUMNS = 40
 
 
 @dataclass(frozen=True)
@@ -68,10 +76,33 @@ class ValidatedData:
     frame: pd.DataFrame | None
 
 
+def _holds_booleans(series: pd.Series) -> bool:
+    """pandas read the column's TRUE/FALSE (any case) text as booleans."""
+    if pd.api.types.is_bool_dtype(series):
+        return True
+    values = series.dropna()
+    return (
+        series.dtype == object
+        and len(values) > 0
+        and all(isinstance(v, bool | np.bool_) for v in values)
+    )
+
+
+def _label_text(label: str | int | bool, *, booleans: bool) -> str:
+    """The configured label as the label column reads once turned into text. A column pandas
+    read as booleans reads 'True'/'False', so a label written as in the file (TRUE, true) or
+    as a YAML boolean matches it."""
+    text = str(label)
+    if booleans and text.casefold() in {"true", "false"}:
+        return text.casefold().capitalize()
+    return text
+
+
 def _label_values(series: pd.Series, data: DataConfig) -> tuple[str, str | None]:
-    positive = str(data.positive_label)
+    booleans = _holds_booleans(series)
+    positive = _label_text(data.positive_label, booleans=booleans)
     if data.negative_label is not None:
-        return positive, str(data.negative_label)
+        return positive, _label_text(data.negative_label, booleans=booleans)
     counts = series.dropna().astype(str).value_counts()
     others = [v for v in counts.index if v != positive]
     # The most frequent other value is the negative label; any further value fails the
@@ -89,9 +120,7 @@ def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
     coerced = {str(c): True for c in fc.loc[fc["check"].str.startswith("coerce_dtype"), "column"]}
     for (column, check), group in fc.groupby(["column", "check"], sort=False):
         if check == "column_in_dataframe":
-            issues.append(
-                ValidationIssue(str(column), "column missing from the data", 1, ("absent",))
-            )
+            issues.append(ValidationIssue(str(column), MISSING_COLUMN, 1, ("absent",)))
             continue
         if str(check).startswith("dtype("):
             continue  # the coerce_dtype failure for the same column says it better
@@ -107,6 +136,41 @@ def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
             )
         )
     return issues
+
+
+def _normalised(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def _missing_id_issue(
+    columns: list[str], *, roles: ColumnRoles, data: DataConfig
+) -> ValidationIssue:
+    """The id column is absent: say what to set, which columns exist and which look alike."""
+    names = [str(c) for c in columns]
+    if data.id_column is None:
+        return ValidationIssue(
+            roles.id_column,
+            f"data.id_column is null but this frame has no {roles.id_column!r} column: load the "
+            "table with tasks.load_data.load_data (or with_row_id), which adds the row number",
+            1,
+            ("absent",),
+        )
+    wanted = _normalised(roles.id_column)
+    similar = [c for c in names if c.casefold() == roles.id_column.casefold()]
+    similar += [c for c in names if c not in similar and wanted and _normalised(c) == wanted]
+    listed = ", ".join(names[:MAX_LISTED_COLUMNS])
+    if len(names) > MAX_LISTED_COLUMNS:
+        listed += f", ... (+{len(names) - MAX_LISTED_COLUMNS} more)"
+    hint = f"; same name in another case or spelling: {similar}" if similar else ""
+    return ValidationIssue(
+        roles.id_column,
+        f"id column {roles.id_column!r} missing from the data (data.id_column): set "
+        "data.id_column to the column that identifies each row, or to null for a table without "
+        f"ids (a row-number column {ROW_ID_COLUMN!r} is then added){hint}; "
+        f"columns in the data: {listed}",
+        1,
+        tuple(similar[:MAX_EXAMPLES]) or ("absent",),
+    )
 
 
 def _describe_check(check: str) -> str:
@@ -160,6 +224,8 @@ def validate_data(
             if mask.any():
                 blanks[col] = int(mask.sum())
                 work[col] = work[col].where(~mask, np.nan)
+    if roles.id_column not in work.columns:
+        issues.append(_missing_id_issue(list(work.columns), roles=roles, data=data))
     for seg in roles.segment_columns:
         if seg not in work.columns:
             issues.append(
@@ -188,7 +254,11 @@ def validate_data(
     try:
         schema.validate(work, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        issues.extend(_issues_from_pandera(exc.failure_cases))
+        issues.extend(
+            i
+            for i in _issues_from_pandera(exc.failure_cases)
+            if not (i.column == roles.id_column and i.check == MISSING_COLUMN)
+        )
 
     label_counts: dict[str, int] = {}
     if label_present:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from configs.settings import BayesPilotConfig, build_config, load_config
+from configs.settings import ROW_ID_COLUMN, BayesPilotConfig, build_config, load_config
 from tasks.evaluate import customer_values, realised_profit
 from tasks.generate_data import TRUTH_COLUMN, generate_data
-from tasks.load_data import DataError, load_data, read_table, resolve_roles
+from tasks.load_data import (
+    DataError,
+    frame_sha256,
+    load_data,
+    read_table,
+    resolve_roles,
+    with_row_id,
+)
 from tasks.split_data import SPLIT_NAMES, split_data
 from tasks.validate_data import validate_table
 
@@ -185,3 +193,111 @@ def test_resolve_roles_never_uses_the_truth_column() -> None:
     cfg = build_config({})
     roles = resolve_roles(generate_data(rows=500, seed=1), data=cfg.data)
     assert TRUTH_COLUMN not in roles.features and "tenure_months" in roles.numeric
+
+
+ORANGE = Path(__file__).resolve().parents[3] / "shared" / "data" / "orange-telecom-churn"
+
+
+def _no_id_layers(path: Path) -> dict[str, Any]:
+    return {
+        "data": {
+            "source": "file",
+            "path": str(path),
+            "id_column": None,
+            "label_column": "Churn",
+            "positive_label": "Yes",
+        }
+    }
+
+
+def test_load_data_without_id_column_adds_row_number(tmp_path: Path, telco_frame) -> None:
+    table = telco_frame.drop(columns=["customerID"])
+    path = tmp_path / "no_ids.csv"
+    table.to_csv(path, index=False)
+    cfg = build_config(_no_id_layers(path))
+    loaded = load_data(cfg)
+    assert loaded.frame.columns[0] == ROW_ID_COLUMN
+    assert loaded.frame[ROW_ID_COLUMN].tolist() == list(range(len(table)))
+    assert list(loaded.frame.columns[1:]) == list(table.columns)
+    # the hash is of the table as read, not of the added column
+    assert loaded.sha256 == frame_sha256(read_table(path))
+    table_roles = validate_table(loaded.frame, config=cfg)
+    assert table_roles.roles.id_column == ROW_ID_COLUMN
+    assert ROW_ID_COLUMN not in table_roles.roles.features
+    assert table_roles.validated.report.passed, table_roles.validated.report.summary()
+    assert table_roles.validated.frame is not None
+    assert ROW_ID_COLUMN in table_roles.validated.frame.columns
+
+
+def test_with_row_id_refuses_existing_row_id_column(telco_frame) -> None:
+    cfg = build_config(_no_id_layers(FIXTURES / "telco_sample.csv"))
+    clash = telco_frame.rename(columns={"customerID": ROW_ID_COLUMN})
+    with pytest.raises(DataError, match=r"already has a column 'row_id'.*data.id_column"):
+        with_row_id(clash, data=cfg.data)
+
+
+def test_with_row_id_keeps_input_and_frame_with_ids_unchanged(telco_frame) -> None:
+    before = telco_frame.copy()
+    with_row_id(telco_frame, data=build_config({}).data)
+    out = with_row_id(telco_frame, data=build_config(_no_id_layers(Path("x.csv"))).data)
+    pd.testing.assert_frame_equal(telco_frame, before)
+    assert ROW_ID_COLUMN in out.columns and ROW_ID_COLUMN not in telco_frame.columns
+
+
+def test_validate_data_missing_id_column_says_what_to_set(telco_layers, telco_frame) -> None:
+    layers = {**telco_layers, "data": {**telco_layers["data"], "id_column": "customer_id"}}
+    cfg = build_config(layers)
+    frame = telco_frame.rename(columns={"customerID": "CustomerID"})
+    report = validate_table(frame, config=cfg).validated.report
+    assert not report.passed
+    issues = [i for i in report.issues if i.column == "customer_id"]
+    assert len(issues) == 1  # one issue, not pandera's "column missing" as well
+    # the look-alike is then a feature: an identifier with too many categories
+    assert [i.column for i in report.issues if i.column != "customer_id"] == ["CustomerID"]
+    check = issues[0].check
+    assert "set data.id_column" in check and "null for a table without ids" in check
+    assert "'CustomerID'" in check  # the look-alike (case and spelling)
+    assert "columns in the data: CustomerID, gender" in check
+    assert issues[0].examples == ("CustomerID",)
+
+
+def test_validate_data_missing_id_column_without_lookalike_lists_columns(telco_layers) -> None:
+    cfg = build_config(telco_layers)
+    frame = read_table(_path(cfg)).drop(columns=["customerID"])
+    report = validate_table(frame, config=cfg).validated.report
+    (issue,) = report.issues
+    assert issue.column == "customerID" and "another case" not in issue.check
+    assert "Contract" in issue.check and "MonthlyCharges" in issue.check
+
+
+@pytest.mark.skipif(not ORANGE.is_dir(), reason="shared Orange table not present")
+def test_validate_data_orange_table_without_ids_passes() -> None:
+    cfg = build_config(
+        {
+            "data": {
+                **_no_id_layers(ORANGE / "churn-bigml-80.csv")["data"],
+                "positive_label": "TRUE",
+            }
+        }
+    )
+    loaded = load_data(cfg)
+    out = validate_table(loaded.frame, config=cfg)
+    assert out.validated.report.passed, out.validated.report.summary()
+    assert out.roles.id_column == ROW_ID_COLUMN
+    assert set(out.validated.report.label_counts) == {"True", "False"}
+    assert out.validated.frame is not None
+    assert out.validated.frame["Churn"].mean() == pytest.approx(0.145, abs=0.01)
+
+
+@pytest.mark.parametrize("positive", ["TRUE", "true", True])
+def test_validate_data_reads_true_false_text_labels(tmp_path: Path, telco_frame, positive) -> None:
+    table = telco_frame.assign(Churn=np.where(telco_frame["Churn"] == "Yes", "TRUE", "FALSE"))
+    path = tmp_path / "tf.csv"
+    table.to_csv(path, index=False)
+    layers = _no_id_layers(path)
+    layers["data"].update(id_column="customerID", positive_label=positive)
+    cfg = build_config(layers)
+    out = validate_table(load_data(cfg).frame, config=cfg).validated
+    assert out.report.passed, out.report.summary()
+    assert out.frame is not None
+    assert int(out.frame["Churn"].sum()) == int((telco_frame["Churn"] == "Yes").sum())
