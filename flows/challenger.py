@@ -20,36 +20,70 @@ class ChallengerError(RuntimeError):
     pass
 
 
+def stake_of(record: dict[str, Any]) -> float | None:
+    """The profit at stake per customer (USD) a record's gates judged against (test split)."""
+    for gate in record.get("gates", []):
+        stake = (gate.get("evidence") or {}).get("profit_at_stake_per_customer_usd")
+        if isinstance(stake, int | float):
+            return float(stake)
+    return None
+
+
 def shadow_champion_gate(
-    monitoring: dict[str, Any] | None, version: str, *, margin: float
+    monitoring: dict[str, Any] | None,
+    version: str,
+    *,
+    margin_share: float,
+    stake: float | None,
 ) -> GateResult:
+    """Non-inferiority on the shadow run's realised profit difference (challenger - champion,
+    USD per customer): its lower bound must exceed -``margin_share`` x ``stake`` (the profit at
+    stake per customer the challenger was gated against)."""
     comp = ((monitoring or {}).get("monitoring") or {}).get("challenger") or {}
+    metric = "shadow profit difference (USD/customer)"
+    if stake is None:
+        return GateResult(
+            gate="champion",
+            passed=False,
+            metric=metric,
+            value=None,
+            interval=None,
+            threshold=None,
+            evidence={"shadow": comp},
+            reason="the challenger's record names no profit at stake to size the margin with",
+        )
+    margin = margin_share * stake
     if version not in comp.get("challenger_versions", []) or not comp.get("labelled"):
         return GateResult(
-            "champion",
-            False,
-            "shadow profit difference (USD/customer)",
-            None,
-            None,
-            -margin,
-            {"shadow": comp},
-            f"no labelled shadow evidence for challenger v{version} yet: serve it "
+            gate="champion",
+            passed=False,
+            metric=metric,
+            value=None,
+            interval=None,
+            threshold=-margin,
+            evidence={"shadow": comp},
+            reason=f"no labelled shadow evidence for challenger v{version} yet: serve it "
             "in shadow, ingest outcomes and run monitoring first",
         )
     low, high = comp["profit_difference_interval"]
     ok = low > -margin
     return GateResult(
-        "champion",
-        ok,
-        "shadow profit difference (USD/customer)",
-        comp["profit_difference_usd_per_customer"],
-        [low, high],
-        -margin,
-        {"shadow": comp, "monitoring_record": monitoring.get("record_id") if monitoring else None},
-        (
-            f"shadow evidence: non-inferior (lower bound {low:.3f} > -{margin})"
+        gate="champion",
+        passed=ok,
+        metric=metric,
+        value=comp["profit_difference_usd_per_customer"],
+        interval=[low, high],
+        threshold=-margin,
+        evidence={
+            "shadow": comp,
+            "monitoring_record": monitoring.get("record_id") if monitoring else None,
+            "profit_at_stake_per_customer_usd": stake,
+            "margin_usd_per_customer": margin,
+        },
+        reason=(
+            f"shadow evidence: non-inferior (lower bound {low:.4g} > -{margin:.4g})"
             if ok
-            else f"shadow evidence: worse than champion (lower bound {low:.3f} <= -{margin})"
+            else f"shadow evidence: worse than champion (lower bound {low:.4g} <= -{margin:.4g})"
         ),
     )
 
@@ -85,7 +119,8 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
         gate = shadow_champion_gate(
             monitoring,
             str(block["model_version"]),
-            margin=config.gates.champion.profit_margin_usd_per_customer,
+            margin_share=config.gates.champion.profit_margin_share,
+            stake=stake_of(chall),
         )
         gates = [g for g in chall["gates"] if g["gate"] != "champion"] + [gate.as_dict()]
         promoted = gate.passed and all(g["passed"] for g in gates)

@@ -18,8 +18,7 @@ from configs.settings import BayesPilotConfig, load_config
 from flows import reports
 from flows.promotion import prepare_data
 from flows.runner import DirectRunner, PrefectRunner, Runner
-from tasks.evidence import run_gates
-from tasks.gates import GateResult
+from tasks.gates import GateResult, run_gates
 from tasks.package_model import atomic_write_bytes, file_sha256
 from tasks.records import (
     RecordStore,

@@ -8,6 +8,7 @@ of rows that is reported as such.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -116,6 +117,18 @@ def probability_metrics(y: np.ndarray, p: np.ndarray, *, n_bins: int) -> Probabi
         log_loss=float(log_loss(y, pc, labels=[0, 1])),
         ece=ece(y, p, n_bins=n_bins),
     )
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley & McNeil (1982) standard error of a ROC-AUC from ``n_pos`` and ``n_neg`` rows."""
+    if n_pos < 1 or n_neg < 1:
+        return math.inf
+    a = min(max(auc, 1e-6), 1 - 1e-6)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
+        n_pos * n_neg
+    )
+    return math.sqrt(max(var, 0.0))
 
 
 # ---------------------------------------------------------------- bootstrap

@@ -1,47 +1,100 @@
-"""Evidence the gates judge: the candidate's decisions on test, refits for stability, and the
-champion scored on the same rows. Plain computations; the gates in ``tasks.gates`` decide."""
+"""Evidence the gates judge: the candidate's decisions on test, refits for stability, the
+artifact's technical probe, perturbations, and the champion scored on the same rows. Plain
+computations and their typed results; the gates in ``tasks.gates`` decide."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from configs.settings import BayesPilotConfig
 from tasks.calibrate import CalibratedModel, fit_calibrator
-from tasks.evaluate import customer_values, expected_value, realised_profit
-from tasks.gates import (
-    GATE_IDS,
-    ChampionScores,
-    GateResult,
-    Perturbation,
-    RobustnessEvidence,
-    StabilityEvidence,
-    TechnicalEvidence,
-    gate_baseline,
-    gate_business,
-    gate_calibration,
-    gate_champion,
-    gate_error_cost,
-    gate_robustness,
-    gate_segments,
-    gate_stability,
-    gate_technical,
-    gate_threshold,
-    guarded,
-    segment_index,
-)
+from tasks.evaluate import auc_standard_error, customer_values
 from tasks.load_data import ColumnRoles
 from tasks.records import load_verified_model, load_verified_policy_text
-from tasks.select_policy import Policy, apply_policy, capacity_share, profit_per_customer
+from tasks.select_policy import Policy, apply_policy, profit_per_customer
 from tasks.split_data import Splits
-from tasks.train_candidates import TrainedModel, build_candidate
+from tasks.train_candidates import build_candidate
+
+
+# ------------------------------------------------------------------ evidence types
+@dataclass(frozen=True)
+class FoldResult:
+    """One refit of the chosen pipeline, judged on its held-out fold: ROC-AUC and profit per
+    customer (USD), each with its sampling standard error at the fold's size."""
+
+    roc_auc: float
+    roc_auc_se: float
+    profit_per_customer_usd: float
+    profit_se_usd: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class StabilityEvidence:
+    """Fold results of refits of the chosen pipeline over train + selection."""
+
+    folds: tuple[FoldResult, ...]
+    rows: int
+    subsampled: bool
+
+    @property
+    def fold_auc(self) -> list[float]:
+        return [f.roc_auc for f in self.folds]
+
+    @property
+    def fold_profit(self) -> list[float]:
+        return [f.profit_per_customer_usd for f in self.folds]
+
+
+@dataclass(frozen=True)
+class TechnicalEvidence:
+    """Measured on the real serialized artifact, loaded in a fresh process.
+    ``single_row_cpu_ms``: CPU milliseconds per single-row prediction, the minimum over
+    repeated batches (what the gate judges); ``single_row_latency_ms``: wall-clock percentiles
+    (recorded only: they depend on whatever else the machine runs)."""
+
+    artifact_bytes: int
+    loaded_in_fresh_process: bool
+    max_abs_diff_after_reload: float | None
+    rows_compared: int
+    single_row_latency_ms: dict[str, float]
+    single_row_cpu_ms: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChampionScores:
+    """The current champion scored on the same test rows under its own policy."""
+
+    model_version: str
+    record_id: str
+    profit: np.ndarray | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation of the test split: share of contact decisions that flipped and the
+    policy's profit per customer (USD) afterwards."""
+
+    name: str
+    flip_rate: float
+    profit_per_customer_usd: float
+
+
+@dataclass(frozen=True)
+class RobustnessEvidence:
+    base_profit_per_customer_usd: float
+    perturbations: tuple[Perturbation, ...]
 
 
 @dataclass(frozen=True)
@@ -102,27 +155,40 @@ def stability_folds(splits: Splits, *, config: BayesPilotConfig) -> StabilityDat
 def fit_stability_fold(
     fold: tuple[np.ndarray, np.ndarray],
     data: pd.DataFrame,
-    calibration: pd.DataFrame,
     policy: Policy,
     *,
     name: str,
     method: str,
     roles: ColumnRoles,
     config: BayesPilotConfig,
-) -> tuple[float, float]:
-    """Refit candidate ``name`` on one fold, calibrate it with ``method`` on the calibration
-    split, and return (ROC-AUC, profit per customer in USD) on the held-out part."""
+) -> FoldResult:
+    """Refit candidate ``name`` on one fold's fitting rows less a stratified, seeded
+    ``calibration_share`` that fits its ``method`` calibrator, and judge it on the held-out
+    rows: ROC-AUC and profit per customer (USD), with their standard errors."""
     fit_idx, hold_idx = fold
     feats, label = list(roles.features), roles.label_column
     y = data[label].to_numpy(dtype=np.int64)
-    pipe = build_candidate(name, roles, config=config.candidates)
-    pipe.fit(data[feats].iloc[fit_idx], y[fit_idx])
-    est = fit_calibrator(
-        pipe, calibration[feats], calibration[label].to_numpy(dtype=np.int64), method=method
+    model_idx, cal_idx = train_test_split(
+        fit_idx,
+        test_size=config.gates.stability.calibration_share,
+        stratify=y[fit_idx],
+        random_state=config.split.seed,
     )
+    pipe = build_candidate(name, roles, config=config.candidates)
+    pipe.fit(data[feats].iloc[model_idx], y[model_idx])
+    est = fit_calibrator(pipe, data[feats].iloc[cal_idx], y[cal_idx], method=method)
     p = est.predict_proba(data[feats].iloc[hold_idx])[:, 1]  # type: ignore[attr-defined]
-    s = score_split(p, data.iloc[hold_idx], y[hold_idx], policy, config=config)
-    return float(roc_auc_score(y[hold_idx], p)), float(s.profit.mean())
+    yh = y[hold_idx]
+    s = score_split(p, data.iloc[hold_idx], yh, policy, config=config)
+    auc = float(roc_auc_score(yh, p))
+    n_pos = int(yh.sum())
+    return FoldResult(
+        roc_auc=auc,
+        roc_auc_se=auc_standard_error(auc, n_pos, len(yh) - n_pos),
+        profit_per_customer_usd=float(s.profit.mean()),
+        profit_se_usd=float(np.std(s.profit, ddof=1) / np.sqrt(len(yh))),
+        rows=len(yh),
+    )
 
 
 def measure_stability(
@@ -134,7 +200,6 @@ def measure_stability(
         fit_stability_fold(
             f,
             sd.data,
-            splits.calibration,
             policy,
             name=chosen.name,
             method=chosen.method,
@@ -146,10 +211,8 @@ def measure_stability(
     return stability_evidence(results, sd)
 
 
-def stability_evidence(results: list[tuple[float, float]], sd: StabilityData) -> StabilityEvidence:
-    return StabilityEvidence(
-        [r[0] for r in results], [r[1] for r in results], len(sd.data), sd.subsampled
-    )
+def stability_evidence(results: list[FoldResult], sd: StabilityData) -> StabilityEvidence:
+    return StabilityEvidence(tuple(results), len(sd.data), sd.subsampled)
 
 
 UNSEEN = "__unseen_category__"
@@ -226,106 +289,3 @@ def score_champion(
         return ChampionScores(version, record_id, s.profit)
     except Exception as exc:
         return ChampionScores(version, record_id, None, error=f"{type(exc).__name__}: {exc}")
-
-
-def run_gates(
-    predict: Callable[[pd.DataFrame], np.ndarray],
-    baselines: tuple[TrainedModel, ...],
-    splits: Splits,
-    policy: Policy,
-    *,
-    predict_raw: Callable[[pd.DataFrame], np.ndarray] | None = None,
-    technical: TechnicalEvidence | None = None,
-    stability: StabilityEvidence | None = None,
-    champion: ChampionScores | None = None,
-    robustness: RobustnessEvidence | None = None,
-    config: BayesPilotConfig,
-    only: tuple[str, ...] | None = None,
-) -> tuple[GateResult, ...]:
-    """Every gate (or those in ``only``), in order, on the test split; each guarded: an error
-    is a failed gate. ``predict`` gives calibrated probabilities, ``predict_raw`` the model's
-    own (for the calibration gate's raw-vs-calibrated comparison)."""
-    g, boot, econ = config.gates, config.bootstrap, config.economics
-    n_bins = config.calibration.n_bins
-    test, y = splits.test, splits.y("test")
-    X_test = splits.X("test")
-    cand = score_split(predict(X_test), test, y, policy, config=config)
-    p_raw = cand.p if predict_raw is None else predict_raw(X_test)
-    base_scores = {
-        b.name: score_split(b.predict(X_test), test, y, policy, config=config)
-        for b in baselines
-        if b.ok
-    }
-    contact_all = realised_profit(y, cand.values, economics=econ)
-    segments = segment_index(test, splits.roles.segment_columns)
-    sel = splits.selection
-    y_sel = splits.y("selection")
-    sel_scores = score_split(predict(splits.X("selection")), sel, y_sel, policy, config=config)
-    ev_sel = expected_value(sel_scores.p, sel_scores.values, economics=econ)
-    profit_if_sel = realised_profit(y_sel, sel_scores.values, economics=econ)
-    share = capacity_share(econ, sum(splits.rows.values()))
-    thunks: dict[str, Callable[[], GateResult]] = {
-        "baseline": lambda: gate_baseline(
-            y,
-            cand.p,
-            cand.profit,
-            {k: (v.p, v.profit) for k, v in base_scores.items()},
-            config=g.baseline,
-            bootstrap=boot,
-        ),
-        "business": lambda: gate_business(
-            cand.profit,
-            contact_all,
-            cand.contact,
-            capacity_share=share,
-            config=g.business,
-            bootstrap=boot,
-        ),
-        "calibration": lambda: gate_calibration(
-            y,
-            cand.p,
-            p_raw,
-            segments,
-            n_bins=n_bins,
-            min_segment_rows=g.segments.min_segment_rows,
-            segment_ece_excess=g.segments.max_ece_excess,
-            config=g.calibration,
-            bootstrap=boot,
-        ),
-        "threshold": lambda: gate_threshold(
-            ev_sel,
-            profit_if_sel,
-            sel_scores.profit,
-            cand.profit,
-            cand.contact,
-            config=g.threshold,
-            bootstrap=boot,
-        ),
-        "segments": lambda: gate_segments(
-            y,
-            cand.p,
-            cand.contact,
-            segments,
-            n_bins=n_bins,
-            config=g.segments,
-            calibration=g.calibration,
-            bootstrap=boot,
-        ),
-        "stability": lambda: gate_stability(stability, config=g.stability),
-        "error-cost": lambda: gate_error_cost(
-            y,
-            cand.values,
-            cand.contact,
-            {k: v.contact for k, v in base_scores.items()},
-            segments,
-            save_rate=econ.save_rate,
-            contact_cost_usd=econ.contact_cost_usd,
-            min_segment_rows=g.segments.min_segment_rows,
-            config=g.error_cost,
-            bootstrap=boot,
-        ),
-        "technical": lambda: gate_technical(technical, config=g.technical),
-        "robustness": lambda: gate_robustness(robustness, config=g.robustness),
-        "champion": lambda: gate_champion(cand.profit, champion, config=g.champion, bootstrap=boot),
-    }
-    return tuple(guarded(n, thunks[n]) for n in GATE_IDS if only is None or n in only)
