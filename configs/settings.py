@@ -78,9 +78,16 @@ class SyntheticConfig(Section):
 
 
 class SplitConfig(Section):
+    """Train / selection / test shares (0-1). Calibrators are cross-fitted on train (no
+    calibration split), so train gets the rows a calibration split used to hold back."""
+
     seed: int = 7
-    train_fraction: float = Field(0.5, gt=0, lt=1, description="Share of rows for fitting.")
-    calibration_fraction: float = Field(0.15, gt=0, lt=1, description="Share for calibrators.")
+    train_fraction: float = Field(
+        0.65,
+        gt=0,
+        lt=1,
+        description="Share of rows for fitting models and (out of fold) their calibrators.",
+    )
     selection_fraction: float = Field(
         0.15, gt=0, lt=1, description="Share for choosing calibration, policy and candidate."
     )
@@ -91,12 +98,7 @@ class SplitConfig(Section):
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
-        total = (
-            self.train_fraction
-            + self.calibration_fraction
-            + self.selection_fraction
-            + self.test_fraction
-        )
+        total = self.train_fraction + self.selection_fraction + self.test_fraction
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1.0, got {total:.4f}")
         return self
@@ -165,17 +167,32 @@ class CandidatesConfig(Section):
     )
 
 
-CalibrationMethod = Literal["none", "sigmoid", "isotonic"]
+CalibrationMethod = Literal["none", "sigmoid", "isotonic", "segment_sigmoid"]
 
 
 def _all_methods() -> list[CalibrationMethod]:
-    return ["none", "sigmoid", "isotonic"]
+    return ["none", "sigmoid", "isotonic", "segment_sigmoid"]
 
 
 class CalibrationConfig(Section):
+    """Cross-fitted calibration: out-of-fold scores over train fit each method; the served
+    model is the pipeline fitted on all of train plus the chosen calibrator (one estimator).
+    ``segment_sigmoid`` fits a sigmoid per value of each categorical segment column
+    (``data.segment_columns``), shrunk towards the overall one by an L2 penalty."""
+
     methods: list[CalibrationMethod] = Field(default_factory=_all_methods)
+    cv_folds: int = Field(
+        5, ge=2, description="Stratified folds for the out-of-fold scores the calibrators fit."
+    )
+    seed: int = Field(7, description="Seed of the fold assignment.")
     min_rows_for_isotonic: int = Field(
-        1000, ge=1, description="Isotonic is considered only with this many calibration rows."
+        1000, ge=1, description="Isotonic is considered only with this many out-of-fold rows."
+    )
+    segment_C: float = Field(  # noqa: N815 - sklearn's name for it
+        1.0,
+        gt=0,
+        description="Inverse L2 strength of segment_sigmoid's per-segment slopes and "
+        "offsets (smaller: rare segments stay closer to the overall sigmoid).",
     )
     n_bins: int = Field(10, ge=2, description="Quantile bins for ECE and reliability diagrams.")
 

@@ -1,11 +1,14 @@
 """Compile a fitted churn pipeline into a numpy scorer for the hot path.
 
-The promoted model is ``[CalibratedClassifierCV(FrozenEstimator(] Pipeline(preprocess, model)
-[)]`` where ``preprocess`` is the ``ColumnTransformer`` built by
-``tasks.train_candidates.build_preprocessor``. Building a one-row pandas frame and running the
-``ColumnTransformer`` costs milliseconds per request; here the fitted preprocessing becomes
-precomputed arrays (medians, indicator columns, means, scales, one-hot positions) applied with
-numpy, in front of the fitted estimator and calibrator, which are called on a numpy matrix.
+The promoted model is ``Pipeline(preprocess, model)``, optionally wrapped in a calibrator:
+``tasks.calibrate.CalibratedPipeline`` (cross-fitted; its ``segment_sigmoid`` calibrator also
+reads the segment columns) or, for older artifacts,
+``CalibratedClassifierCV(FrozenEstimator(...))``. ``preprocess`` is the ``ColumnTransformer``
+built by ``tasks.train_candidates.build_preprocessor``. Building a one-row pandas frame and
+running the ``ColumnTransformer`` costs milliseconds per request; here the fitted
+preprocessing becomes precomputed arrays (medians, indicator columns, means, scales, one-hot
+positions) applied with numpy, in front of the fitted estimator and calibrator, which are
+called on a numpy matrix.
 
 Exactness is checked, not assumed: the technical gate compares this scorer with the sklearn
 pipeline on the whole test split and records the result; serving refuses a model whose record
@@ -146,8 +149,11 @@ class FastScorer:
         response: str,
         *,
         pin: bool = False,
+        calibrator_reads_columns: bool = False,
     ) -> None:
         self.pin = pin
+        # True: ``calibrator.calibrate_scores(raw, columns)`` (a CalibratedPipeline)
+        self.calibrator_reads_columns = calibrator_reads_columns
         self.numeric = numeric
         self.categorical = categorical
         self.model = model
@@ -227,7 +233,12 @@ class FastScorer:
             raw = self.model.decision_function(X)
         else:
             raw = self.model.predict_proba(X)[:, 1]
-        p = raw if self.calibrator is None else self.calibrator.predict(raw)
+        if self.calibrator is None:
+            p = raw
+        elif self.calibrator_reads_columns:
+            p = self.calibrator.calibrate_scores(raw, columns)
+        else:
+            p = self.calibrator.predict(raw)
         return ScoreOutput(np.asarray(p, dtype=float), imputed, unknown)
 
     def score_frame(self, frame: pd.DataFrame) -> ScoreOutput:
@@ -242,9 +253,16 @@ def compile_scorer(estimator: Any, *, pin: bool = False) -> FastScorer:
     from sklearn.frozen import FrozenEstimator
     from sklearn.pipeline import Pipeline
 
+    from tasks.calibrate import CalibratedPipeline
+
     calibrator = None
     pipeline = estimator
-    if isinstance(estimator, CalibratedClassifierCV):
+    reads_columns = False
+    if isinstance(estimator, CalibratedPipeline):
+        if estimator.method not in ("sigmoid", "isotonic", "segment_sigmoid"):
+            raise UnsupportedPipeline(f"unsupported calibration method {estimator.method!r}")
+        calibrator, pipeline, reads_columns = estimator, estimator.pipeline, True
+    elif isinstance(estimator, CalibratedClassifierCV):
         if len(estimator.calibrated_classifiers_) != 1:
             raise UnsupportedPipeline("expected one calibrated classifier (a frozen estimator)")
         cc = estimator.calibrated_classifiers_[0]
@@ -264,13 +282,26 @@ def compile_scorer(estimator: Any, *, pin: bool = False) -> FastScorer:
         raise UnsupportedPipeline("expected transformers 'numeric' then 'categorical'")
     numeric = _compile_numeric(*blocks["numeric"])
     categorical = _compile_categorical(*blocks["categorical"])
-    if calibrator is not None:
+    if reads_columns:
+        response = estimator.response
+        missing = [c for c in estimator.segment_columns if c not in categorical.columns]
+        if missing:
+            raise UnsupportedPipeline(f"calibrator reads columns that are not features {missing}")
+    elif calibrator is not None:
         response = (
             "decision_function" if hasattr(pipeline, "decision_function") else "predict_proba"
         )
     else:
         response = "predict_proba"
-    return FastScorer(numeric, categorical, model, calibrator, response, pin=pin)
+    return FastScorer(
+        numeric,
+        categorical,
+        model,
+        calibrator,
+        response,
+        pin=pin,
+        calibrator_reads_columns=reads_columns,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,238 @@
-"""Calibration as its own stage: sigmoid and isotonic fitted on the calibration split with
-``CalibratedClassifierCV(FrozenEstimator(model))``, the method chosen on the selection split by
-log loss. Ranking metrics (ROC-AUC, PR-AUC) are reported apart from probability metrics."""
+"""Calibration by cross-fitting, as its own stage.
+
+Out-of-fold scores over the candidate's own train rows (stratified folds, seeded from config)
+fit each calibration method once: ``sigmoid`` (Platt), ``isotonic``, and ``segment_sigmoid`` (a
+sigmoid whose offset and slope may differ by the value of each categorical segment column,
+shrunk towards the overall sigmoid by an L2 penalty). The served model is ONE estimator,
+:class:`CalibratedPipeline`: the candidate's pipeline fitted on all of its train rows plus the
+chosen calibrator (``ensemble=False`` semantics of ``CalibratedClassifierCV``). The method is
+chosen on the selection split by log loss. Ranking metrics (ROC-AUC, PR-AUC) are reported
+apart from probability metrics.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.frozen import FrozenEstimator
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import _SigmoidCalibration
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from configs.settings import CalibrationConfig
 from tasks.evaluate import ProbabilityMetrics, ece_table, probability_metrics
+from tasks.load_data import ColumnRoles
 from tasks.split_data import Splits
 from tasks.train_candidates import TrainedModel
 
 log = logging.getLogger(__name__)
+
+MISSING_FILL = "(missing)"  # what the preprocessor's categorical imputer writes
+
+
+def response_method(estimator: object) -> str:
+    """What a calibrator reads from ``estimator``: its decision function (log-odds scale)
+    when it has one, else its positive-class probability (as ``CalibratedClassifierCV``)."""
+    return "decision_function" if hasattr(estimator, "decision_function") else "predict_proba"
+
+
+def raw_scores(estimator: object, X: pd.DataFrame, response: str) -> np.ndarray:  # noqa: N803
+    """The uncalibrated score ``response`` of ``estimator`` per row (1-d float array)."""
+    out = np.asarray(getattr(estimator, response)(X), dtype=float)
+    return out[:, 1] if out.ndim == 2 else out
+
+
+def segment_text(values: Any) -> pd.Series:
+    """Segment values as the calibrator reads them: missing as ``MISSING_FILL``, anything
+    else as its ``str`` (what the preprocessor's imputer and one-hot encoder see)."""
+    raw = values.to_numpy() if isinstance(values, pd.Series) else list(values)
+    s = pd.Series(raw, dtype=object)
+    return s.astype(str).where(~s.isna().to_numpy(), MISSING_FILL)
+
+
+def segment_codes(values: Any, mapping: Mapping[str, int]) -> np.ndarray:
+    """Position of each value in ``mapping`` (positions 0..k-1 in insertion order; -1:
+    a value unseen when the calibrator was fitted)."""
+    codes = pd.Categorical(segment_text(values), categories=list(mapping)).codes
+    return np.asarray(codes, dtype=np.int64)
+
+
+class SegmentSigmoid(BaseEstimator):
+    """Logistic calibrator on ``[s, onehot(segments), onehot(segments) * s]`` for a raw score
+    ``s``: the overall sigmoid plus an offset and a slope change per segment value. An unseen
+    segment value gets the overall sigmoid."""
+
+    def __init__(self, columns: Sequence[str] = (), C: float = 1.0) -> None:  # noqa: N803
+        self.columns = columns
+        self.C = C
+
+    def _onehot(self, segments: Mapping[str, Any], n: int) -> np.ndarray:
+        out = np.zeros((n, self.width_), dtype=float)
+        for offset, col, mapping in zip(self.offsets_, self.columns, self.categories_, strict=True):
+            codes = segment_codes(segments[col], mapping)
+            hit = codes >= 0
+            out[np.nonzero(hit)[0], offset + codes[hit]] = 1.0
+        return out
+
+    def _design(self, raw: np.ndarray, segments: Mapping[str, Any]) -> np.ndarray:
+        onehot = self._onehot(segments, len(raw))
+        return np.column_stack([raw, onehot, onehot * raw[:, None]])
+
+    def fit(self, raw: np.ndarray, y: np.ndarray, segments: Mapping[str, Any]) -> SegmentSigmoid:
+        raw = np.asarray(raw, dtype=float)
+        cats: list[dict[str, int]] = []
+        offsets: list[int] = []
+        width = 0
+        for col in self.columns:
+            seen = sorted(set(segment_text(segments[col])))
+            cats.append({v: i for i, v in enumerate(seen)})
+            offsets.append(width)
+            width += len(seen)
+        self.categories_ = tuple(cats)
+        self.offsets_ = tuple(offsets)
+        self.width_ = width
+        model = LogisticRegression(C=self.C, max_iter=2000)
+        model.fit(self._design(raw, segments), np.asarray(y))
+        self.coef_ = np.asarray(model.coef_, dtype=float).ravel()
+        self.intercept_ = float(model.intercept_[0])
+        return self
+
+    def predict(self, raw: np.ndarray, segments: Mapping[str, Any]) -> np.ndarray:
+        """Calibrated probability per row from raw scores and the rows' segment values."""
+        raw = np.asarray(raw, dtype=float)
+        out: np.ndarray = expit(self._design(raw, segments) @ self.coef_ + self.intercept_)
+        return out
+
+
+class CalibratedPipeline(ClassifierMixin, BaseEstimator):
+    """A fitted pipeline and a calibrator fitted on its (out-of-fold) raw scores, served as
+    one estimator: ``predict_proba(X) = calibrator(raw_score(pipeline, X), segments of X)``.
+
+    Built already fitted (by :func:`fit_calibrator` or :func:`calibrate`); it pickles with
+    both parts, and ``serving.fast_scorer`` compiles it. ``fit`` redoes the cross-fit from
+    scratch (``cv`` stratified folds seeded by ``random_state``), for sklearn tools that
+    refit.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any = None,
+        calibrator: Any = None,
+        method: str = "sigmoid",
+        response: str = "decision_function",
+        segment_columns: Sequence[str] = (),
+        cv: int = 5,
+        random_state: int | None = None,
+        segment_c: float = 1.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.calibrator = calibrator
+        self.method = method
+        self.response = response
+        self.segment_columns = segment_columns
+        self.cv = cv
+        self.random_state = random_state
+        self.segment_c = segment_c
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> CalibratedPipeline:  # noqa: N803
+        """Out-of-fold scores of clones of ``pipeline`` fit the calibrator; a clone fitted on
+        all rows becomes the served pipeline."""
+        y = np.asarray(y)
+        base = clone(self.pipeline)
+        self.response = response_method(base)
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        oof = np.asarray(cross_val_predict(base, X, y, cv=folds, method=self.response))
+        oof = oof[:, 1] if oof.ndim == 2 else oof
+        self.calibrator = _fit_method(
+            self.method,
+            oof,
+            y,
+            X,
+            segment_columns=self.segment_columns,
+            segment_c=self.segment_c,
+        )
+        self.pipeline = clone(self.pipeline).fit(X, y)
+        return self
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array([0, 1])
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.pipeline is not None and self.calibrator is not None
+
+    def calibrate_scores(self, raw: np.ndarray, columns: Mapping[str, Any]) -> np.ndarray:
+        """Calibrated churn probability from raw scores (``columns``: at least the segment
+        columns, as column -> values; used by ``segment_sigmoid`` only)."""
+        if self.method == "segment_sigmoid":
+            p = self.calibrator.predict(raw, columns)
+        else:
+            p = self.calibrator.predict(raw)
+        return np.asarray(p, dtype=float)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        raw = raw_scores(self.pipeline, X, self.response)
+        p = self.calibrate_scores(raw, {c: X[c] for c in self.segment_columns})
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        out: np.ndarray = (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+        return out
+
+
+def calibration_segments(roles: ColumnRoles) -> tuple[str, ...]:
+    """Segment columns ``segment_sigmoid`` may use: the categorical features among them."""
+    return tuple(c for c in roles.segment_columns if c in roles.categorical)
+
+
+def _fit_method(
+    method: str,
+    raw: np.ndarray,
+    y: np.ndarray,
+    X: pd.DataFrame,  # noqa: N803
+    *,
+    segment_columns: Sequence[str],
+    segment_c: float,
+) -> object:
+    if method == "sigmoid":
+        return _SigmoidCalibration().fit(raw, y)
+    if method == "isotonic":
+        return IsotonicRegression(out_of_bounds="clip").fit(raw, y)
+    if method == "segment_sigmoid":
+        return SegmentSigmoid(tuple(segment_columns), C=segment_c).fit(
+            raw, y, {c: X[c] for c in segment_columns}
+        )
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
+def fit_calibrator(
+    estimator: object,
+    X: pd.DataFrame,  # noqa: N803
+    y: np.ndarray,
+    *,
+    method: str,
+    segment_columns: Sequence[str] = (),
+    segment_c: float = 1.0,
+) -> object:
+    """Wrap a fitted estimator with a calibrator fitted on ``(X, y)`` (or return it for
+    none). ``X`` must not be rows the estimator was fitted on."""
+    if method == "none":
+        return estimator
+    response = response_method(estimator)
+    raw = raw_scores(estimator, X, response)
+    calibrator = _fit_method(
+        method, raw, np.asarray(y), X, segment_columns=segment_columns, segment_c=segment_c
+    )
+    return CalibratedPipeline(
+        estimator, calibrator, method, response, tuple(segment_columns), segment_c=segment_c
+    )
 
 
 @dataclass(frozen=True)
@@ -30,6 +245,8 @@ class CalibratedModel:
     raw: TrainedModel
     selection_metrics: dict[str, dict[str, float]]  # method -> metrics on the selection split
     reason: str
+    oof_log_loss: dict[str, float] | None = None  # method -> log loss on the out-of-fold rows
+    cv_folds: int = 0
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
         """Calibrated churn probability per row."""
@@ -37,43 +254,98 @@ class CalibratedModel:
         return proba
 
 
-def fit_calibrator(estimator: object, X: pd.DataFrame, y: np.ndarray, *, method: str) -> object:  # noqa: N803
-    """Wrap a fitted estimator with a calibrator fitted on ``(X, y)`` (or return it for none)."""
-    if method == "none":
-        return estimator
-    cal = CalibratedClassifierCV(FrozenEstimator(estimator), method=method)
-    cal.fit(X, y)
-    return cal
+def out_of_fold_scores(
+    candidate: TrainedModel,
+    X: pd.DataFrame,  # noqa: N803
+    y: np.ndarray,
+    *,
+    config: CalibrationConfig,
+) -> tuple[np.ndarray, str]:
+    """Raw scores of clones of the candidate's pipeline, each fitted without the fold it
+    scores (stratified, seeded). Returns the scores and the response method."""
+    response = response_method(candidate.estimator)
+    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+    oof = cross_val_predict(clone(candidate.estimator), X, y, cv=folds, method=response)
+    oof = np.asarray(oof, dtype=float)
+    return (oof[:, 1] if oof.ndim == 2 else oof), response
 
 
 def calibrate(
     candidate: TrainedModel, splits: Splits, *, config: CalibrationConfig
 ) -> CalibratedModel:
-    """Fit each allowed method on the calibration split, pick the lowest selection log loss."""
+    """Cross-fit each allowed method on the candidate's train rows, pick the lowest
+    selection log loss. The served estimator wraps the candidate's own fitted pipeline."""
     if not candidate.ok:
         raise ValueError(f"cannot calibrate failed candidate {candidate.name}: {candidate.error}")
+    index = (
+        candidate.train_index
+        if candidate.train_index is not None
+        else np.arange(splits.rows["train"])
+    )
+    X_tr, y_tr = splits.X("train").iloc[index], splits.y("train")[index]
     methods = list(config.methods)
-    skipped = ""
-    if "isotonic" in methods and splits.rows["calibration"] < config.min_rows_for_isotonic:
+    notes = []
+    if "isotonic" in methods and len(index) < config.min_rows_for_isotonic:
         methods.remove("isotonic")
-        skipped = (
-            f"; isotonic not considered: {splits.rows['calibration']} calibration rows < "
+        notes.append(
+            f"isotonic not considered: {len(index)} out-of-fold rows < "
             f"{config.min_rows_for_isotonic}"
         )
-    X_cal, y_cal = splits.X("calibration"), splits.y("calibration")
+    segments = calibration_segments(splits.roles)
+    if "segment_sigmoid" in methods and not segments:
+        methods.remove("segment_sigmoid")
+        notes.append("segment_sigmoid not considered: no categorical segment column")
+    needs_oof = any(m != "none" for m in methods)
+    oof, response = (
+        out_of_fold_scores(candidate, X_tr, y_tr, config=config)
+        if needs_oof
+        else (np.zeros(0), response_method(candidate.estimator))
+    )
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
     fitted: dict[str, object] = {}
     metrics: dict[str, dict[str, float]] = {}
+    oof_loss: dict[str, float] = {}
     for method in methods:
-        est = fit_calibrator(candidate.estimator, X_cal, y_cal, method=method)
+        if method == "none":
+            est: object = candidate.estimator
+        else:
+            cal = _fit_method(
+                method, oof, y_tr, X_tr, segment_columns=segments, segment_c=config.segment_C
+            )
+            est = CalibratedPipeline(
+                candidate.estimator,
+                cal,
+                method,
+                response,
+                segments,
+                cv=config.cv_folds,
+                random_state=config.seed,
+                segment_c=config.segment_C,
+            )
+            p_oof = est.calibrate_scores(oof, {c: X_tr[c] for c in segments})
+            oof_loss[method] = round(
+                probability_metrics(y_tr, p_oof, n_bins=config.n_bins).log_loss, 6
+            )
         p = est.predict_proba(X_sel)[:, 1]  # type: ignore[attr-defined]
         fitted[method] = est
         metrics[method] = probability_metrics(y_sel, p, n_bins=config.n_bins).as_dict()
     best = min(methods, key=lambda m: metrics[m]["log_loss"])
     losses = ", ".join(f"{m}={metrics[m]['log_loss']:.5f}" for m in methods)
-    reason = f"lowest selection log loss: {losses}{skipped}"
+    reason = (
+        f"lowest selection log loss: {losses}; calibrators fitted on {len(index)} "
+        f"out-of-fold train rows ({config.cv_folds} folds)" + "".join(f"; {n}" for n in notes)
+    )
     log.info("calibration for %s: %s (%s)", candidate.name, best, reason)
-    return CalibratedModel(candidate.name, best, fitted[best], candidate, metrics, reason)
+    return CalibratedModel(
+        candidate.name,
+        best,
+        fitted[best],
+        candidate,
+        metrics,
+        reason,
+        oof_log_loss=oof_loss,
+        cv_folds=config.cv_folds,
+    )
 
 
 def reliability_table(

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from configs.settings import BootstrapConfig, EconomicsConfig, PolicyConfig
 from tasks.evaluate import (
+    EPS,
     Interval,
     PairedBootstrap,
     customer_values,
@@ -267,13 +270,58 @@ def optimal_cutoffs(
 
 
 @dataclass(frozen=True)
+class CandidateFigures:
+    """One calibrated candidate on the selection split. Log loss in nats per customer,
+    profits in USD per customer (expected: under the candidate's own calibrated p; realised:
+    under the observed labels), each decided by the candidate's own policy. Gains are paired
+    bootstrap intervals of (this candidate - the lowest-log-loss candidate)."""
+
+    name: str
+    calibration_method: str
+    log_loss: float
+    brier: float
+    roc_auc: float
+    contact_rate: float
+    expected_profit_usd: Interval
+    realised_profit_usd: Interval
+    log_loss_gain: Interval
+    realised_profit_gain_usd: Interval
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calibration_method": self.calibration_method,
+            "log_loss": round(self.log_loss, 6),
+            "brier": round(self.brier, 6),
+            "roc_auc": round(self.roc_auc, 6),
+            "contact_rate": round(self.contact_rate, 6),
+            "expected_profit_per_customer_usd": round(self.expected_profit_usd.point, 6),
+            "expected_profit_interval": self.expected_profit_usd.as_list(),
+            "realised_profit_per_customer_usd": round(self.realised_profit_usd.point, 6),
+            "realised_profit_interval": self.realised_profit_usd.as_list(),
+            "log_loss_minus_best": round(self.log_loss_gain.point, 6),
+            "log_loss_minus_best_interval": self.log_loss_gain.as_list(),
+            "realised_profit_minus_best_usd": round(self.realised_profit_gain_usd.point, 6),
+            "realised_profit_minus_best_interval": self.realised_profit_gain_usd.as_list(),
+        }
+
+
+@dataclass(frozen=True)
 class Selection:
-    """The chosen candidate's name and each candidate's selection-split evidence."""
+    """The chosen candidate, each candidate's policy evidence and figures on the selection
+    split, and why the chosen one won."""
 
     chosen: str
     evidence: dict[str, PolicyEvidence]
     brier: dict[str, float]
     reason: str
+    figures: dict[str, CandidateFigures] = field(default_factory=dict)
+
+
+def _row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Log loss of each row (nats), probabilities clipped as ``probability_metrics`` does."""
+    pc = np.clip(p, EPS, 1 - EPS)
+    out: np.ndarray = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+    return out
 
 
 def select_candidate(
@@ -287,9 +335,16 @@ def select_candidate(
     bootstrap: BootstrapConfig,
     population_rows: int,
 ) -> Selection:
-    """Best calibrated candidate by expected profit on the selection split (ties: Brier)."""
+    """Choose among calibrated candidates by log loss on the selection split, a proper
+    scoring rule: stable, and what the expected-value policy needs (calibrated p). Candidates
+    whose log loss is not worse than the best beyond noise (the paired bootstrap interval of
+    the difference reaches 0) are tied; among them, realised profit overrides the log loss
+    only when its gain over the lowest-log-loss candidate is itself beyond noise (the lower
+    bound of the paired interval is above 0). Scaling every USD amount scales the profits and
+    their intervals alike, so it never changes the choice."""
     if not probabilities:
         raise ValueError("no candidate produced probabilities; nothing to select")
+    names = list(probabilities)
     evidence = {
         name: select_policy(
             p,
@@ -303,14 +358,75 @@ def select_candidate(
         )
         for name, p in probabilities.items()
     }
-    brier = {name: float(np.mean((p - y) ** 2)) for name, p in probabilities.items()}
-    chosen = min(
-        evidence, key=lambda n: (-round(evidence[n].profit_per_customer_usd.point, 6), brier[n])
+    values = customer_values(frame, economics=economics)
+    losses, realised, expected = {}, {}, {}
+    for name in names:
+        p = probabilities[name]
+        contact = apply_policy(p, frame, evidence[name].policy).contact
+        losses[name] = _row_log_loss(y, p)
+        realised[name] = profit_per_customer(y, values, contact, economics=economics)
+        expected[name] = np.where(contact, expected_value(p, values, economics=economics), 0.0)
+    boot = PairedBootstrap(len(y), config=bootstrap, seed_offset=202)
+    rows = boot.rows
+
+    def mean_of(a: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda c: weighted_mean(c, a[rows])
+
+    stats = [mean_of(d[n]) for n in names for d in (losses, realised, expected)]
+    draws = boot.run_many(*stats)
+    ll_s = {n: draws[3 * i] for i, n in enumerate(names)}
+    real_s = {n: draws[3 * i + 1] for i, n in enumerate(names)}
+    exp_s = {n: draws[3 * i + 2] for i, n in enumerate(names)}
+    conf = bootstrap.confidence
+    mean_ll = {n: float(losses[n].mean()) for n in names}
+    best = min(names, key=lambda n: (round(mean_ll[n], 12), n))
+    figures = {}
+    for n in names:
+        p = probabilities[n]
+        figures[n] = CandidateFigures(
+            name=n,
+            calibration_method=calibration_methods[n],
+            log_loss=mean_ll[n],
+            brier=float(np.mean((p - y) ** 2)),
+            roc_auc=float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan"),
+            contact_rate=evidence[n].contact_rate,
+            expected_profit_usd=interval(exp_s[n], float(expected[n].mean()), conf),
+            realised_profit_usd=interval(real_s[n], float(realised[n].mean()), conf),
+            log_loss_gain=interval(ll_s[n] - ll_s[best], mean_ll[n] - mean_ll[best], conf),
+            realised_profit_gain_usd=interval(
+                real_s[n] - real_s[best],
+                float(realised[n].mean() - realised[best].mean()),
+                conf,
+            ),
+        )
+    tied = [n for n in names if n != best and figures[n].log_loss_gain.low <= 0]
+    beyond = [n for n in tied if figures[n].realised_profit_gain_usd.low > 0]
+    chosen = best
+    table = "; ".join(
+        f"{n} ({calibration_methods[n]}): log loss {f.log_loss:.5f} "
+        f"(minus best [{f.log_loss_gain.low:+.5f}, {f.log_loss_gain.high:+.5f}]), "
+        f"realised profit {f.realised_profit_usd.point:.3f} USD/customer"
+        for n, f in figures.items()
     )
-    table = ", ".join(f"{n}={e.profit_per_customer_usd.point:.3f}" for n, e in evidence.items())
+    if beyond:
+        chosen = max(beyond, key=lambda n: figures[n].realised_profit_gain_usd.low)
+        g = figures[chosen].realised_profit_gain_usd
+        why = (
+            f"{chosen}: log loss tied with {best} within noise, and its realised profit gain "
+            f"over {best} is beyond noise ({g.point:+.3f} USD/customer, interval "
+            f"[{g.low:+.3f}, {g.high:+.3f}])"
+        )
+    elif tied:
+        why = (
+            f"{best}: lowest selection log loss; tied within noise with {', '.join(tied)}, "
+            "none of which earns a realised profit gain beyond noise"
+        )
+    else:
+        why = f"{best}: lowest selection log loss, every other candidate worse beyond noise"
     return Selection(
         chosen,
         evidence,
-        brier,
-        f"highest selection profit per customer (USD): {table}; ties by Brier",
+        {n: f.brier for n, f in figures.items()},
+        f"{why}. {table}",
+        figures,
     )

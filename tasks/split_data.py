@@ -1,4 +1,9 @@
-"""Stratified, seeded train / calibration / selection / test splits with content hashes."""
+"""Stratified, seeded train / selection / test splits with content hashes.
+
+There is no separate calibration split: calibrators are fitted on out-of-fold predictions
+over train (cross-fitting, ``tasks.calibrate``), so the rows that used to be held back for
+calibration now reach the model.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +16,19 @@ from sklearn.model_selection import train_test_split
 from configs.settings import SplitConfig
 from tasks.load_data import ColumnRoles, frame_sha256
 
-SPLIT_NAMES = ("train", "calibration", "selection", "test")
+SPLIT_NAMES = ("train", "selection", "test")
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Four disjoint frames (clean, label as 0/1) and their hashes and sizes.
+    """Three disjoint frames (clean, label as 0/1) and their hashes and sizes.
 
-    ``train`` fits models (and preprocessing statistics), ``calibration`` fits calibrators,
-    ``selection`` chooses calibration method, policy and candidate, ``test`` is touched only by
-    the gates.
+    ``train`` fits models, preprocessing statistics and (by cross-fitting) calibrators;
+    ``selection`` chooses calibration method, policy and candidate; ``test`` is touched only
+    by the gates.
     """
 
     train: pd.DataFrame
-    calibration: pd.DataFrame
     selection: pd.DataFrame
     test: pd.DataFrame
     roles: ColumnRoles
@@ -56,19 +60,11 @@ def split_data(frame: pd.DataFrame, *, roles: ColumnRoles, config: SplitConfig) 
     )
     test_share = config.test_fraction / rest_share
     rest_y = rest[roles.label_column].to_numpy()
-    held, test = train_test_split(
+    selection, test = train_test_split(
         rest, test_size=test_share, stratify=rest_y, random_state=config.seed + 1
-    )
-    sel_share = config.selection_fraction / (
-        config.calibration_fraction + config.selection_fraction
-    )
-    held_y = held[roles.label_column].to_numpy()
-    calibration, selection = train_test_split(
-        held, test_size=sel_share, stratify=held_y, random_state=config.seed + 2
     )
     parts = {
         "train": train.reset_index(drop=True),
-        "calibration": calibration.reset_index(drop=True),
         "selection": selection.reset_index(drop=True),
         "test": test.reset_index(drop=True),
     }

@@ -1,7 +1,8 @@
 """Baselines and candidate pipelines under one shared preprocessing definition.
 
 Every candidate is an sklearn ``Pipeline(preprocess, model)`` fitted on the train split only,
-so preprocessing statistics (medians, scales, categories) come from train alone.
+so preprocessing statistics (medians, scales, categories) come from train alone. Calibration
+(``tasks.calibrate``) refits clones of it out of fold on the same train rows.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TrainedModel:
     fit_seconds: float = 0.0
     train_rows: int = 0
     error: str | None = None
+    train_index: np.ndarray | None = None  # positions in the train split it was fitted on
 
     @property
     def ok(self) -> bool:
@@ -148,6 +150,7 @@ def train_candidate(splits: Splits, *, name: str, config: CandidatesConfig) -> T
         params=params,
         fit_seconds=round(time.perf_counter() - start, 3),
         train_rows=len(rows),
+        train_index=rows,
     )
 
 

@@ -278,7 +278,6 @@ def validate_data(
         else:
             smallest = min(
                 split.train_fraction,
-                split.calibration_fraction,
                 split.selection_fraction,
                 split.test_fraction,
             )

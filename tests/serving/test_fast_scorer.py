@@ -7,7 +7,7 @@ from sklearn.pipeline import Pipeline
 
 from configs.settings import build_config
 from serving.fast_scorer import UnsupportedPipeline, compile_scorer
-from tasks.calibrate import fit_calibrator
+from tasks.calibrate import calibration_segments, fit_calibrator
 from tasks.load_data import load_data
 from tasks.split_data import split_data
 from tasks.train_candidates import CANDIDATE_NAMES, build_preprocessor, train_candidate
@@ -25,11 +25,17 @@ def splits():
 
 
 @pytest.mark.parametrize("name", CANDIDATE_NAMES)
-@pytest.mark.parametrize("method", ["none", "sigmoid", "isotonic"])
+@pytest.mark.parametrize("method", ["none", "sigmoid", "isotonic", "segment_sigmoid"])
 def test_fast_scorer_matches_sklearn_exactly(splits, name: str, method: str) -> None:
     cfg, s = splits
     model = train_candidate(s, name=name, config=cfg.candidates)
-    est = fit_calibrator(model.estimator, s.X("calibration"), s.y("calibration"), method=method)
+    est = fit_calibrator(
+        model.estimator,
+        s.X("selection"),
+        s.y("selection"),
+        method=method,
+        segment_columns=calibration_segments(s.roles),
+    )
     X = s.X("test")
     fast = compile_scorer(est).score_frame(X).probability
     ref = est.predict_proba(X)[:, 1]  # type: ignore[attr-defined]

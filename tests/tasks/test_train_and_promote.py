@@ -8,6 +8,7 @@ import pytest
 from configs.paths import Workspace
 from configs.settings import build_config
 from tasks.calibrate import calibrate
+from tasks.evaluate import customer_values, profit_at_stake
 from tasks.evidence import measure_stability
 from tasks.gates import GATE_IDS, GateResult
 from tasks.load_data import load_data
@@ -113,7 +114,17 @@ def test_measure_stability_refits_folds(splits) -> None:
 
 def _evidence(cfg, gated_against=None, all_pass=True) -> RunEvidence:
     gates = tuple(
-        GateResult(g, all_pass or g != "business", "m", 1.0, None, 0.0, {}, "r") for g in GATE_IDS
+        GateResult(
+            gate=g,
+            passed=all_pass or g != "business",
+            metric="m",
+            value=1.0,
+            interval=None,
+            threshold=0.0,
+            evidence={},
+            reason="r",
+        )
+        for g in GATE_IDS
     )
     return RunEvidence(
         run_id="r1",
@@ -221,10 +232,12 @@ def test_measure_robustness_fails_brittle_model(splits) -> None:
 
     cfg, s = splits
     c, pol = calibrated_with_policy(cfg, s, "gradient_boosting")
+    values = customer_values(s.test, economics=cfg.economics)
+    stake = profit_at_stake(s.y("test"), values, economics=cfg.economics)
     good = measure_robustness(c.predict, s, pol, config=cfg)
-    assert gate_robustness(good, config=cfg.gates.robustness).passed
+    assert gate_robustness(good, stake=stake, config=cfg.gates.robustness).passed
     names = [p.name for p in good.perturbations]
     assert any("missing" in n for n in names) and any("unseen" in n for n in names)
     bad = measure_robustness(_Brittle().predict, s, pol, config=cfg)
-    result = gate_robustness(bad, config=cfg.gates.robustness)
+    result = gate_robustness(bad, stake=stake, config=cfg.gates.robustness)
     assert not result.passed and "numeric noise" in result.reason
