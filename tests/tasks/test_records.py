@@ -110,7 +110,15 @@ def test_load_verified_model_refuses_tampered_artifact(tmp_path: Path) -> None:
 
 
 def _gate(name: str, passed: bool) -> GateResult:
-    return GateResult(name, passed, "m", 1.0, None, 0.0, {}, f"{name} reason")
+    return GateResult(
+        gate=name,
+        passed=passed,
+        metric="m",
+        value=1.0,
+        interval=None,
+        threshold=0.0,
+        reason=f"{name} reason",
+    )
 
 
 def test_decide_needs_every_gate() -> None:
