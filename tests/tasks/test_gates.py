@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.settings import BayesPilotConfig, build_config
-from configs.settings import GatesConfig
+from configs.settings import BayesPilotConfig, GatesConfig, build_config
 from tasks.evaluate import profit_at_stake, realised_profit
 from tasks.evidence import (
     ChampionScores,
@@ -459,9 +458,7 @@ def test_registry_disabled_gate_is_recorded_as_disabled(world: World) -> None:
         update={"stability": world.cfg.gates.stability.model_copy(update={"enabled": False})}
     )
     inputs = _inputs(world)
-    results = run_registered(
-        GateInputs(**{**inputs.__dict__, "gates": gates}), only=("stability",)
-    )
+    results = run_registered(GateInputs(**{**inputs.__dict__, "gates": gates}), only=("stability",))
     (r,) = results
     assert r.passed and r.evidence == {"disabled": True} and "disabled by config" in r.reason
     # on by default: without the override, missing evidence is a failure, not a skip
