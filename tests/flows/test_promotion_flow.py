@@ -90,7 +90,7 @@ def test_promotion_flow_rejection_keeps_champion(prefect_harness, workspace: Pat
     first = run_prefect(cfg).outcome.record
     assert first["decision"] == "promoted"
     strict = build_config(
-        small_layers(workspace, gates={"business": {"min_profit_usd_per_customer": 1000.0}})
+        small_layers(workspace, gates={"business": {"min_profit_share": 0.99}})
     )
     second = run_prefect(strict).outcome.record
     assert second["decision"] == "rejected"
@@ -137,7 +137,7 @@ def test_cli_bad_config_key_exits_2(capsys) -> None:
 
 def test_cli_fail_on_reject_exits_3(tmp_path: Path, workspace: Path, capsys) -> None:
     layers = small_layers(
-        workspace, rows=5000, gates={"business": {"min_profit_usd_per_customer": 1000.0}}
+        workspace, rows=5000, gates={"business": {"min_profit_share": 0.99}}
     )
     path = _write_config(tmp_path, layers)
     assert main(["run", "--no-prefect", "--config", str(path), "--fail-on-reject"]) == 3

@@ -145,7 +145,13 @@ def test_shadow_sidecar_scores_logs_and_feeds_monitoring(
     record = promote_challenger(build_config(layers))
     gate = next(g for g in record["gates"] if g["gate"] == "champion")
     assert gate["metric"] == "shadow profit difference (USD/customer)"
-    margin = build_config(layers).gates.champion.profit_margin_usd_per_customer
+    share = build_config(layers).gates.champion.profit_margin_share
+    stake = next(
+        g["evidence"]["profit_at_stake_per_customer_usd"]
+        for g in record["gates"]
+        if g["gate"] == "baseline"
+    )
+    margin = share * stake
     expect = comp["profit_difference_interval"][0] > -margin
     assert record["decision"] == ("promoted" if expect else "rejected")
     if expect:
