@@ -157,6 +157,7 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     _setup_env(config)
     from flows.promotion import NoCandidate, ValidationFailed, run_direct, run_prefect
     from flows.reports import gate_table_text
+    from tasks.check_schema import FeatureSchemaMismatch
     from tasks.load_data import DataError
 
     try:
@@ -165,7 +166,7 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         print(exc.report.summary(), file=sys.stderr)
         print(f"full report: {exc.report_path}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except DataError as exc:
+    except (DataError, FeatureSchemaMismatch) as exc:
         print(f"bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NoCandidate as exc:

@@ -22,6 +22,7 @@ from flows import reports
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
+from tasks.check_schema import check_champion_schema
 from tasks.evidence import (
     StabilityData,
     fit_stability_fold,
@@ -160,6 +161,7 @@ def evaluate(
     loaded, table, splits, summary = prepare_data(
         config, runner=runner, reports_dir=workspace.run_reports(run_id)
     )
+    check_champion_schema(champion, table.roles, promotions_dir=workspace.promotions)
     if expected_data_sha256 is not None and loaded.sha256 != expected_data_sha256:
         raise DataMismatch(
             f"data hash {loaded.sha256[:12]} does not match the record's "
