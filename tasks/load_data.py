@@ -131,7 +131,10 @@ def _looks_numeric(series: pd.Series) -> bool:
 def resolve_roles(
     frame: pd.DataFrame, *, data: DataConfig, value_column: str | None = None
 ) -> ColumnRoles:
-    """Column roles from config, inferring numeric/categorical from the data where not given.
+    """Column roles from config, inferring numeric/categorical from the data where not given:
+    ``data.categorical`` alone makes those columns categorical (a numeric-looking code, say)
+    and infers the rest; ``data.numeric`` alone makes every other column categorical; both
+    together are the exact feature lists.
 
     An object column whose non-blank values all parse as numbers (e.g. a charges column with a
     few blank cells) is numeric.
@@ -145,12 +148,13 @@ def resolve_roles(
     else:
         excluded = set(data.categorical or [])
         numeric = [c for c in candidates if c not in excluded and _looks_numeric(frame[c])]
+    inferred = [c for c in candidates if c not in set(numeric)]
     if data.categorical is not None:
         categorical = [c for c in data.categorical if c not in reserved]
+        if data.numeric is None:  # listed ones are categorical; the rest is inferred
+            categorical += [c for c in inferred if c not in set(categorical)]
     else:
-        categorical = [c for c in candidates if c not in set(numeric)]
-    if data.numeric is not None and data.categorical is None:
-        categorical = [c for c in candidates if c not in set(numeric)]
+        categorical = inferred
     ignored = tuple(c for c in frame.columns if c in set(data.ignore))
     return ColumnRoles(
         id_column=id_column,

@@ -78,6 +78,17 @@ def test_resolve_roles_reads_blank_numeric_as_numeric(telco_frame) -> None:
     assert "Contract" in roles.categorical
 
 
+def test_resolve_roles_listed_categorical_keeps_other_text_columns(telco_frame) -> None:
+    data = {"id_column": "customerID", "label_column": "Churn", "categorical": ["SeniorCitizen"]}
+    roles = resolve_roles(telco_frame, data=build_config({"data": data}).data)
+    assert roles.categorical[0] == "SeniorCitizen" and "SeniorCitizen" not in roles.numeric
+    assert {"Contract", "PaymentMethod", "gender"} <= set(roles.categorical)
+    assert {"tenure", "MonthlyCharges", "TotalCharges"} <= set(roles.numeric)
+    both = {**data, "numeric": ["tenure"]}
+    exact = resolve_roles(telco_frame, data=build_config({"data": both}).data)
+    assert exact.numeric == ("tenure",) and exact.categorical == ("SeniorCitizen",)
+
+
 def test_read_table_rejects_unknown_suffix(tmp_path: Path) -> None:
     p = tmp_path / "x.xlsx"
     p.write_text("nope")
