@@ -42,8 +42,16 @@ def _passed(result: RunResult) -> dict[str, bool]:
     return {g.gate: g.passed for g in result.gates}
 
 
-def test_decision_same_when_every_usd_amount_is_ten_times(tmp_path: Path) -> None:
-    one = _run(tmp_path / "usd1", 10_000)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The generator at 10,000 rows in USD: the run both properties compare against."""
+    return _run(tmp_path_factory.mktemp("reference"), 10_000)
+
+
+def test_decision_same_when_every_usd_amount_is_ten_times(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    one = reference
     ten = _run(tmp_path / "usd10", 10_000, usd=10.0)
     assert one.outcome.decision == "promoted", [g.reason for g in one.gates if not g.passed]
     assert _passed(one) == _passed(ten)
@@ -54,9 +62,11 @@ def test_decision_same_when_every_usd_amount_is_ten_times(tmp_path: Path) -> Non
     assert b1 is not None and b10 is not None and b10 == pytest.approx(10 * b1, rel=1e-6)
 
 
-def test_decision_same_on_half_the_rows_of_a_good_model(tmp_path: Path) -> None:
+def test_decision_same_on_half_the_rows_of_a_good_model(
+    reference: RunResult, tmp_path: Path
+) -> None:
     full = _run(tmp_path / "full", 20_000)
-    half = _run(tmp_path / "half", 10_000)
+    half = reference
     assert full.outcome.decision == half.outcome.decision == "promoted", (
         [g.reason for g in full.gates if not g.passed],
         [g.reason for g in half.gates if not g.passed],
