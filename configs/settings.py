@@ -188,6 +188,13 @@ class CalibrationConfig(Section):
     min_rows_for_isotonic: int = Field(
         1000, ge=1, description="Isotonic is considered only with this many out-of-fold rows."
     )
+    tie_z: float = Field(
+        1.96,
+        ge=0,
+        description="A simpler method (none < sigmoid < segment_sigmoid < isotonic) is kept "
+        "unless the lowest selection log loss beats it by more than this many standard "
+        "errors of the paired per-row difference (0: always the lowest log loss).",
+    )
     segment_C: float = Field(  # noqa: N815 - sklearn's name for it
         1.0,
         gt=0,

@@ -220,7 +220,6 @@ def evaluate(
             {
                 "fold": f,
                 "data": folds.data,
-                "calibration": splits.calibration,
                 "policy": policy,
                 "name": chosen.name,
                 "method": chosen.method,
@@ -447,8 +446,11 @@ def _plots(
 
 
 def _candidates_summary(
-    trained: list[TrainedModel], calibrated: list[CalibratedModel], selection: Any
+    trained: list[TrainedModel], calibrated: list[CalibratedModel], selection: Selection
 ) -> dict[str, Any]:
+    """Per candidate: fit, calibration (method, out-of-fold log loss per method) and its
+    selection-split figures (log loss, Brier, ROC-AUC, expected and realised profit with
+    intervals, paired gaps to the lowest log loss); ``_selection`` says why the chosen won."""
     out: dict[str, Any] = {}
     for t in trained:
         entry: dict[str, Any] = {
@@ -463,14 +465,20 @@ def _candidates_summary(
             entry.update(
                 {
                     "calibration_method": cal.method,
+                    "calibration_cv_folds": cal.cv_folds,
+                    "calibration_oof_log_loss": cal.oof_log_loss,
                     "selection_metrics": cal.selection_metrics,
                     "selection_profit_per_customer_usd": ev.profit_per_customer_usd.point,
                     "selection_profit_interval": ev.profit_per_customer_usd.as_list(),
                     "selection_contact_rate": ev.contact_rate,
                 }
             )
+            figures = selection.figures.get(t.name)
+            if figures is not None:
+                entry["selection"] = figures.as_dict()
         out[t.name] = entry
     out["_selection"] = selection.reason
+    out["_chosen"] = selection.chosen
     return out
 
 

@@ -66,8 +66,9 @@ class Tracker:
         sample: pd.DataFrame,
         plots: list[Path],
     ) -> str:
-        """A nested run: params, selection metrics per calibration method, the fitted
-        (calibrated) pipeline as an MLflow sklearn model with signature, plots."""
+        """A nested run: params, selection metrics (and out-of-fold log loss) per calibration
+        method, the fitted (calibrated) pipeline as an MLflow sklearn model with signature,
+        plots."""
         import mlflow
         import mlflow.sklearn
         from mlflow.models import infer_signature
@@ -85,8 +86,11 @@ class Tracker:
         params = dict(trained.params)
         if calibrated is not None:
             params["calibration_method"] = calibrated.method
+            params["calibration_cv_folds"] = calibrated.cv_folds
             for method, values in calibrated.selection_metrics.items():
                 metrics.update({f"selection_{method}_{k}": v for k, v in values.items()})
+            for method, loss in (calibrated.oof_log_loss or {}).items():
+                metrics[f"oof_{method}_log_loss"] = loss
         if trained.error:
             params["error"] = trained.error
         self.log_dict(run_id, params, metrics)

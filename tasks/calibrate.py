@@ -6,8 +6,9 @@ sigmoid whose offset and slope may differ by the value of each categorical segme
 shrunk towards the overall sigmoid by an L2 penalty). The served model is ONE estimator,
 :class:`CalibratedPipeline`: the candidate's pipeline fitted on all of its train rows plus the
 chosen calibrator (``ensemble=False`` semantics of ``CalibratedClassifierCV``). The method is
-chosen on the selection split by log loss. Ranking metrics (ROC-AUC, PR-AUC) are reported
-apart from probability metrics.
+chosen on the selection split by log loss: the simplest method (none, sigmoid,
+segment_sigmoid, isotonic) within noise of the lowest. Ranking metrics (ROC-AUC, PR-AUC) are
+reported apart from probability metrics.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from configs.settings import CalibrationConfig
 from tasks.evaluate import ProbabilityMetrics, ece_table, probability_metrics
 from tasks.load_data import ColumnRoles
+from tasks.select_policy import row_log_loss
 from tasks.split_data import Splits
 from tasks.train_candidates import TrainedModel
 
@@ -254,6 +256,29 @@ class CalibratedModel:
         return proba
 
 
+METHOD_COMPLEXITY = ("none", "sigmoid", "segment_sigmoid", "isotonic")
+
+
+def choose_method(
+    row_losses: Mapping[str, np.ndarray], *, z: float
+) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The simplest method (``METHOD_COMPLEXITY`` order) whose selection log loss is within
+    noise of the lowest: its mean excess over the lowest is at most ``z`` standard errors
+    of the paired per-row difference. A flexible calibrator (isotonic) that wins by less
+    than noise on a small selection split is not trusted over a simpler one.
+
+    Returns the method and, per method, (mean excess, ``z`` standard errors) in nats."""
+    lowest = min(row_losses, key=lambda m: float(np.mean(row_losses[m])))
+    gaps: dict[str, tuple[float, float]] = {}
+    for m, loss in row_losses.items():
+        d = loss - row_losses[lowest]
+        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        gaps[m] = (float(np.mean(d)), z * se)
+    order = sorted(row_losses, key=lambda m: METHOD_COMPLEXITY.index(m))
+    chosen = next(m for m in order if gaps[m][0] <= gaps[m][1])
+    return chosen, gaps
+
+
 def out_of_fold_scores(
     candidate: TrainedModel,
     X: pd.DataFrame,  # noqa: N803
@@ -273,8 +298,9 @@ def out_of_fold_scores(
 def calibrate(
     candidate: TrainedModel, splits: Splits, *, config: CalibrationConfig
 ) -> CalibratedModel:
-    """Cross-fit each allowed method on the candidate's train rows, pick the lowest
-    selection log loss. The served estimator wraps the candidate's own fitted pipeline."""
+    """Cross-fit each allowed method on the candidate's train rows, pick the simplest one
+    within noise of the lowest selection log loss (:func:`choose_method`). The served
+    estimator wraps the candidate's own fitted pipeline."""
     if not candidate.ok:
         raise ValueError(f"cannot calibrate failed candidate {candidate.name}: {candidate.error}")
     index = (
@@ -305,6 +331,7 @@ def calibrate(
     fitted: dict[str, object] = {}
     metrics: dict[str, dict[str, float]] = {}
     oof_loss: dict[str, float] = {}
+    row_losses: dict[str, np.ndarray] = {}
     for method in methods:
         if method == "none":
             est: object = candidate.estimator
@@ -329,10 +356,21 @@ def calibrate(
         p = est.predict_proba(X_sel)[:, 1]  # type: ignore[attr-defined]
         fitted[method] = est
         metrics[method] = probability_metrics(y_sel, p, n_bins=config.n_bins).as_dict()
-    best = min(methods, key=lambda m: metrics[m]["log_loss"])
-    losses = ", ".join(f"{m}={metrics[m]['log_loss']:.5f}" for m in methods)
+        row_losses[method] = row_log_loss(y_sel, p)
+    best, gaps = choose_method(row_losses, z=config.tie_z)
+    losses = ", ".join(
+        f"{m}={metrics[m]['log_loss']:.5f} (+{gaps[m][0]:.5f} +/- {gaps[m][1]:.5f})"
+        for m in methods
+    )
+    lowest = min(methods, key=lambda m: metrics[m]["log_loss"])
+    why = (
+        "lowest selection log loss"
+        if best == lowest
+        else f"simplest method within noise of the lowest selection log loss ({lowest})"
+    )
     reason = (
-        f"lowest selection log loss: {losses}; calibrators fitted on {len(index)} "
+        f"{why}; log loss and its excess over the lowest (+/- {config.tie_z:g} standard "
+        f"errors of the paired difference): {losses}; calibrators fitted on {len(index)} "
         f"out-of-fold train rows ({config.cv_folds} folds)" + "".join(f"; {n}" for n in notes)
     )
     log.info("calibration for %s: %s (%s)", candidate.name, best, reason)

@@ -317,7 +317,7 @@ class Selection:
     figures: dict[str, CandidateFigures] = field(default_factory=dict)
 
 
-def _row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+def row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Log loss of each row (nats), probabilities clipped as ``probability_metrics`` does."""
     pc = np.clip(p, EPS, 1 - EPS)
     out: np.ndarray = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
@@ -363,7 +363,7 @@ def select_candidate(
     for name in names:
         p = probabilities[name]
         contact = apply_policy(p, frame, evidence[name].policy).contact
-        losses[name] = _row_log_loss(y, p)
+        losses[name] = row_log_loss(y, p)
         realised[name] = profit_per_customer(y, values, contact, economics=economics)
         expected[name] = np.where(contact, expected_value(p, values, economics=economics), 0.0)
     boot = PairedBootstrap(len(y), config=bootstrap, seed_offset=202)

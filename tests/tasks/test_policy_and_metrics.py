@@ -166,7 +166,7 @@ def test_optimal_cutoffs_finds_best_prefix() -> None:
     assert cut[0] == 10.0 and rate[0] == pytest.approx(0.75)
 
 
-def test_select_candidate_prefers_profit(rng) -> None:
+def test_select_candidate_prefers_the_better_calibrated_model(rng) -> None:
     frame, p, y = _frame(4000, rng)
     noisy = np.clip(p + rng.normal(0, 0.25, len(p)), 0.001, 0.999)
     cfg = build_config({"economics": {"customer_value": {"column": "value"}}})

@@ -1,0 +1,125 @@
+"""Cross-fitted calibration: out-of-fold calibrators, one served estimator, segment sigmoid."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, logit
+from sklearn.metrics import log_loss
+
+from configs.settings import build_config
+from tasks.calibrate import (
+    METHOD_COMPLEXITY,
+    CalibratedPipeline,
+    SegmentSigmoid,
+    calibrate,
+    choose_method,
+    out_of_fold_scores,
+)
+from tasks.load_data import load_data
+from tasks.split_data import split_data
+from tasks.train_candidates import train_candidate
+from tasks.validate_data import validate_table
+
+from ..conftest import small_layers
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    cfg = build_config(small_layers(tmp_path_factory.mktemp("ws"), rows=4000))
+    table = validate_table(load_data(cfg).frame, config=cfg)
+    assert table.validated.frame is not None
+    return cfg, split_data(table.validated.frame, roles=table.roles, config=cfg.split)
+
+
+def test_calibrate_serves_one_estimator_around_the_candidates_own_pipeline(splits) -> None:
+    cfg, s = splits
+    cand = train_candidate(s, name="logistic_regression", config=cfg.candidates)
+    forced = cfg.calibration.model_copy(update={"methods": ["sigmoid"]})
+    c = calibrate(cand, s, config=forced)
+    est = c.estimator
+    assert isinstance(est, CalibratedPipeline) and est.method == "sigmoid"
+    assert est.pipeline is cand.estimator  # fitted on all train rows, not refitted
+    X = s.X("test")
+    again = pickle.loads(pickle.dumps(est))
+    assert np.array_equal(again.predict_proba(X), est.predict_proba(X))
+    assert c.oof_log_loss is not None and set(c.oof_log_loss) == {"sigmoid"}
+    assert "out-of-fold train rows" in c.reason
+
+
+def test_out_of_fold_scores_differ_from_in_sample_scores(splits) -> None:
+    cfg, s = splits
+    cand = train_candidate(s, name="random_forest", config=cfg.candidates)
+    X, y = s.X("train"), s.y("train")
+    oof, response = out_of_fold_scores(cand, X, y, config=cfg.calibration)
+    assert response == "predict_proba" and oof.shape == (len(y),)
+    in_sample = cand.predict(X)
+    # a forest is overconfident on rows it was fitted on; out of fold it is not
+    assert log_loss(y, np.clip(oof, 1e-6, 1 - 1e-6)) > log_loss(y, in_sample)
+    again, _ = out_of_fold_scores(cand, X, y, config=cfg.calibration)
+    assert np.array_equal(oof, again)  # folds seeded from config
+
+
+def test_segment_sigmoid_fits_a_segment_with_its_own_slope() -> None:
+    rng = np.random.default_rng(0)
+    n = 20_000
+    seg = np.where(rng.random(n) < 0.1, "rare", "common")
+    s = rng.normal(0, 1.5, n)
+    true_logit = np.where(seg == "rare", -1.0 + 0.3 * s, s)
+    y = (rng.random(n) < expit(true_logit)).astype(int)
+    frame = pd.DataFrame({"seg": seg})
+    cal = SegmentSigmoid(("seg",), C=1.0).fit(s, y, {"seg": frame["seg"]})
+    p = cal.predict(s, {"seg": frame["seg"]})
+    rare = seg == "rare"
+    overall = expit(s)  # what one sigmoid for everyone would say
+    assert log_loss(y[rare], p[rare]) < log_loss(y[rare], overall[rare]) - 0.05
+    assert np.allclose(logit(p[rare]), true_logit[rare], atol=0.3)
+    unseen = cal.predict(s[:5], {"seg": ["atlantis"] * 5})
+    assert np.allclose(unseen, expit(cal.coef_[0] * s[:5] + cal.intercept_))
+
+
+def test_calibrate_chooses_the_method_by_selection_log_loss(splits) -> None:
+    cfg, s = splits
+    cand = train_candidate(s, name="gradient_boosting", config=cfg.candidates)
+    c = calibrate(cand, s, config=cfg.calibration)
+    assert set(c.selection_metrics) == {"none", "sigmoid", "isotonic", "segment_sigmoid"}
+    losses = {m: v["log_loss"] for m, v in c.selection_metrics.items()}
+    lowest = min(losses, key=lambda m: losses[m])
+    rank = METHOD_COMPLEXITY.index
+    assert c.method == lowest or rank(c.method) < rank(lowest)  # only ever a simpler one
+    assert "lowest selection log loss" in c.reason
+    assert c.oof_log_loss is not None and "none" not in c.oof_log_loss
+    p = c.predict(s.X("selection"))
+    assert np.isclose(log_loss(s.y("selection"), p), losses[c.method], atol=1e-6)
+
+
+def test_choose_method_keeps_the_simpler_method_unless_beaten_beyond_noise() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.exponential(0.45, 2000)
+    noisy_gain = base - 0.002 + rng.normal(0, 0.2, 2000)  # lower on average, within noise
+    clear_gain = base - 0.05 + rng.normal(0, 0.01, 2000)  # lower beyond noise
+    chosen, gaps = choose_method({"sigmoid": base, "isotonic": noisy_gain}, z=1.96)
+    assert chosen == "sigmoid" and gaps["isotonic"] == (0.0, 0.0)
+    assert 0 < gaps["sigmoid"][0] <= gaps["sigmoid"][1]
+    assert choose_method({"sigmoid": base, "isotonic": clear_gain}, z=1.96)[0] == "isotonic"
+    assert choose_method({"sigmoid": base, "isotonic": noisy_gain}, z=0.0)[0] == "isotonic"
+
+
+def test_calibrate_leaves_out_segment_sigmoid_without_categorical_segments(splits) -> None:
+    cfg, s = splits
+    no_segments = type(s)(
+        s.train,
+        s.selection,
+        s.test,
+        s.roles.__class__(**{**s.roles.__dict__, "segment_columns": ()}),
+        s.hashes,
+        s.rows,
+        s.positive_rate,
+    )
+    cand = train_candidate(no_segments, name="logistic_regression", config=cfg.candidates)
+    c = calibrate(cand, no_segments, config=cfg.calibration)
+    assert "segment_sigmoid" not in c.selection_metrics
+    assert "no categorical segment column" in c.reason
