@@ -39,12 +39,15 @@ def _names(columns: Iterable[str]) -> str:
 def champion_record(
     records: Sequence[dict[str, Any]], champion: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The promotion record that gated the champion's artifact (a policy update keeps it)."""
+    """The run record that gated the champion's artifact: the promotion that made it champion
+    (a policy update keeps it), or the challenger run a ``promote-challenger`` seated."""
+    sha = champion.get("artifact_sha256")
     for rec in reversed(records):
-        block = rec.get("champion") or {}
-        if rec.get("decision") == "promoted" and block.get("artifact_sha256") == champion.get(
-            "artifact_sha256"
-        ):
+        if not rec.get("schema"):
+            continue  # not a training run's record
+        decision = rec.get("decision")
+        block = (rec.get("champion") if decision == "promoted" else rec.get("challenger")) or {}
+        if decision in ("promoted", "challenger") and block.get("artifact_sha256") == sha:
             return rec
     return None
 

@@ -95,6 +95,10 @@ def test_champion_record_finds_the_promoting_record_not_the_head() -> None:
     later = {**_record(label_column="other"), "decision": "rejected"}
     assert champion_record([promoted, later], promoted["champion"]) is promoted
     assert champion_record([later], promoted["champion"]) is None
+    shadow = {**_record(label_column="x"), "decision": "challenger", "champion": None}
+    shadow["challenger"] = {"artifact_sha256": "c" * 64}
+    seated = {"decision": "promoted", "champion": shadow["challenger"]}  # promote-challenger
+    assert champion_record([promoted, shadow, seated], shadow["challenger"]) is shadow
 
 
 def test_check_champion_schema_without_champion_or_records(tmp_path: Path) -> None:
