@@ -146,12 +146,22 @@ class ForestConfig(Section):
 
 
 class BoostingConfig(Section):
+    """HistGradientBoosting with early stopping: small steps and many rounds, stopped on a
+    held-out share of train large enough that the stopping point is not noise (small tables
+    overfit and turn overconfident when 10 % of a few thousand rows decides it)."""
+
     enabled: bool = True
-    learning_rate: float = Field(0.06, gt=0)
-    max_iter: int = Field(300, gt=0, description="Boosting rounds (upper bound; early stopping).")
+    learning_rate: float = Field(0.03, gt=0)
+    max_iter: int = Field(1000, gt=0, description="Boosting rounds (upper bound; early stopping).")
     max_leaf_nodes: int = Field(15, ge=2)
-    min_samples_leaf: int = Field(40, ge=1, description="Leaf-size floor (rows).")
+    min_samples_leaf: int = Field(20, ge=1, description="Leaf-size floor (rows).")
     l2_regularization: float = Field(1.0, ge=0)
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share (0-1) of the fitting rows held out for early stopping."
+    )
+    n_iter_no_change: int = Field(
+        30, ge=1, description="Stop after this many rounds without a validation-loss gain."
+    )
 
 
 class CandidatesConfig(Section):

@@ -108,8 +108,8 @@ def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) 
             min_samples_leaf=gb.min_samples_leaf,
             l2_regularization=gb.l2_regularization,
             early_stopping=True,
-            validation_fraction=0.1,
-            n_iter_no_change=15,
+            validation_fraction=gb.validation_fraction,
+            n_iter_no_change=gb.n_iter_no_change,
             random_state=config.seed,
         )
     else:
