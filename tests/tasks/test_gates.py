@@ -652,3 +652,41 @@ def test_gate_baseline_rule_that_wins_is_named_with_rows_needed(world: World) ->
     )
     assert close.passed, close.reason  # equal profit: non-inferior
     assert close.evidence["rows_to_show_one_margin"] is not None
+
+
+def test_gate_threshold_operating_point_far_from_the_data_fails() -> None:
+    """A model that overstates risk puts its cut-off where the data say it should not be: on many
+    rows the money lost across the re-optimised interval is beyond noise, and the gate fails."""
+    rng = np.random.default_rng(12)
+    n = 60_000
+    logit = rng.normal(-1.5, 1.2, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    p = 1 / (1 + np.exp(-(logit + 2.0)))  # every risk overstated
+    cfg = build_config(
+        {
+            "economics": {"customer_value": {"constant_usd": 300.0}, "contact_cost_usd": 15.0},
+            "bootstrap": {"resamples": 200},
+            "gates": {"threshold": {"resamples": 60}},
+        }
+    )
+    e = cfg.economics
+    v = np.full(n, 300.0)
+    ev = p * e.save_rate * v - e.contact_cost_usd
+    pic = realised_profit(y, v, economics=e)
+    contact = ev > 0
+    prof = np.where(contact, pic, 0.0)
+    half = n // 2
+    r = gate_threshold(
+        ev[:half],
+        pic[:half],
+        prof[:half],
+        ev[half:],
+        prof[half:],
+        contact[half:],
+        stake=profit_at_stake(y[half:], v[half:], economics=e),
+        config=cfg.gates.threshold,
+        bootstrap=cfg.bootstrap,
+    )
+    assert not r.passed
+    assert "expected profit lost across the cut-off interval" in r.reason
+    assert r.evidence["cutoff_interval_usd"][0] > 0  # the data want a higher cut-off
