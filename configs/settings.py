@@ -566,6 +566,41 @@ class ServingConfig(Section):
     )
 
 
+class SigningConfig(Section):
+    """Promotion-record signatures (Ed25519). Paths null: the defaults under
+    $XDG_CONFIG_HOME/bayespilot (~/.config/bayespilot), outside the workspace."""
+
+    private_key_path: str | None = Field(
+        None,
+        description="PEM private key that signs records (null: "
+        "$XDG_CONFIG_HOME/bayespilot/promotion-key.pem). Keep it outside the workspace.",
+    )
+    key_env: str = Field(
+        "BAYESPILOT_SIGNING_KEY",
+        description="Environment variable that, when set, holds the private key (PEM text) "
+        "or a path to it and overrides private_key_path (CI, secret managers).",
+    )
+    create_key: bool = Field(
+        True,
+        description="Create the private key (mode 0600) on the first signed append when it is "
+        "missing. The service never creates one.",
+    )
+    trusted_keys_dir: str | None = Field(
+        None,
+        description="Folder of trusted public keys (*.pub); signers publish theirs here "
+        "(null: $XDG_CONFIG_HOME/bayespilot/trusted).",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="More trusted public keys: .pub files or folders of them.",
+    )
+    trust_workspace_keys: bool = Field(
+        False,
+        description="Also trust <workspace>/keys/*.pub. Only for a workspace nobody else can "
+        "write: whoever can write it could add a key of their own.",
+    )
+
+
 class BayesPilotConfig(Section):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
@@ -584,6 +619,7 @@ class BayesPilotConfig(Section):
     scaleout: ScaleOutConfig = ScaleOutConfig()
     explain: ExplainConfig = ExplainConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    signing: SigningConfig = SigningConfig()
 
     def mlflow_uri(self) -> str:
         """The MLflow tracking/registry URI: the configured backend or the workspace SQLite."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
 from serving.loader import introducing_record
 from tasks.gates import GateResult
@@ -89,8 +88,7 @@ def shadow_champion_gate(
 
 
 def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
-    ws = Workspace.from_setting(config.paths.workspace)
-    store = RecordStore(ws.promotions, ws.promotions_lock)
+    store = RecordStore.for_config(config)
     with store.locked(config.promotion.lock_timeout_s):
         records = store.records()
         current = champion_of(records[-1]) if records else None

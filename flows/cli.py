@@ -194,14 +194,26 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
-    from tasks.records import RecordStore
+    """Chain (hashes, links, sequence), every signature, every file a record names, and the
+    MLflow alias against the head; exit 1 listing every problem."""
+    from tasks.promote import mlflow_alias_check
+    from tasks.records import RecordStore, audit
 
     ws = Workspace.from_setting(config.paths.workspace)
-    report = RecordStore(ws.promotions, ws.promotions_lock).verify()
+    report = audit(
+        RecordStore.for_config(config),
+        ws.root,
+        alias_check=mlflow_alias_check(config.mlflow_uri(), config.promotion.model_name),
+    )
+    for note in report.notes:
+        print(f"note: {note}")
     if report.ok:
-        print(f"chain intact: {report.records} record(s), head {(report.head_id or '-')[:12]}")
+        print(
+            f"chain intact and signed: {report.chain.records} record(s), head "
+            f"{(report.chain.head_id or '-')[:12]}; {report.files_checked} file(s) match"
+        )
         return EXIT_OK
-    print("chain BROKEN:", file=sys.stderr)
+    print(f"verification FAILED ({len(report.problems)} problem(s)):", file=sys.stderr)
     for p in report.problems:
         print(f"  - {p}", file=sys.stderr)
     return EXIT_ERROR

@@ -109,7 +109,7 @@ def monitoring_pipeline(
 ) -> MonitoringResult:
     ws = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
-    store = RecordStore(ws.promotions, ws.promotions_lock)
+    store = RecordStore.for_config(config)
     records = store.records()
     champ = champion_of(records[-1]) if records else None
     if champ is None:

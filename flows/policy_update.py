@@ -51,7 +51,7 @@ def policy_update_pipeline(config: BayesPilotConfig, *, runner: Runner) -> Polic
     ws = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     started = now_iso()
-    store = RecordStore(ws.promotions, ws.promotions_lock)
+    store = RecordStore.for_config(config)
     head = store.head()
     champ = champion_of(head)
     if champ is None:

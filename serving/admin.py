@@ -9,6 +9,7 @@ from typing import Any
 from serving.loader import NotReady, introducing_record, store_for
 from serving.settings import ServingSettings
 from tasks.records import champion_of, git_state, now_iso, resolve_artifact, verify_file
+from tasks.signing import SigningError
 
 
 class RollbackError(RuntimeError):
@@ -17,6 +18,12 @@ class RollbackError(RuntimeError):
 
 def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> dict[str, Any]:
     store = store_for(settings)
+    try:  # before the alias moves: without the key no rollback record could be written
+        store.signer()
+    except SigningError as exc:
+        raise RollbackError(
+            f"{exc}. A rollback appends a signed record: run it where the promotion key is"
+        ) from None
     with store.locked(60.0):
         records = store.records()
         current = champion_of(records[-1]) if records else None

@@ -1,12 +1,15 @@
 """Load exactly what the record chain says was promoted, verified before anything is unpickled.
 
 Order of checks (any failure: ``NotReady`` with the reason, never a fallback file):
-1. the record chain is intact (hashes and links);
+1. the record chain is intact (hashes, links, sequence) and every record carries a valid
+   signature by a trusted public key (unsigned, badly signed or unknown-key records are
+   refused); the records used below are the very ones checked (read once);
 2. its head names a champion;
 3. the record that introduced that champion (model version + policy) passed every gate,
    including a passing fast-scorer exactness check;
 4. the MLflow registry alias ``champion`` points at the same model version;
-5. the artifact's and the policy's SHA-256 match the record (then, and only then, unpickle).
+5. the artifact's and the policy's SHA-256 match the signed record: each file is read once
+   and only those verified bytes are unpickled or parsed.
 
 Shared by the HTTP service and the batch command.
 """
@@ -26,6 +29,8 @@ from tasks.records import (
     champion_of,
     load_verified_model,
     load_verified_policy_text,
+    read_verified,
+    resolve_artifact,
 )
 from tasks.select_policy import Policy
 
@@ -68,7 +73,7 @@ class Champion:
 
 def store_for(settings: ServingSettings) -> RecordStore:
     ws = settings.workspace_paths
-    return RecordStore(ws.promotions, ws.promotions_lock)
+    return RecordStore(ws.promotions, ws.promotions_lock, keys=settings.keys)
 
 
 def head_marker(settings: ServingSettings) -> str:
@@ -142,10 +147,9 @@ def _check_alias(settings: ServingSettings, block: dict[str, Any], alias: str = 
 
 
 def _verified_records(settings: ServingSettings) -> list[dict[str, Any]]:
-    report = store_for(settings).verify()
+    report, records = store_for(settings).verified_records()
     if not report.ok:
         raise NotReady("record chain broken: " + "; ".join(report.problems))
-    records = store_for(settings).records()
     if not records:
         raise NotReady("no promotion record yet: run `bayespilot run` first")
     return records
@@ -233,8 +237,18 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
 
 def follow_head(settings: ServingSettings, loaded: Champion, resolved: Resolved) -> Champion:
     """The loaded model under a new chain head that names the same model (a monitoring
-    record, say): the alias is checked again, nothing is unpickled or compiled."""
+    record, say, or a forced reload): the alias and the artifact's and policy's SHA-256 are
+    checked again (a file changed on disk is refused and said so), nothing is unpickled."""
     _check_alias(settings, resolved.block, resolved.alias)
+    block = resolved.block
+    try:
+        for rel, sha, what in (
+            (block["artifact_path"], block["artifact_sha256"], "model artifact"),
+            (block["policy_path"], block["policy_sha256"], "policy document"),
+        ):
+            read_verified(resolve_artifact(settings.workspace, rel), sha, what)
+    except VerificationError as exc:
+        raise NotReady(f"{exc}; still serving the copy verified at load") from None
     head = resolved.head
     info = {**loaded.info, "head_record_id": head["record_id"], "head_kind": head.get("kind")}
     return replace(loaded, head_record_id=head["record_id"], head_marker=resolved.marker, info=info)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
+from tasks.signing import KeySettings
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ServingSettings:
     shadow_priority: str = "idle"
     shadow_defer_busy_pct: float | None = 50.0
     shadow_max_defer_s: float | None = None
+    keys: KeySettings | None = None  # trusted public keys (None: config defaults + environment)
 
     @classmethod
     def from_config(
@@ -53,6 +55,8 @@ class ServingSettings:
             shadow_priority=s.shadow_priority,
             shadow_defer_busy_pct=s.shadow_defer_busy_pct,
             shadow_max_defer_s=s.shadow_max_defer_s,
+            # verifying needs public keys only; the service never mints a signing key
+            keys=KeySettings.from_config(config.signing, ws.root, create_key=False),
         )
 
     @property

@@ -16,6 +16,7 @@ from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
 from tasks.gates import GATE_IDS, GateResult
 from tasks.records import RecordStore, champion_of, git_state, now_iso
+from tasks.signing import KeySettings
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,12 @@ def promote(
     ``as_challenger``: a candidate that passes every gate is registered with alias
     ``challenger`` (decision ``challenger``) and scored in shadow; the champion stays.
     """
-    store = RecordStore(workspace.promotions, workspace.promotions_lock)
+    store = record_store(workspace, evidence.config)
     decision, reasons = decide(evidence.gates)
     registration: Registration | None = None
+    # load (or create) the signing key before anything moves in the registry: a missing key
+    # must stop the run here, not between the alias move and the record
+    store.signer()
     with store.locked(lock_timeout_s):
         head = store.head()
         current = champion_of(head)
@@ -156,6 +160,12 @@ def promote(
         path, record = store.append_locked(lambda _head: body)
     log.info("decision %s recorded in %s", decision, path.name)
     return PromotionOutcome(decision, reasons, path, record, registration)
+
+
+def record_store(workspace: Workspace, config: BayesPilotConfig) -> RecordStore:
+    """The workspace's record chain, signing and verifying with the config's keys."""
+    keys = KeySettings.from_config(config.signing, workspace.root)
+    return RecordStore(workspace.promotions, workspace.promotions_lock, keys=keys)
 
 
 def _champion_key(block: dict[str, Any] | None) -> str | None:
@@ -276,3 +286,47 @@ def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, 
         client.set_registered_model_alias(reg.model_name, "champion", reg.model_version)
 
     return move
+
+
+def mlflow_alias_check(
+    tracking_uri: str, model_name: str, alias: str = "champion"
+) -> Callable[[dict[str, Any] | None], tuple[str | None, str | None]]:
+    """For ``records.audit``: (problem, note) comparing the registry alias with the chain
+    head's champion block. An unreachable registry is a note (checked when reachable)."""
+
+    def check(block: dict[str, Any] | None) -> tuple[str | None, str | None]:
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            if not db.is_file():  # do not let MLflow create an empty registry here
+                return None, f"MLflow registry {db} not found: alias '{alias}' not checked"
+        name = str(block["model_name"]) if block else model_name
+        try:
+            from mlflow import MlflowClient
+            from mlflow.exceptions import MlflowException
+
+            client = MlflowClient(tracking_uri=tracking_uri)
+            try:
+                version: str | None = str(client.get_model_version_by_alias(name, alias).version)
+            except MlflowException as exc:
+                if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    raise
+                version = None  # no such model or alias
+        except Exception as exc:
+            return None, f"MLflow registry unreachable ({type(exc).__name__}): alias not checked"
+        wanted = str(block["model_version"]) if block else None
+        if version == wanted:
+            return None, None
+        if wanted is None:
+            return (
+                f"MLflow alias '{alias}' of {name} points at v{version} but the record chain "
+                "has no champion (moved by hand?)",
+                None,
+            )
+        return (
+            f"MLflow alias '{alias}' of {name} points at "
+            f"{'nothing' if version is None else 'v' + version} but the record chain head says "
+            f"v{wanted}: move the alias back, or append a record that explains the change",
+            None,
+        )
+
+    return check

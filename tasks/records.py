@@ -2,9 +2,15 @@
 
 Each record is one JSON file ``<sequence:06d>-<kind>-<short hash>.json`` under
 ``<workspace>/promotions/``. ``record_id`` is the SHA-256 of the record's canonical JSON without
-``record_id``; ``previous_record_id`` chains it to the record before, so any edit, deletion or
-reordering shows. Appends happen under an exclusive file lock, are written to a temp file and
+``record_id`` and ``signature``; ``previous_record_id`` chains it to the record before, so any
+edit, deletion or reordering shows. The hash alone is unkeyed (anyone can recompute it), so
+every record also carries an Ed25519 ``signature`` over its canonical JSON including
+``record_id`` (``tasks/signing.py``); a chain verifies only when every record is signed by a
+trusted public key. Appends happen under an exclusive file lock, are written to a temp file and
 linked into place (never overwriting), so two concurrent runs cannot fork the chain.
+
+Files a record names (model artifact, policy) are read once into memory, hashed, and only those
+same bytes are parsed or unpickled (``read_verified``, ``load_verified_model``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tasks.signing import KeySettings, Signer, SigningError, TrustStore, load_signer, load_trust
 
 RECORD_NAME = re.compile(r"^(?P<seq>\d{6})-(?P<kind>[a-z-]+)-(?P<short>[0-9a-f]{12})\.json$")
 KINDS = ("promotion", "rollback", "policy-update", "monitoring")
@@ -65,8 +74,21 @@ def canonical(obj: Any) -> str:
 
 
 def record_hash(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "record_id"}
+    body = {k: v for k, v in record.items() if k not in ("record_id", "signature")}
     return hashlib.sha256(canonical(body).encode()).hexdigest()
+
+
+def signed_message(record: dict[str, Any]) -> bytes:
+    """What a record's signature covers: its canonical JSON with ``record_id``."""
+    return canonical({k: v for k, v in record.items() if k != "signature"}).encode()
+
+
+def default_key_settings(workspace: Path) -> KeySettings:
+    """Key settings from the config defaults and the environment (``BAYESPILOT__SIGNING__*``,
+    ``BAYESPILOT_SIGNING_KEY``, ``XDG_CONFIG_HOME``), for callers without a config."""
+    from configs.settings import load_config
+
+    return KeySettings.from_config(load_config(None).signing, workspace)
 
 
 @dataclass(frozen=True)
@@ -78,9 +100,33 @@ class ChainReport:
 
 
 class RecordStore:
-    def __init__(self, directory: Path, lock_path: Path | None = None) -> None:
+    """``keys``: where the signing key and the trusted public keys are (default: the config
+    defaults plus the environment; see ``default_key_settings``)."""
+
+    def __init__(
+        self, directory: Path, lock_path: Path | None = None, *, keys: KeySettings | None = None
+    ) -> None:
         self.directory = directory
         self.lock_path = lock_path or directory.parent / "promotions.lock"
+        self._keys = keys
+
+    @classmethod
+    def for_config(cls, config: Any) -> RecordStore:
+        """The config's workspace chain, signing and verifying with its ``signing`` keys."""
+        from configs.paths import Workspace
+
+        ws = Workspace.from_setting(config.paths.workspace)
+        keys = KeySettings.from_config(config.signing, ws.root)
+        return cls(ws.promotions, ws.promotions_lock, keys=keys)
+
+    @property
+    def keys(self) -> KeySettings:
+        if self._keys is None:
+            self._keys = default_key_settings(self.directory.parent)
+        return self._keys
+
+    def trust(self) -> TrustStore:
+        return load_trust(self.keys)
 
     def paths(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -97,9 +143,18 @@ class RecordStore:
     def records(self) -> list[dict[str, Any]]:
         return [self.load(p) for p in self.paths()]
 
-    def verify(self) -> ChainReport:
-        """Recompute every hash and link; report every problem found."""
+    def verify(self, trust: TrustStore | None = None) -> ChainReport:
+        """Recompute every hash, link and signature; report every problem found."""
+        return self.verified_records(trust)[0]
+
+    def verified_records(
+        self, trust: TrustStore | None = None
+    ) -> tuple[ChainReport, list[dict[str, Any]]]:
+        """The chain report and the very records it was computed on (read once: nothing
+        can be swapped between the check and the use). Only trust the list when ``ok``."""
+        trust = self.trust() if trust is None else trust
         problems: list[str] = []
+        records: list[dict[str, Any]] = []
         previous: str | None = None
         head: str | None = None
         paths = self.paths()
@@ -112,12 +167,16 @@ class RecordStore:
                 problems.append(str(exc))
                 previous = None
                 continue
+            records.append(rec)
             actual = record_hash(rec)
             if rec.get("record_id") != actual:
                 problems.append(
                     f"{path.name}: content hash {actual[:12]} does not match its "
                     f"record_id {str(rec.get('record_id'))[:12]} (edited?)"
                 )
+            sig_problem = trust.problem(signed_message(rec), rec.get("signature"))
+            if sig_problem:
+                problems.append(f"{path.name}: {sig_problem}")
             if m["short"] != str(rec.get("record_id", ""))[:12]:
                 problems.append(f"{path.name}: file name does not match its record_id")
             if int(m["seq"]) != expected_seq or rec.get("sequence") != expected_seq:
@@ -132,7 +191,7 @@ class RecordStore:
                 )
             previous = rec.get("record_id")
             head = previous
-        return ChainReport(not problems, len(paths), head, tuple(problems))
+        return ChainReport(not problems, len(paths), head, tuple(problems)), records
 
     def head(self) -> dict[str, Any] | None:
         paths = self.paths()
@@ -176,16 +235,20 @@ class RecordStore:
         """Append ``build(head)`` as the next record. Call while holding ``locked()``.
 
         ``build`` gets the current head (or None) and returns the record body; sequence,
-        previous_record_id and record_id are filled in here."""
-        report = self.verify()
+        previous_record_id, record_id and signature are filled in here. Needs the private
+        key (``SigningError`` otherwise); the signer's own public key counts as trusted."""
+        signer = self.signer()
+        report, records = self.verified_records(self.trust().with_key(signer.public_key))
         if not report.ok:
             raise ChainError("refusing to append to a broken chain: " + "; ".join(report.problems))
-        head = self.head()
+        head = records[-1] if records else None
         body = dict(build(head))
         body["sequence"] = report.records + 1
         body["previous_record_id"] = head["record_id"] if head else None
         body.pop("record_id", None)
+        body.pop("signature", None)
         body["record_id"] = record_hash(body)
+        body["signature"] = signer.sign(signed_message(body))
         kind = body.get("kind")
         if kind not in KINDS:
             raise ValueError(f"record kind must be one of {KINDS}, got {kind!r}")
@@ -202,6 +265,12 @@ class RecordStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return final, body
+
+    def signer(self) -> Signer:
+        try:
+            return load_signer(self.keys)
+        except SigningError as exc:
+            raise SigningError(f"cannot sign a record: {exc}") from None
 
     def append(
         self, build: Callable[[dict[str, Any] | None], dict[str, Any]], *, timeout_s: float = 60.0
@@ -229,31 +298,123 @@ def resolve_artifact(workspace_root: Path, relative: str) -> Path:
     return path
 
 
-def verify_file(path: Path, expected_sha256: str, what: str) -> None:
-    """Raise unless ``path`` exists and hashes to ``expected_sha256`` (checked before load)."""
-    if not path.is_file():
-        raise VerificationError(f"{what} missing: {path}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected_sha256:
+def read_verified(path: Path, expected_sha256: str, what: str) -> bytes:
+    """The bytes of ``path``, read once, after checking they hash to ``expected_sha256``.
+    Use these bytes, never the path again: the file may change after the check."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(f"{what} missing: {path}") from None
+    except OSError as exc:
+        raise VerificationError(f"{what} {path} is unreadable: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256:
         raise VerificationError(
-            f"{what} {path.name} SHA-256 {digest.hexdigest()[:12]} does not "
-            f"match the record's {expected_sha256[:12]} (tampered or replaced)"
+            f"{what} {path.name} SHA-256 {digest[:12]} does not "
+            f"match the record's {str(expected_sha256)[:12]} (tampered or replaced)"
         )
+    return data
+
+
+def verify_file(path: Path, expected_sha256: str, what: str) -> None:
+    """Raise unless ``path`` exists and hashes to ``expected_sha256``."""
+    read_verified(path, expected_sha256, what)
 
 
 def load_verified_model(workspace_root: Path, champion: dict[str, Any]) -> Any:
-    """Verify the champion's artifact hash, then (and only then) unpickle it."""
+    """Read the artifact once, check its SHA-256 (the value in the signed record), and
+    unpickle those same bytes: nothing that failed the check reaches joblib."""
     path = resolve_artifact(workspace_root, champion["artifact_path"])
-    verify_file(path, champion["artifact_sha256"], "model artifact")
-    import joblib  # deserialising runs code: only after the hash matched
+    data = read_verified(path, champion["artifact_sha256"], "model artifact")
+    import joblib  # deserialising runs code: only the verified bytes
 
-    return joblib.load(path)
+    return joblib.load(io.BytesIO(data))
 
 
 def load_verified_policy_text(workspace_root: Path, champion: dict[str, Any]) -> str:
     path = resolve_artifact(workspace_root, champion["policy_path"])
-    verify_file(path, champion["policy_sha256"], "policy document")
-    return path.read_text()
+    return read_verified(path, champion["policy_sha256"], "policy document").decode()
+
+
+# ---------------------------------------------------------------- full audit (`verify`)
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything ``bayespilot verify`` checked: chain, signatures, files, alias."""
+
+    chain: ChainReport
+    problems: tuple[str, ...]  # every problem, the chain's included
+    notes: tuple[str, ...]  # checks that could not run, with why
+    files_checked: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _file_refs(rec: dict[str, Any]) -> list[tuple[str, str | None, str | None, bool]]:
+    """(what, relative path, sha256, required) for every file a record names. Files a record
+    puts in a seat (champion, challenger, the one it replaced) are required; a rejected run's
+    artifact may have been cleaned up, but if present it must still match."""
+    refs: list[tuple[str, str | None, str | None, bool]] = []
+    for seat in ("champion", "challenger", "previous_champion"):
+        block = rec.get(seat)
+        if isinstance(block, dict):
+            refs.append(
+                (
+                    f"{seat} model artifact",
+                    block.get("artifact_path"),
+                    block.get("artifact_sha256"),
+                    True,
+                )
+            )
+            refs.append(
+                (
+                    f"{seat} policy document",
+                    block.get("policy_path"),
+                    block.get("policy_sha256"),
+                    True,
+                )
+            )
+    art = rec.get("artifact")
+    if isinstance(art, dict) and art.get("path"):
+        refs.append(("run artifact", art.get("path"), art.get("sha256"), False))
+    return refs
+
+
+def audit(
+    store: RecordStore,
+    workspace_root: Path,
+    *,
+    alias_check: Callable[[dict[str, Any] | None], tuple[str | None, str | None]] | None = None,
+) -> AuditReport:
+    """The chain (hashes, links, sequence, signatures) plus every file each record names,
+    hashed. ``alias_check(head champion block)`` returns (problem, note) for the registry."""
+    chain, records = store.verified_records()
+    problems = list(chain.problems)
+    notes: list[str] = []
+    checked: set[tuple[str, str]] = set()
+    for rec in records:
+        name = f"{int(rec.get('sequence') or 0):06d}-{rec.get('kind')}"
+        for what, rel, sha, required in _file_refs(rec):
+            if not rel or not sha:
+                if required:
+                    problems.append(f"{name}: {what} has no path or SHA-256 in the record")
+                continue
+            if (rel, sha) in checked:
+                continue
+            checked.add((rel, sha))
+            try:
+                path = resolve_artifact(workspace_root, rel)
+                if not required and not path.exists():
+                    notes.append(f"{name}: {what} {rel} no longer exists (not served)")
+                    continue
+                read_verified(path, sha, what)
+            except VerificationError as exc:
+                problems.append(f"{name}: {exc}")
+    if alias_check is not None:
+        problem, note = alias_check(champion_of(records[-1]) if records else None)
+        if problem:
+            problems.append(problem)
+        if note:
+            notes.append(note)
+    return AuditReport(chain, tuple(problems), tuple(notes), len(checked))

@@ -23,6 +23,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the promotion signing key and trusted public keys: a session temp dir, never the real home
+_KEY_HOME = tempfile.mkdtemp(prefix="bayespilot-keys-")
+os.environ["XDG_CONFIG_HOME"] = _KEY_HOME
+os.environ.pop("BAYESPILOT_SIGNING_KEY", None)
+for _name in [n for n in os.environ if n.startswith("BAYESPILOT__SIGNING__")]:
+    os.environ.pop(_name)
 
 from configs.settings import BayesPilotConfig, build_config  # noqa: E402
 
@@ -32,6 +38,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the session's Prefect home once every fixture has been torn down."""
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(_KEY_HOME, ignore_errors=True)
 
 
 def free_port() -> int:
