@@ -224,7 +224,9 @@ def fit_calibrator(
     segment_c: float = 1.0,
 ) -> object:
     """Wrap a fitted estimator with a calibrator fitted on ``(X, y)`` (or return it for
-    none). ``X`` must not be rows the estimator was fitted on."""
+    none). ``X`` must not be rows the estimator was fitted on. ``segment_sigmoid`` reads
+    ``segment_columns`` (pass :func:`calibration_segments` of the roles and
+    ``CalibrationConfig.segment_C``); without them it is a plain sigmoid."""
     if method == "none":
         return estimator
     response = response_method(estimator)
