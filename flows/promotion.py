@@ -25,15 +25,15 @@ from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segme
 from tasks.check_schema import check_champion_schema
 from tasks.evidence import (
     StabilityData,
+    StabilityEvidence,
     fit_stability_fold,
     measure_robustness,
-    run_gates,
     score_champion,
     stability_evidence,
     stability_folds,
 )
 from tasks.explain import explain
-from tasks.gates import GateResult, StabilityEvidence
+from tasks.gates import GateResult, run_gates
 from tasks.load_data import LoadedData, load_data
 from tasks.monitor import build_reference
 from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
