@@ -272,18 +272,49 @@ class BootstrapConfig(Section):
     chunk_resamples: int = Field(100, gt=0, description="Resamples drawn per chunk.")
 
 
+MARGIN_SHARE_DOC = (
+    "as a share (0-1) of the profit at stake: the profit per customer of perfect information "
+    "(contact exactly the churners worth saving) on the same rows, so it scales with the economics"
+)
+
+
 class BaselineGateConfig(Section):
     enabled: bool = True
-    min_pr_auc_gain: float = Field(0.0, description="Lower bound of PR-AUC gain must exceed this.")
-    min_profit_gain_usd_per_customer: float = Field(
-        0.0, description="Lower bound of profit gain (USD per customer) must exceed this."
+    min_pr_auc_gain: float = Field(
+        0.0,
+        description="Ranking superiority: the lower bound of the PR-AUC gain over the best "
+        "baseline must exceed this (PR-AUC units, 0-1).",
+    )
+    profit_margin_share: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="Profit non-inferiority: the lower bound of (candidate - best baseline) "
+        "profit per customer must exceed -margin, with the margin " + MARGIN_SHARE_DOC + ".",
+    )
+    power: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="Power used to report how many rows it would take to show a given gain.",
     )
 
 
 class BusinessGateConfig(Section):
     enabled: bool = True
-    min_profit_usd_per_customer: float = Field(
-        0.0, description="Expected policy profit per customer (USD) must exceed this."
+    min_profit_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="The lower bound of the policy's profit per customer must exceed this "
+        "share of the profit at stake (0: it must be shown to make money at all).",
+    )
+    contact_all_margin_share: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="Non-inferiority to contacting everyone: the lower bound of the gain over "
+        "contact-all must exceed -margin, with the margin " + MARGIN_SHARE_DOC + ".",
     )
 
 
@@ -293,16 +324,22 @@ class CalibrationGateConfig(Section):
         0.03,
         gt=0,
         description="ECE ceiling on the whole test split, above the noise floor "
-        "(median ECE of a perfectly calibrated model at the same size).",
+        "(median ECE of a perfectly calibrated model at the same size; probability units).",
     )
-    alpha: float = Field(0.01, gt=0, lt=1, description="Significance of the ECE-vs-ideal test.")
+    alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Significance of the ECE-vs-ideal test (family-wise over the overall "
+        "split and its supported segments, Bonferroni).",
+    )
     simulations: int = Field(500, ge=100, description="Parametric bootstrap draws.")
     max_ece_excess: float = Field(
         0.01,
         ge=0,
         description="ECE may exceed the (1 - alpha) quantile of a perfectly "
         "calibrated model's ECE at the same sample size by at most this (overall and per "
-        "supported segment).",
+        "supported segment; probability units).",
     )
     log_loss_margin: float = Field(
         0.002, ge=0, description="Calibrated log loss may exceed raw by at most this (nats)."
@@ -312,11 +349,12 @@ class CalibrationGateConfig(Section):
 class ThresholdGateConfig(Section):
     enabled: bool = True
     resamples: int = Field(200, ge=20, description="Bootstrap re-optimisations of the cut-off.")
-    max_cutoff_spread_usd: float = Field(
-        15.0, gt=0, description="Largest width (USD) of the 95% interval of the EV cut-off."
-    )
-    max_contact_rate_spread: float = Field(
-        0.2, gt=0, description="Largest width of the 95% interval of the contact rate (0-1)."
+    max_profit_loss_share: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Moving the cut-off anywhere within its bootstrap interval may lose at "
+        "most this much expected profit per customer, " + MARGIN_SHARE_DOC + ".",
     )
     min_contact_rate: float = Field(0.005, ge=0, description="Contacting fewer fails (0-1).")
     max_contact_rate: float = Field(0.995, le=1, description="Contacting more fails (0-1).")
@@ -333,7 +371,8 @@ class SegmentsGateConfig(Section):
     max_ece_excess: float = Field(
         0.03,
         ge=0,
-        description="Per-segment ECE may exceed its ideal (1 - alpha) quantile by at most this.",
+        description="Per-segment ECE may exceed its ideal (1 - alpha) quantile by at most this "
+        "(alpha of the calibration gate, Bonferroni over the supported segments).",
     )
 
 
@@ -341,9 +380,24 @@ class StabilityGateConfig(Section):
     enabled: bool = True
     n_splits: int = Field(5, ge=2)
     n_repeats: int = Field(2, ge=1)
-    max_auc_std: float = Field(0.02, gt=0, description="Largest std of fold ROC-AUC.")
-    max_profit_std_usd_per_customer: float = Field(
-        1.5, gt=0, description="Largest std of fold profit per customer (USD)."
+    alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="The fold spread is compared with the (1 - alpha) quantile of the spread "
+        "that sampling noise alone produces at the fold size (chi-square on k - 1 folds).",
+    )
+    max_std_ratio: float = Field(
+        1.5,
+        ge=1,
+        description="The std of fold ROC-AUC and of fold profit may exceed that noise "
+        "quantile by at most this factor (unitless).",
+    )
+    calibration_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share (0-1) of each fold's fitting rows held back to fit its calibrator.",
     )
     max_rows: int = Field(
         100_000, gt=0, description="Folds use a seeded subsample of at most this many rows."
@@ -352,19 +406,33 @@ class StabilityGateConfig(Section):
 
 class ErrorCostGateConfig(Section):
     enabled: bool = True
+    margin_share: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="Non-inferiority: the upper bound of (candidate - best baseline) error "
+        "cost per customer must stay below the margin, " + MARGIN_SHARE_DOC + ".",
+    )
     max_segment_fn_cost_multiple: float = Field(
         2.0,
         gt=0,
-        description="No supported segment's false-negative cost per customer may "
-        "exceed this multiple of the overall one.",
+        description="A supported segment fails when its false-negative cost per customer is "
+        "significantly (Holm, alpha below) above this multiple of the overall one.",
     )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate (Holm).")
 
 
 class TechnicalGateConfig(Section):
     enabled: bool = True
-    max_p95_latency_ms: float = Field(50.0, gt=0, description="Single-row latency p95 (ms).")
+    max_cpu_ms_per_row: float = Field(
+        50.0,
+        gt=0,
+        description="Single-row prediction cost in CPU milliseconds (the minimum over repeated "
+        "batches in a fresh process, so a busy machine does not change it).",
+    )
     max_artifact_mb: float = Field(200.0, gt=0, description="Serialized model size (MB).")
-    latency_rows: int = Field(200, gt=0, description="Single-row predictions timed.")
+    latency_rows: int = Field(200, gt=0, description="Single-row predictions per timed batch.")
+    latency_repeats: int = Field(5, ge=1, description="Timed batches; the minimum is judged.")
     reload_rows: int = Field(2000, gt=0, description="Rows compared after reload.")
     fast_scorer_tolerance: float = Field(
         1e-6, gt=0, description="Largest |p_fast - p_sklearn| allowed on the test split."
@@ -373,11 +441,12 @@ class TechnicalGateConfig(Section):
 
 class ChampionGateConfig(Section):
     enabled: bool = True
-    profit_margin_usd_per_customer: float = Field(
-        0.5,
+    profit_margin_share: float = Field(
+        0.02,
         ge=0,
-        description="Non-inferiority margin (USD per customer): the challenger's "
-        "profit lower bound minus the champion's must exceed -margin.",
+        lt=1,
+        description="Non-inferiority: the lower bound of (challenger - champion) profit per "
+        "customer must exceed -margin, with the margin " + MARGIN_SHARE_DOC + ".",
     )
 
 
@@ -406,8 +475,8 @@ class RobustnessGateConfig(Section):
     max_profit_drop_share: float = Field(
         0.1,
         gt=0,
-        description="Largest drop of policy profit under any one perturbation, as "
-        "a share of the unperturbed profit.",
+        description="Largest drop of policy profit per customer under any one perturbation, "
+        + MARGIN_SHARE_DOC + ".",
     )
 
 
