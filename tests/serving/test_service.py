@@ -95,7 +95,7 @@ def test_model_card_health_ready_metrics(settings: ServingSettings) -> None:
         assert [g["gate"] for g in card["gates"]][0] == "baseline"
         assert all(g["passed"] for g in card["gates"])
         assert card["policy"]["cutoff_expected_value_usd"] == 0
-        assert card["calibration_method"] in ("none", "sigmoid", "isotonic")
+        assert card["calibration_method"] in ("none", "sigmoid", "segment_sigmoid", "isotonic")
         assert set(card["data"]["split_hashes"]) == {"train", "selection", "test"}
         assert c.get("/healthz").json() == {"status": "alive"}
         ready = c.get("/readyz")
