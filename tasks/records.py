@@ -33,6 +33,7 @@ from typing import Any
 
 from tasks.signing import KeySettings, Signer, SigningError, TrustStore, load_signer, load_trust
 
+HEAD_FILE = "HEAD"  # signed marker naming the newest record (shows a deleted newest record)
 RECORD_NAME = re.compile(r"^(?P<seq>\d{6})-(?P<kind>[a-z-]+)-(?P<short>[0-9a-f]{12})\.json$")
 KINDS = ("promotion", "rollback", "policy-update", "monitoring")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,10 @@ class LockTimeout(RuntimeError):
 
 def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid in a record (canonical JSON has no NaN/Infinity)")
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -135,9 +140,9 @@ class RecordStore:
 
     def load(self, path: Path) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
+            data: dict[str, Any] = json.loads(path.read_text(), parse_constant=_no_constants)
             return data
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ChainError(f"record {path.name} is unreadable: {exc}") from None
 
     def records(self) -> list[dict[str, Any]]:
@@ -174,6 +179,8 @@ class RecordStore:
                     f"{path.name}: content hash {actual[:12]} does not match its "
                     f"record_id {str(rec.get('record_id'))[:12]} (edited?)"
                 )
+            if rec.get("kind") not in KINDS:
+                problems.append(f"{path.name}: unknown record kind {rec.get('kind')!r}")
             sig_problem = trust.problem(signed_message(rec), rec.get("signature"))
             if sig_problem:
                 problems.append(f"{path.name}: {sig_problem}")
@@ -191,11 +198,72 @@ class RecordStore:
                 )
             previous = rec.get("record_id")
             head = previous
+        problems.extend(self._head_marker_problems(records, trust))
         return ChainReport(not problems, len(paths), head, tuple(problems)), records
 
+    @property
+    def head_marker_path(self) -> Path:
+        return self.directory / HEAD_FILE
+
+    def _head_marker_problems(self, records: list[dict[str, Any]], trust: TrustStore) -> list[str]:
+        """The signed head marker must name the newest record. One record behind is a crash
+        between writing a record and its marker (the next append repairs it); naming a record
+        the chain does not end with means records were deleted (or the marker replaced)."""
+        path = self.head_marker_path
+        if not path.exists():
+            if not records:
+                return []
+            return [
+                f"head marker {HEAD_FILE} is missing: the newest record(s) may have been deleted "
+                "(or the chain was written before head markers)"
+            ]
+        try:
+            marker = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return [f"head marker {HEAD_FILE} is unreadable: {exc}"]
+        body = {k: marker.get(k) for k in ("kind", "sequence", "record_id")}
+        sig_problem = trust.problem(canonical(body).encode(), marker.get("signature"))
+        if body["kind"] != "chain-head" or sig_problem:
+            return [f"head marker {HEAD_FILE}: {sig_problem or 'not a chain-head marker'}"]
+        seq, rid = marker.get("sequence"), marker.get("record_id")
+        by_seq = {r.get("sequence"): r.get("record_id") for r in records}
+        last = records[-1].get("sequence") if records else 0
+        if by_seq.get(seq) == rid and seq in (last, (last or 0) - 1):
+            return []
+        if isinstance(seq, int) and isinstance(last, int) and seq > last:
+            return [
+                f"head marker names record {seq} ({str(rid)[:12]}) but the chain ends at {last}: "
+                "the newest record(s) were deleted"
+            ]
+        return [
+            f"head marker names record {seq} ({str(rid)[:12]}), which is not the chain's newest "
+            f"record {last} (replaced marker or rewritten chain)"
+        ]
+
+    def _write_head_marker(self, record: dict[str, Any], signer: Signer) -> None:
+        body = {
+            "kind": "chain-head",
+            "sequence": record["sequence"],
+            "record_id": record["record_id"],
+        }
+        marker = {**body, "signature": signer.sign(canonical(body).encode())}
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".head-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(marker, indent=2, sort_keys=True))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.head_marker_path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def head(self) -> dict[str, Any] | None:
-        paths = self.paths()
-        return self.load(paths[-1]) if paths else None
+        """The newest record, only if the whole chain verifies (``ChainError`` otherwise):
+        what it names may be unpickled next. ``records()`` reads without verifying."""
+        report, records = self.verified_records()
+        if not report.ok:
+            raise ChainError("record chain broken: " + "; ".join(report.problems))
+        return records[-1] if records else None
 
     def find(self, ref: str) -> dict[str, Any]:
         """A record by sequence number, record id (prefix) or file name."""
@@ -264,6 +332,7 @@ class RecordStore:
             os.link(tmp, final)  # fails if the name exists: never overwrite
         finally:
             Path(tmp).unlink(missing_ok=True)
+        self._write_head_marker(body, signer)
         return final, body
 
     def signer(self) -> Signer:

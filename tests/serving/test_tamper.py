@@ -16,7 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from flows.cli import main as cli_main
-from serving.loader import NotReady, load_champion
+from serving.loader import NotReady, load_challenger, load_champion
 from serving.main import create_app
 from serving.settings import ServingSettings
 from tasks.records import RecordStore, record_hash, signed_message
@@ -114,12 +114,36 @@ def edit_policy_file(ws: Path, tmp_path: Path) -> str:
     return "policy document"
 
 
+def delete_newest_promotion(ws: Path, tmp_path: Path) -> str:
+    path, head = _head(ws)
+    assert head["decision"] == "promoted"
+    path.unlink()
+    return "were deleted"
+
+
+def delete_newest_rejection(ws: Path, tmp_path: Path) -> str:
+    store = RecordStore(ws / "promotions", ws / "promotions.lock")
+    path, rec = store.append(
+        lambda h: {
+            "kind": "promotion",
+            "decision": "rejected",
+            "reasons": ["business failed"],
+            "champion": (h or {})["champion"],
+            "gates": [],
+        }
+    )
+    path.unlink()  # hiding a failed attempt
+    return "were deleted"
+
+
 CASES: list[Callable[[Path, Path], str]] = [
     flip_artifact_byte,
     edit_gate_recompute_hash,
     forge_unsigned_record,
     forge_record_signed_by_own_key,
     edit_policy_file,
+    delete_newest_promotion,
+    delete_newest_rejection,
 ]
 
 
@@ -211,3 +235,26 @@ def test_tamper_verify_lists_every_problem(
     rc, out = _verify(settings.workspace, tmp_path, capsys)
     assert rc == 1
     assert "unsigned" in out and "model artifact" in out and "policy document" in out, out
+
+
+def test_tamper_forged_challenger_is_refused_by_shadow_loader_and_batch_score(
+    settings: ServingSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = settings.workspace
+    forged = _forge_record(ws, tmp_path)
+    forged.update(decision="challenger", challenger=forged["champion"])
+    forged["champion"] = forged["previous_champion"]
+    _write_record(ws, forged)
+    with pytest.raises(NotReady, match="unsigned"):
+        load_challenger(settings)  # what the shadow sidecar loads
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text(yaml.safe_dump({"paths": {"workspace": str(ws)}}))
+    frame = tmp_path / "in.csv"
+    frame.write_text(",".join(customer()) + "\n" + ",".join(map(str, customer().values())) + "\n")
+    rc = cli_main(
+        ["score", "--config", str(cfg), "--input", str(frame), "--output", str(tmp_path / "o.csv")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "not ready" in err and "unsigned" in err, err
+    assert not (tmp_path / "o.csv").exists()
+    assert not (tmp_path / "marker").exists()

@@ -223,3 +223,40 @@ def test_signing_load_verified_model_unpickles_only_the_checked_bytes(tmp_path: 
 def test_signing_read_verified_names_missing_file(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="model artifact missing"):
         read_verified(tmp_path / "nope.joblib", "0" * 64, "model artifact")
+
+
+def test_signing_head_marker_shows_a_deleted_newest_record(tmp_path: Path) -> None:
+    store = _store(tmp_path, _keys(tmp_path))
+    store.append(_body)
+    newest, _ = store.append(_body)
+    assert json.loads(store.head_marker_path.read_text())["sequence"] == 2
+    newest.unlink()
+    report = store.verify()
+    assert not report.ok
+    assert any("chain ends at 1" in p and "deleted" in p for p in report.problems), report.problems
+    store.head_marker_path.unlink()
+    report = store.verify()
+    assert not report.ok and any("HEAD is missing" in p for p in report.problems)
+
+
+def test_signing_head_marker_one_behind_is_a_crash_and_is_repaired(tmp_path: Path) -> None:
+    store = _store(tmp_path, _keys(tmp_path))
+    store.append(_body)
+    after_first = store.head_marker_path.read_bytes()
+    store.append(_body)
+    store.head_marker_path.write_bytes(after_first)  # killed between record and marker
+    assert store.verify().ok
+    _, third = store.append(_body)
+    assert json.loads(store.head_marker_path.read_text())["record_id"] == third["record_id"]
+    store.head_marker_path.write_bytes(after_first)  # two behind: not a crash
+    assert not store.verify().ok
+
+
+def test_signing_head_marker_must_be_signed_by_a_trusted_key(tmp_path: Path) -> None:
+    store = _store(tmp_path, _keys(tmp_path))
+    store.append(_body)
+    marker = json.loads(store.head_marker_path.read_text())
+    marker["signature"]["value"] = marker["signature"]["value"][::-1]
+    store.head_marker_path.write_text(json.dumps(marker))
+    report = store.verify()
+    assert not report.ok and any("head marker HEAD: bad signature" in p for p in report.problems)
