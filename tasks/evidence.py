@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from configs.settings import BayesPilotConfig
-from tasks.calibrate import CalibratedModel, fit_calibrator
+from tasks.calibrate import CalibratedModel, calibration_segments, fit_calibrator
 from tasks.evaluate import auc_standard_error, customer_values
 from tasks.load_data import ColumnRoles
 from tasks.records import load_verified_model, load_verified_policy_text
@@ -176,7 +176,14 @@ def fit_stability_fold(
     )
     pipe = build_candidate(name, roles, config=config.candidates)
     pipe.fit(data[feats].iloc[model_idx], y[model_idx])
-    est = fit_calibrator(pipe, data[feats].iloc[cal_idx], y[cal_idx], method=method)
+    est = fit_calibrator(
+        pipe,
+        data[feats].iloc[cal_idx],
+        y[cal_idx],
+        method=method,
+        segment_columns=calibration_segments(roles),
+        segment_c=config.calibration.segment_C,
+    )
     p = est.predict_proba(data[feats].iloc[hold_idx])[:, 1]  # type: ignore[attr-defined]
     yh = y[hold_idx]
     s = score_split(p, data.iloc[hold_idx], yh, policy, config=config)
