@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cfg)
     verify = sub.add_parser("verify", help="verify the promotion record chain")
     _common(verify)
+    verify.add_argument(
+        "--sign-unsigned",
+        action="store_true",
+        help="first sign records written before signing existed (after reviewing them; "
+        "needs the promotion key; refused if the chain has any other problem)",
+    )
     pol = sub.add_parser(
         "policy-update", help="re-select the champion's operating policy (no retraining)"
     )
@@ -200,6 +206,16 @@ def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from tasks.records import RecordStore, audit
 
     ws = Workspace.from_setting(config.paths.workspace)
+    if getattr(args, "sign_unsigned", False):
+        from tasks.records import ChainError
+        from tasks.signing import SigningError
+
+        try:
+            signed = RecordStore.for_config(config).sign_unsigned()
+        except (ChainError, SigningError) as exc:
+            print(f"not signed: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"signed {signed} record(s) written before signing")
     report = audit(
         RecordStore.for_config(config),
         ws.root,

@@ -31,7 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.signing import KeySettings, Signer, SigningError, TrustStore, load_signer, load_trust
+from tasks.signing import (
+    UNSIGNED,
+    KeySettings,
+    Signer,
+    SigningError,
+    TrustStore,
+    load_signer,
+    load_trust,
+)
 
 HEAD_FILE = "HEAD"  # signed marker naming the newest record (shows a deleted newest record)
 RECORD_NAME = re.compile(r"^(?P<seq>\d{6})-(?P<kind>[a-z-]+)-(?P<short>[0-9a-f]{12})\.json$")
@@ -239,6 +247,42 @@ class RecordStore:
             f"head marker names record {seq} ({str(rid)[:12]}), which is not the chain's newest "
             f"record {last} (replaced marker or rewritten chain)"
         ]
+
+    def sign_unsigned(self, *, timeout_s: float = 60.0) -> int:
+        """Sign the records written before records were signed (an operator's explicit
+        decision, after reviewing them: ``bayespilot verify --sign-unsigned``) and write the
+        head marker. Refused unless unsigned records and the missing marker are the chain's
+        only problems: a record edited, reordered or signed by an unknown key stays refused.
+        ``record_id`` does not cover the signature, so links are unchanged. Returns how many
+        records were signed."""
+        signer = self.signer()
+        missing_marker = f"head marker {HEAD_FILE} is missing"
+        with self.locked(timeout_s):
+            paths = self.paths()
+            report, records = self.verified_records(self.trust().with_key(signer.public_key))
+            other = [p for p in report.problems if UNSIGNED not in p and missing_marker not in p]
+            if other:
+                raise ChainError(
+                    "refusing to sign a chain with other problems: " + "; ".join(other)
+                )
+            signed = 0
+            for path, rec in zip(paths, records, strict=True):
+                if rec.get("signature"):
+                    continue
+                rec["signature"] = signer.sign(signed_message(rec))
+                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".record-", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write(json.dumps(rec, indent=2, sort_keys=True, allow_nan=False))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, path)
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+                signed += 1
+            if records:
+                self._write_head_marker(records[-1], signer)
+        return signed
 
     def _write_head_marker(self, record: dict[str, Any], signer: Signer) -> None:
         body = {

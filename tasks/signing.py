@@ -42,6 +42,7 @@ DEFAULT_KEY_ENV = "BAYESPILOT_SIGNING_KEY"
 # what is signed is this prefix + the record's canonical JSON: a signature over a record can
 # never be replayed as a signature over some other kind of message made with the same key
 DOMAIN = b"bayespilot-record-v1\n"
+UNSIGNED = "unsigned (no signature block)"
 
 
 class SigningError(RuntimeError):
@@ -147,7 +148,7 @@ class TrustStore:
         """None when ``signature`` is a valid signature of ``message`` by a trusted key;
         otherwise why not (unsigned, malformed, unknown key, bad signature)."""
         if not signature:
-            return "unsigned (no signature block): it was not written by a promotion key"
+            return f"{UNSIGNED}: it was not written by a promotion key"
         if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
             return f"signature is not an {ALGORITHM} signature block"
         key_id = str(signature.get("key_id", ""))

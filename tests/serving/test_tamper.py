@@ -258,3 +258,22 @@ def test_tamper_forged_challenger_is_refused_by_shadow_loader_and_batch_score(
     assert rc == 1 and "not ready" in err and "unsigned" in err, err
     assert not (tmp_path / "o.csv").exists()
     assert not (tmp_path / "marker").exists()
+
+
+def test_tamper_verify_sign_unsigned_adopts_a_legacy_workspace(
+    settings: ServingSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = settings.workspace
+    for path in RecordStore(ws / "promotions").paths():  # as written before signing existed
+        rec = json.loads(path.read_text())
+        del rec["signature"]
+        path.write_text(json.dumps(rec))
+    (ws / "promotions" / "HEAD").unlink()
+    with pytest.raises(NotReady, match="unsigned"):
+        load_champion(settings)
+    cfg = tmp_path / "verify.yaml"
+    cfg.write_text(yaml.safe_dump({"paths": {"workspace": str(ws)}}))
+    rc = cli_main(["verify", "--config", str(cfg), "--sign-unsigned"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "signed 2 record(s)" in out and "chain intact and signed" in out, out
+    assert load_champion(settings).model_version == "2"

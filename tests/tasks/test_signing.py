@@ -260,3 +260,38 @@ def test_signing_head_marker_must_be_signed_by_a_trusted_key(tmp_path: Path) -> 
     store.head_marker_path.write_text(json.dumps(marker))
     report = store.verify()
     assert not report.ok and any("head marker HEAD: bad signature" in p for p in report.problems)
+
+
+def _legacy_chain(store: RecordStore) -> list[Path]:
+    """A chain as written before signing: hashes and links, no signatures, no head marker."""
+    paths = [store.append(_body)[0] for _ in range(3)]
+    for path in paths:
+        rec = json.loads(path.read_text())
+        del rec["signature"]
+        path.write_text(json.dumps(rec))
+    store.head_marker_path.unlink()
+    return paths
+
+
+def test_signing_sign_unsigned_adopts_an_intact_legacy_chain(tmp_path: Path) -> None:
+    store = _store(tmp_path, _keys(tmp_path))
+    paths = _legacy_chain(store)
+    ids = [json.loads(p.read_text())["record_id"] for p in paths]
+    assert not store.verify().ok
+    assert store.sign_unsigned() == 3
+    report = store.verify()
+    assert report.ok, report.problems
+    assert [json.loads(p.read_text())["record_id"] for p in paths] == ids  # links unchanged
+
+
+def test_signing_sign_unsigned_refuses_an_edited_legacy_chain(tmp_path: Path) -> None:
+    from tasks.records import ChainError
+
+    store = _store(tmp_path, _keys(tmp_path))
+    paths = _legacy_chain(store)
+    rec = json.loads(paths[1].read_text())
+    rec["decision"] = "promoted"
+    paths[1].write_text(json.dumps(rec))
+    with pytest.raises(ChainError, match="other problems.*edited"):
+        store.sign_unsigned()
+    assert "signature" not in json.loads(paths[0].read_text())  # nothing was signed
