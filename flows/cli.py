@@ -238,8 +238,7 @@ def cmd_verify(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 def _store(config: BayesPilotConfig):  # type: ignore[no-untyped-def]
     from tasks.records import RecordStore
 
-    ws = Workspace.from_setting(config.paths.workspace)
-    return RecordStore(ws.promotions, ws.promotions_lock)
+    return RecordStore.for_config(config)
 
 
 def cmd_history(args: argparse.Namespace, config: BayesPilotConfig) -> int:

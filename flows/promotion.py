@@ -283,7 +283,7 @@ def promotion_pipeline(
     """The full run; ``trigger`` (e.g. a monitoring alert) is carried into the record."""
     workspace = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
-    store = RecordStore(workspace.promotions, workspace.promotions_lock)
+    store = RecordStore.for_config(config)
     head = store.head()
     ev = evaluate(
         config,
