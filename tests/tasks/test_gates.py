@@ -590,28 +590,24 @@ def test_gates_half_the_rows_widen_intervals_not_decisions() -> None:
         assert iw[1] - iw[0] > inn[1] - inn[0]
 
 
-def test_gate_threshold_flat_profit_in_dense_scores_passes() -> None:
-    """A cut-off in the densest part of the scores swings the contact rate, not the profit:
-    judged in money it is stable (the public bank-churn case)."""
-    rng = np.random.default_rng(11)
-    n = 8000
-    p = np.clip(rng.normal(0.2, 0.02, n), 0.01, 0.99)  # most customers sit at the cut-off
-    y = (rng.random(n) < p).astype(int)
+def _threshold_at_constant_value(p: np.ndarray, y: np.ndarray, *, resamples: int) -> Any:
+    """The threshold gate for model probabilities ``p`` on labels ``y`` at a constant customer
+    value of 300 USD and a 15 USD contact: first half selection, second half test."""
     cfg = build_config(
         {
             "economics": {"customer_value": {"constant_usd": 300.0}, "contact_cost_usd": 15.0},
             "bootstrap": {"resamples": 200},
-            "gates": {"threshold": {"resamples": 80}},
+            "gates": {"threshold": {"resamples": resamples}},
         }
     )
     e = cfg.economics
-    v = np.full(n, 300.0)
+    v = np.full(len(y), 300.0)
     ev = p * e.save_rate * v - e.contact_cost_usd
     pic = realised_profit(y, v, economics=e)
     contact = ev > 0
     prof = np.where(contact, pic, 0.0)
-    half = n // 2
-    r = gate_threshold(
+    half = len(y) // 2
+    return gate_threshold(
         ev[:half],
         pic[:half],
         prof[:half],
@@ -622,6 +618,16 @@ def test_gate_threshold_flat_profit_in_dense_scores_passes() -> None:
         config=cfg.gates.threshold,
         bootstrap=cfg.bootstrap,
     )
+
+
+def test_gate_threshold_flat_profit_in_dense_scores_passes() -> None:
+    """A cut-off in the densest part of the scores swings the contact rate, not the profit:
+    judged in money it is stable (the public bank-churn case)."""
+    rng = np.random.default_rng(11)
+    n = 8000
+    p = np.clip(rng.normal(0.2, 0.02, n), 0.01, 0.99)  # most customers sit at the cut-off
+    y = (rng.random(n) < p).astype(int)
+    r = _threshold_at_constant_value(p, y, resamples=80)
     rates = r.evidence["contact_rate_interval"]
     assert rates[1] - rates[0] > 0.2  # the old contact-rate spread limit would have failed it
     assert r.passed, r.reason
@@ -662,31 +668,7 @@ def test_gate_threshold_operating_point_far_from_the_data_fails() -> None:
     logit = rng.normal(-1.5, 1.2, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     p = 1 / (1 + np.exp(-(logit + 2.0)))  # every risk overstated
-    cfg = build_config(
-        {
-            "economics": {"customer_value": {"constant_usd": 300.0}, "contact_cost_usd": 15.0},
-            "bootstrap": {"resamples": 200},
-            "gates": {"threshold": {"resamples": 60}},
-        }
-    )
-    e = cfg.economics
-    v = np.full(n, 300.0)
-    ev = p * e.save_rate * v - e.contact_cost_usd
-    pic = realised_profit(y, v, economics=e)
-    contact = ev > 0
-    prof = np.where(contact, pic, 0.0)
-    half = n // 2
-    r = gate_threshold(
-        ev[:half],
-        pic[:half],
-        prof[:half],
-        ev[half:],
-        prof[half:],
-        contact[half:],
-        stake=profit_at_stake(y[half:], v[half:], economics=e),
-        config=cfg.gates.threshold,
-        bootstrap=cfg.bootstrap,
-    )
+    r = _threshold_at_constant_value(p, y, resamples=60)
     assert not r.passed
     assert "expected profit lost across the cut-off interval" in r.reason
     assert r.evidence["cutoff_interval_usd"][0] > 0  # the data want a higher cut-off
