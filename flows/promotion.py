@@ -339,6 +339,7 @@ def promotion_pipeline(
         features={"numeric": list(roles.numeric), "categorical": list(roles.categorical)},
         schema={
             "id_column": roles.id_column,
+            "id_generated": config.data.id_column is None,
             "label_column": roles.label_column,
             "value_column": roles.value_column,
             "segment_columns": list(roles.segment_columns),

@@ -89,6 +89,17 @@ def _roles(champion: Champion) -> ColumnRoles:
     )
 
 
+def with_row_positions(frame: pd.DataFrame, champion: Champion, start: int) -> pd.DataFrame:
+    """A chunk of a file without ids, scored by a champion trained on a table without ids:
+    a copy numbered like the training table was, by row position in the file (``start`` is
+    the position of the chunk's first row). Any other chunk is returned as it is."""
+    if not champion.id_generated or champion.id_column in frame.columns:
+        return frame
+    out = frame.reset_index(drop=True)
+    out.insert(0, champion.id_column, np.arange(start, start + len(out), dtype=np.int64))
+    return out
+
+
 def validate_chunk(frame: pd.DataFrame, champion: Champion) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a chunk into rows to score (clean types) and rejected rows with a reason."""
     roles = _roles(champion)
@@ -202,7 +213,7 @@ def score_file(
     ok = False
     try:
         for chunk in read_chunks(input_path, chunk_rows):
-            good, bad = validate_chunk(chunk, champion)
+            good, bad = validate_chunk(with_row_positions(chunk, champion, rows), champion)
             if len(good):
                 scored = score_frame(champion, good)
                 out.write(scored)

@@ -57,6 +57,7 @@ class Champion:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    id_generated: bool = False  # the training table had no ids: rows were numbered on load
 
     @property
     def model_name(self) -> str:
@@ -228,6 +229,7 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
         policy=policy,
         scorer=scorer,
         id_column=str(schema.get("id_column", "customer_id")),
+        id_generated=bool(schema.get("id_generated", False)),
         value_column=policy.value_column,
         numeric=tuple(block.get("features", {}).get("numeric", [])),
         categorical=tuple(block.get("features", {}).get("categorical", [])),

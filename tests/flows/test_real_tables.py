@@ -138,6 +138,19 @@ def test_real_table_orange_without_ids_is_promoted_near_plain_sklearn(workspace:
     seconds = time.perf_counter() - start
     assert result.splits.roles.id_column not in result.splits.roles.features
     _assert_promoted_near_plain_sklearn(result, seconds)
+    # batch scoring of the publisher's other file, which has no ids either: rows are numbered
+    # as the training table's were
+    from serving.batch import score_file
+    from serving.loader import load_champion
+    from serving.settings import ServingSettings
+
+    champion = load_champion(ServingSettings.from_config(config), pin=False)
+    new = ORANGE / "churn-bigml-20.csv"
+    out = workspace / "scored.csv"
+    summary = score_file(champion, new, out, chunk_rows=200)
+    scored = pd.read_csv(out)
+    assert summary.rejected == 0 and summary.rows == len(pd.read_csv(new)) == len(scored)
+    assert scored[champion.id_column].tolist() == list(range(len(scored)))
 
 
 def test_real_table_telco_lookalike_5000_rows_is_promoted_near_plain_sklearn(
