@@ -431,8 +431,8 @@ class TechnicalGateConfig(Section):
         "batches in a fresh process, so a busy machine does not change it).",
     )
     max_artifact_mb: float = Field(200.0, gt=0, description="Serialized model size (MB).")
-    latency_rows: int = Field(200, gt=0, description="Single-row predictions per timed batch.")
-    latency_repeats: int = Field(5, ge=1, description="Timed batches; the minimum is judged.")
+    latency_rows: int = Field(100, gt=0, description="Single-row predictions per timed batch.")
+    latency_repeats: int = Field(3, ge=1, description="Timed batches; the minimum is judged.")
     reload_rows: int = Field(2000, gt=0, description="Rows compared after reload.")
     fast_scorer_tolerance: float = Field(
         1e-6, gt=0, description="Largest |p_fast - p_sklearn| allowed on the test split."

@@ -62,7 +62,7 @@ def small_layers(workspace: Path, rows: int = 10000, **extra: Any) -> dict[str, 
             "calibration": {"simulations": 200},
             "threshold": {"resamples": 60},
             "stability": {"n_splits": 3, "n_repeats": 1},
-            "technical": {"latency_rows": 30, "reload_rows": 300},
+            "technical": {"latency_rows": 30, "latency_repeats": 2, "reload_rows": 300},
         },
     }
     for key, value in extra.items():
