@@ -253,18 +253,18 @@ def cmd_history(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         return EXIT_OK
     head = (
         f"{'seq':>4}  {'time':<25} {'kind':<13} {'decision':<14} {'model':>5} "
-        f"{'champ':>5} {'profit/cust':>11} {'ECE':>7}  failed gates"
+        f"{'champ':>5} {'profit/cust':>11} {'ECE-noise':>9}  failed gates"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         profit = r.get("profit_usd_per_customer")
-        ece = r.get("ece")
+        ece = r.get("ece_above_noise")
         print(
             f"{r['sequence']:>4}  {str(r['time']):<25} {r['kind']:<13} {r['decision']:<14} "
             f"{str(r['model_version'] or '-'):>5} {str(r['champion_version'] or '-'):>5} "
             f"{'-' if profit is None else f'{profit:.3f}':>11} "
-            f"{'-' if ece is None else f'{ece:.4f}':>7}  {', '.join(r['failed_gates']) or '-'}"
+            f"{'-' if ece is None else f'{ece:.4f}':>9}  {', '.join(r['failed_gates']) or '-'}"
         )
     return EXIT_OK
 

@@ -7,7 +7,7 @@ from typing import Any
 
 KEY_METRICS = {
     "business": "profit_usd_per_customer",
-    "calibration": "ece",
+    "calibration": "ece_above_noise",
     "baseline": "pr_auc_gain",
     "segments": "worst_segment_auc",
 }

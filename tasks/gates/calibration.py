@@ -78,8 +78,8 @@ def gate_calibration(
     return GateResult(
         gate="calibration",
         passed=not failed,
-        metric="ECE (test)",
-        value=overall.ece,
+        metric="ECE above its noise floor (test)",
+        value=overall.ece - overall.noise_floor,
         interval=None,
         threshold=config.max_ece,
         evidence={

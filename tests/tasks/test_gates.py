@@ -192,6 +192,7 @@ def test_gate_calibration_calibrated_passes_miscalibrated_fails(world: World) ->
     bad = gate_calibration(world.y, skewed, world.p, segs, **kw)  # type: ignore[arg-type]
     assert not bad.passed
     assert bad.value is not None and bad.value > world.cfg.gates.calibration.max_ece
+    assert bad.evidence["overall"]["ece"] > bad.value  # the raw ECE is kept as evidence
 
 
 def test_gate_threshold_stable_passes_contact_nobody_fails(world: World) -> None:
