@@ -70,6 +70,18 @@ def small_layers(workspace: Path, rows: int = 10000, **extra: Any) -> dict[str, 
     return layers
 
 
+def generator_splits(workspace: Path, rows: int) -> tuple[BayesPilotConfig, Any]:
+    """The small config on ``rows`` generated customers, validated and split."""
+    from tasks.load_data import load_data
+    from tasks.split_data import split_data
+    from tasks.validate_data import validate_table
+
+    cfg = build_config(small_layers(workspace, rows=rows))
+    table = validate_table(load_data(cfg).frame, config=cfg)
+    assert table.validated.frame is not None
+    return cfg, split_data(table.validated.frame, roles=table.roles, config=cfg.split)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"

@@ -10,7 +10,6 @@ import pytest
 from scipy.special import expit, logit
 from sklearn.metrics import log_loss
 
-from configs.settings import build_config
 from tasks.calibrate import (
     METHOD_COMPLEXITY,
     CalibratedPipeline,
@@ -19,20 +18,14 @@ from tasks.calibrate import (
     choose_method,
     out_of_fold_scores,
 )
-from tasks.load_data import load_data
-from tasks.split_data import split_data
 from tasks.train_candidates import train_candidate
-from tasks.validate_data import validate_table
 
-from ..conftest import small_layers
+from ..conftest import generator_splits
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    cfg = build_config(small_layers(tmp_path_factory.mktemp("ws"), rows=4000))
-    table = validate_table(load_data(cfg).frame, config=cfg)
-    assert table.validated.frame is not None
-    return cfg, split_data(table.validated.frame, roles=table.roles, config=cfg.split)
+    return generator_splits(tmp_path_factory.mktemp("ws"), 4000)
 
 
 def test_calibrate_serves_one_estimator_around_the_candidates_own_pipeline(splits) -> None:

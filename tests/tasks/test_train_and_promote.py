@@ -11,28 +11,22 @@ from tasks.calibrate import calibrate
 from tasks.evaluate import customer_values, profit_at_stake
 from tasks.evidence import measure_stability
 from tasks.gates import GATE_IDS, GateResult
-from tasks.load_data import load_data
 from tasks.promote import Registration, RunEvidence, promote
 from tasks.records import RecordStore
 from tasks.select_policy import select_policy
-from tasks.split_data import split_data
 from tasks.train_candidates import (
     CANDIDATE_NAMES,
     RuleBaseline,
     train_baselines,
     train_candidate,
 )
-from tasks.validate_data import validate_table
 
-from ..conftest import small_layers
+from ..conftest import generator_splits
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    cfg = build_config(small_layers(tmp_path_factory.mktemp("ws"), rows=5000))
-    table = validate_table(load_data(cfg).frame, config=cfg)
-    assert table.validated.frame is not None
-    return cfg, split_data(table.validated.frame, roles=table.roles, config=cfg.split)
+    return generator_splits(tmp_path_factory.mktemp("ws"), 5000)
 
 
 def test_train_candidate_fits_pipeline_on_train_only(splits) -> None:
