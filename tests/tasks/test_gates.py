@@ -571,6 +571,16 @@ def test_gates_scale_free_in_usd() -> None:
     a, b = run_registered(_inputs(one)), run_registered(_inputs(ten))
     assert all(r.passed for r in a), [r.reason for r in a if not r.passed]
     assert {r.gate: r.passed for r in a} == {r.gate: r.passed for r in b}
+    # every money limit is sized from the economics: ten times the USD, ten times the margin
+    limits = (
+        "profit_margin_usd_per_customer",
+        "margin_usd_per_customer",
+        "allowed_loss_usd_per_customer",
+    )
+    for ra, rb in zip(a, b, strict=True):
+        for key in limits:
+            if key in ra.evidence:
+                assert rb.evidence[key] == pytest.approx(10 * ra.evidence[key], rel=1e-6), key
     money = {"baseline", "business", "error-cost", "champion", "threshold"}
     for ra, rb in zip(a, b, strict=True):
         if ra.gate in money and ra.gate != "baseline" and ra.value and rb.value:
