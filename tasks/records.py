@@ -1,4 +1,5 @@
-"""The append-only promotion record chain (standard library only; serving reads it too).
+"""The append-only promotion record chain and the queries over it (standard library plus the
+record models; serving reads it too).
 
 Each record is one JSON file ``<sequence:06d>-<kind>-<short hash>.json`` under
 ``<workspace>/promotions/``. ``record_id`` is the SHA-256 of the record's canonical JSON without
@@ -25,12 +26,21 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+from tasks.record_models import (
+    ChallengerRecord,
+    ChampionBlock,
+    MonitoringRecord,
+    PolicyUpdateRecord,
+    PromotionRecord,
+    Record,
+    SeatingRecord,
+)
 from tasks.signing import (
     UNSIGNED,
     KeySettings,
@@ -392,12 +402,95 @@ class RecordStore:
             return self.append_locked(build)
 
 
-def champion_of(head: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The champion block the head record says should serve (None: no champion yet)."""
+# ---------------------------------------------------------------- chain queries
+# Pure functions over the typed records (``tasks/record_models.py``), oldest first.
+INTRODUCING = ("promoted", "policy-updated")  # decisions that put a champion in the seat
+
+
+class RecordNotFound(LookupError):
+    """The chain has no record of the kind a query asks for; the message says which."""
+
+
+@overload
+def champion_of(head: None) -> None: ...
+@overload
+def champion_of(head: dict[str, Any]) -> dict[str, Any] | None: ...
+@overload
+def champion_of(head: Record) -> ChampionBlock | None: ...
+def champion_of(head: Record | dict[str, Any] | None) -> ChampionBlock | dict[str, Any] | None:
+    """The champion block the head record says should serve (None: no champion yet); typed
+    for a typed record, the stored dict for a stored dict."""
     if head is None:
         return None
-    champ = head.get("champion")
-    return champ if isinstance(champ, dict) else None
+    if isinstance(head, dict):
+        champ = head.get("champion")
+        return champ if isinstance(champ, dict) else None
+    return head.champion
+
+
+def current_champion(records: Sequence[Record]) -> ChampionBlock | None:
+    """The champion the newest record says should serve (None: no champion yet)."""
+    return records[-1].champion if records else None
+
+
+def introducing_record(records: Sequence[Record], block: ChampionBlock) -> SeatingRecord:
+    """The latest record that put this model version and policy in the champion seat (a
+    promotion, or a policy update of the same model). ``RecordNotFound`` if none did."""
+    for rec in reversed(records):
+        champ = rec.champion
+        if (
+            isinstance(rec, PromotionRecord | PolicyUpdateRecord)
+            and rec.decision in INTRODUCING
+            and champ is not None
+            and champ.model_version == block.model_version
+            and champ.policy_id == block.policy_id
+            and champ.artifact_sha256 == block.artifact_sha256
+        ):
+            return rec
+    raise RecordNotFound(
+        f"no promotion record introduced model v{block.model_version} with policy "
+        f"{block.policy_id[:12]}"
+    )
+
+
+def model_record(records: Sequence[Record], block: ChampionBlock) -> PromotionRecord:
+    """The promotion record that gated this model artifact (a policy update keeps it)."""
+    for rec in reversed(records):
+        if (
+            isinstance(rec, PromotionRecord)
+            and rec.decision == "promoted"
+            and rec.champion is not None
+            and rec.champion.artifact_sha256 == block.artifact_sha256
+        ):
+            return rec
+    raise RecordNotFound(f"no promotion record gated model v{block.model_version}")
+
+
+def active_challenger(records: Sequence[Record]) -> ChallengerRecord | None:
+    """The shadow challenger: the latest ``challenger`` record after the record that
+    introduced the current champion (a new champion, or a policy update, retires it). None
+    without a champion or challenger; ``RecordNotFound`` if no record introduced the
+    champion."""
+    champ = current_champion(records)
+    if champ is None:
+        return None
+    since = introducing_record(records, champ).sequence
+    for rec in reversed(records):
+        if rec.sequence <= since:
+            return None
+        if isinstance(rec, ChallengerRecord):
+            return rec
+    return None
+
+
+def latest_monitoring(records: Sequence[Record], *, after: int = 0) -> MonitoringRecord | None:
+    """The newest monitoring record with a sequence above ``after`` (None if there is none)."""
+    for rec in reversed(records):
+        if rec.sequence <= after:
+            return None
+        if isinstance(rec, MonitoringRecord):
+            return rec
+    return None
 
 
 class VerificationError(RuntimeError):
