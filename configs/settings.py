@@ -668,6 +668,12 @@ class SigningConfig(Section):
         description="Also trust <workspace>/keys/*.pub. Only for a workspace nobody else can "
         "write: whoever can write it could add a key of their own.",
     )
+    state_dir: str | None = Field(
+        None,
+        description="Folder of the newest record each chain was seen at, kept outside the "
+        "workspace so a chain cut back to an older, validly signed state is refused (null: "
+        "$XDG_STATE_HOME/bayespilot/chains).",
+    )
 
 
 class BayesPilotConfig(Section):

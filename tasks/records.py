@@ -41,6 +41,7 @@ from tasks.record_models import (
     Record,
     SeatingRecord,
 )
+from tasks.freshness import HighWater, default_state_dir
 from tasks.signing import (
     UNSIGNED,
     KeySettings,
@@ -217,7 +218,18 @@ class RecordStore:
             previous = rec.get("record_id")
             head = previous
         problems.extend(self._head_marker_problems(records, trust))
+        high_water = self.high_water()
+        rolled_back = high_water.problem(self.directory, records)
+        if rolled_back:
+            problems.append(rolled_back)
+        elif not problems:
+            high_water.advance(self.directory, records)
         return ChainReport(not problems, len(paths), head, tuple(problems)), records
+
+    def high_water(self) -> HighWater:
+        """The newest record this machine has seen of each chain (``tasks/freshness.py``)."""
+        keys = self.keys
+        return HighWater(keys.state_dir or default_state_dir(keys.environ))
 
     @property
     def head_marker_path(self) -> Path:
@@ -387,6 +399,7 @@ class RecordStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
         self._write_head_marker(body, signer)
+        self.high_water().advance(self.directory, [*records, body])
         return final, body
 
     def signer(self) -> Signer:

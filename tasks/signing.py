@@ -68,6 +68,7 @@ class KeySettings:
     workspace: Path | None = None  # public keys are published to <workspace>/keys/
     trust_workspace_keys: bool = False
     environ: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+    state_dir: Path | None = None  # chain high-water marks (tasks/freshness.py); None: default
 
     @classmethod
     def from_config(
@@ -94,6 +95,7 @@ class KeySettings:
             workspace=workspace,
             trust_workspace_keys=signing.trust_workspace_keys,
             environ=environ,
+            state_dir=Path(signing.state_dir).expanduser() if signing.state_dir else None,
         )
 
     @property

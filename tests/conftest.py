@@ -26,6 +26,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the promotion signing key and trusted public keys: a session temp dir, never the real home
 _KEY_HOME = tempfile.mkdtemp(prefix="bayespilot-keys-")
 os.environ["XDG_CONFIG_HOME"] = _KEY_HOME
+# the chains' high-water marks (tasks/freshness.py): the same temp home
+os.environ["XDG_STATE_HOME"] = _KEY_HOME
 os.environ.pop("BAYESPILOT_SIGNING_KEY", None)
 for _name in [n for n in os.environ if n.startswith("BAYESPILOT__SIGNING__")]:
     os.environ.pop(_name)

@@ -136,6 +136,27 @@ def delete_newest_rejection(ws: Path, tmp_path: Path) -> str:
     return "were deleted"
 
 
+def _put_back_older_head_marker(ws: Path) -> None:
+    """What an attacker holding a copy of an older (validly signed) ``promotions/HEAD`` does
+    after deleting the newest record: the chain and its marker agree again."""
+    store = RecordStore(ws / "promotions", ws / "promotions.lock")
+    older = store.records()[-1]
+    store._write_head_marker(older, store.signer())  # byte-equal to the older copy
+    assert store._head_marker_problems(store.records(), store.trust()) == []
+
+
+def delete_newest_promotion_and_put_back_older_head(ws: Path, tmp_path: Path) -> str:
+    delete_newest_promotion(ws, tmp_path)
+    _put_back_older_head_marker(ws)
+    return "newer records were deleted"
+
+
+def delete_newest_rejection_and_put_back_older_head(ws: Path, tmp_path: Path) -> str:
+    delete_newest_rejection(ws, tmp_path)
+    _put_back_older_head_marker(ws)
+    return "newer records were deleted"
+
+
 CASES: list[Callable[[Path, Path], str]] = [
     flip_artifact_byte,
     edit_gate_recompute_hash,
@@ -144,6 +165,8 @@ CASES: list[Callable[[Path, Path], str]] = [
     edit_policy_file,
     delete_newest_promotion,
     delete_newest_rejection,
+    delete_newest_promotion_and_put_back_older_head,
+    delete_newest_rejection_and_put_back_older_head,
 ]
 
 

@@ -38,7 +38,7 @@ def _keys(tmp_path: Path, name: str = "owner", **extra: Any) -> KeySettings:
         private_key_path=home / "promotion-key.pem",
         trusted_keys_dir=home / "trusted",
         workspace=tmp_path / "ws",
-        **{"environ": {}, **extra},
+        **{"environ": {}, "state_dir": home / "state", **extra},
     )
 
 
