@@ -11,6 +11,7 @@ overrides (highest precedence wins)::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "BAYESPILOT__"
 HOME_ENV = "BAYESPILOT_HOME"
@@ -42,6 +50,7 @@ class PathsConfig(Section):
 
 
 ROW_ID_COLUMN = "row_id"
+DEFAULT_NUMERIC_INFERENCE_SHARE = 0.9
 
 
 class DataConfig(Section):
@@ -123,6 +132,14 @@ class ValidationConfig(Section):
         gt=1,
         description="A text column with more distinct values than this is rejected "
         "as a feature (likely an identifier); list it under data.ignore.",
+    )
+    numeric_inference_share: float = Field(
+        DEFAULT_NUMERIC_INFERENCE_SHARE,
+        gt=0.5,
+        le=1,
+        description="A column not listed under data.numeric/categorical is numeric when at "
+        "least this share (0-1) of its non-blank cells are numbers; its other cells then fail "
+        "validation (column, count, examples) instead of turning it categorical.",
     )
 
 
@@ -227,8 +244,21 @@ class EconomicsConfig(Section):
     contact_cost_usd: float = Field(15.0, ge=0, description="Cost of one contact (USD).")
     customer_value: CustomerValueConfig = CustomerValueConfig()
     capacity: float | None = Field(
-        None, gt=0, description="Contact limit: a count (>= 1) or a share of customers (0-1)."
+        None,
+        gt=0,
+        description="Contact limit: a share of customers (0-1, below 1) or a whole count of "
+        "customers (>= 1, at most the rows of the data).",
     )
+
+    @field_validator("capacity")
+    @classmethod
+    def _share_or_count(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and not float(value).is_integer():
+            raise ValueError(
+                "expected a share of customers in (0, 1) or a whole count of customers "
+                "(1, 2, ...)"
+            )
+        return value
 
 
 class TierBand(Section):
@@ -767,14 +797,29 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (empty when ``loc`` is not a section)."""
+    model: Any = BayesPilotConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(root)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            known = _known_keys(tuple(item["loc"][:-1]))
+            close = difflib.get_close_matches(str(item["loc"][-1]), known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            lines.append(f"{key}: unknown key{hint}")
         else:
-            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+            msg = str(item["msg"]).removeprefix("Value error, ")
+            lines.append(f"{key}: {msg} (got {item.get('input')!r})")
     return "; ".join(lines)
 
 

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from configs.settings import ROW_ID_COLUMN, BayesPilotConfig, DataConfig
+from configs.settings import (
+    DEFAULT_NUMERIC_INFERENCE_SHARE,
+    ROW_ID_COLUMN,
+    BayesPilotConfig,
+    DataConfig,
+)
 from tasks.generate_data import TRUTH_COLUMN, generate_data
+
+MAX_LISTED_COLUMNS = 40
 
 
 class DataError(ValueError):
-    """Input data that cannot be used, with the file/column and what was expected."""
+    """Input data that cannot be used, with the file/column and what was expected.
+
+    ``column`` names the offending column (or config key) when there is one. A deterministic
+    input error: retrying cannot fix it, and the flow ends in a named failed state.
+    """
+
+    def __init__(self, message: str, *, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 @dataclass(frozen=True)
@@ -63,20 +82,95 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def _duplicates(names: list[str]) -> list[str]:
+    return [name for name, n in Counter(names).items() if n > 1]
+
+
+def _csv_header(p: Path) -> list[str] | None:
+    """The header row as written (pandas would rename a repeated name to ``name.1``)."""
+    with p.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        for row in csv.reader(fh):
+            if row:
+                return row
+    return None
+
+
+def _unsupported_arrow_type(dtype: pa.DataType) -> bool:
+    """Cells that are not one number, text, boolean or time: nested, binary or unions."""
+    if pa.types.is_dictionary(dtype):
+        return _unsupported_arrow_type(dtype.value_type)
+    return bool(
+        pa.types.is_nested(dtype)
+        or pa.types.is_binary(dtype)
+        or pa.types.is_large_binary(dtype)
+        or pa.types.is_fixed_size_binary(dtype)
+        or pa.types.is_binary_view(dtype)
+    )
+
+
+def _check_parquet_schema(p: Path) -> None:
+    schema = pq.read_schema(p)
+    dup = _duplicates(list(schema.names))
+    if dup:
+        raise DataError(
+            f"data.path: {p.name} has duplicate column names {dup}: every column needs its own "
+            "name (rename or drop the repeats)",
+            column=dup[0],
+        )
+    bad = [(f.name, str(f.type)) for f in schema if _unsupported_arrow_type(f.type)]
+    if bad:
+        listed = "; ".join(f"{name!r} is {dtype}" for name, dtype in bad)
+        raise DataError(
+            f"data.path: {p.name} has columns of an unsupported Parquet type ({listed}): "
+            "every cell must be one number, text, boolean or timestamp; flatten nested "
+            "columns into plain ones or drop them from the file",
+            column=bad[0][0],
+        )
+
+
+def _check_csv_header(p: Path) -> None:
+    header = _csv_header(p)
+    if header is None:
+        raise DataError(f"data.path: {p.name} is empty: no header row and no data rows")
+    dup = _duplicates([name.strip() for name in header])
+    if dup:
+        raise DataError(
+            f"data.path: {p.name} has duplicate column names {dup} in its header: every "
+            "column needs its own name (rename or drop the repeats)",
+            column=dup[0],
+        )
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file; blank cells stay as read (validation decides)."""
+    """Read a CSV or Parquet file; blank cells stay as read (validation decides).
+
+    Refused with a :class:`DataError` before any row is used: a missing or empty file, a
+    header without rows, repeated column names (checked on the header as written, which
+    pandas would rename), and Parquet columns of nested or binary types.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data.path: file not found: {p}")
     suffix = p.suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(p)
-        if suffix in {".csv", ".txt"} or suffix.endswith("csv"):
-            return pd.read_csv(p, low_memory=False)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+            _check_parquet_schema(p)
+            frame = pd.read_parquet(p)
+        elif suffix in {".csv", ".txt"} or suffix.endswith("csv"):
+            _check_csv_header(p)
+            frame = pd.read_csv(p, low_memory=False)
+        else:
+            raise DataError(f"data.path: expected a .csv or .parquet file, got {p.name!r}")
+    except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"data.path: cannot read {p}: {exc}") from None
-    raise DataError(f"data.path: expected a .csv or .parquet file, got {p.name!r}")
+    if frame.empty:
+        columns = ", ".join(str(c) for c in frame.columns[:MAX_LISTED_COLUMNS])
+        raise DataError(
+            f"data.path: {p.name} has no data rows (only a header: {columns or 'no columns'})"
+        )
+    return frame
 
 
 def with_row_id(frame: pd.DataFrame, *, data: DataConfig) -> pd.DataFrame:
@@ -113,31 +207,50 @@ def load_data(config: BayesPilotConfig) -> LoadedData:
     return LoadedData(frame=frame, source=str(Path(config.data.path)), sha256=sha256)
 
 
-def _looks_numeric(series: pd.Series) -> bool:
+def numeric_share(series: pd.Series) -> float:
+    """Share (0-1) of the non-blank cells that parse as numbers (1.0 for a numeric dtype,
+    0.0 for booleans or a column with no non-blank cell)."""
+    if pd.api.types.is_bool_dtype(series):
+        return 0.0
+    if pd.api.types.is_numeric_dtype(series):
+        return 1.0
+    text = series.dropna().astype(str).str.strip()
+    text = text[text != ""]
+    if text.empty:
+        return 0.0
+    return float(pd.to_numeric(text, errors="coerce").notna().mean())
+
+
+def _looks_numeric(series: pd.Series, min_share: float) -> bool:
+    """Mostly numbers: at least ``min_share`` of the non-blank cells parse. The others are
+    then bad cells of a numeric column (validation reports them), not a reason to treat the
+    column as categorical."""
     if pd.api.types.is_bool_dtype(series):
         return False
     if pd.api.types.is_numeric_dtype(series):
         return True
-    text = series.dropna().astype(str).str.strip()
-    text = text[text != ""]
-    if text.empty:
+    sample = series.head(1000)  # a text column usually shows itself in the first rows
+    sample_share = numeric_share(sample)
+    if sample_share == 0.0 or sample_share < min_share / 2:
         return False
-    sample = text.head(1000)  # a text column usually shows itself in the first rows
-    if not pd.to_numeric(sample, errors="coerce").notna().all():
-        return False
-    return bool(pd.to_numeric(text, errors="coerce").notna().all())
+    return numeric_share(series) >= min_share
 
 
 def resolve_roles(
-    frame: pd.DataFrame, *, data: DataConfig, value_column: str | None = None
+    frame: pd.DataFrame,
+    *,
+    data: DataConfig,
+    value_column: str | None = None,
+    numeric_inference_share: float = DEFAULT_NUMERIC_INFERENCE_SHARE,
 ) -> ColumnRoles:
     """Column roles from config, inferring numeric/categorical from the data where not given:
     ``data.categorical`` alone makes those columns categorical (a numeric-looking code, say)
     and infers the rest; ``data.numeric`` alone makes every other column categorical; both
     together are the exact feature lists.
 
-    An object column whose non-blank values all parse as numbers (e.g. a charges column with a
-    few blank cells) is numeric.
+    A text column where at least ``numeric_inference_share`` (0-1) of the non-blank cells
+    parse as numbers is numeric (e.g. a charges column with a few blank cells, or with a few
+    typos, which validation then reports cell by cell).
     """
     # the generator's true probability is never a feature, even in a CSV of its output
     id_column = data.effective_id_column
@@ -147,7 +260,11 @@ def resolve_roles(
         numeric = [c for c in data.numeric if c not in reserved]
     else:
         excluded = set(data.categorical or [])
-        numeric = [c for c in candidates if c not in excluded and _looks_numeric(frame[c])]
+        numeric = [
+            c
+            for c in candidates
+            if c not in excluded and _looks_numeric(frame[c], numeric_inference_share)
+        ]
     inferred = [c for c in candidates if c not in set(numeric)]
     if data.categorical is not None:
         categorical = [c for c in data.categorical if c not in reserved]

@@ -7,6 +7,7 @@ is a near-copy of the label (leakage).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -20,18 +21,18 @@ from configs.settings import (
     ROW_ID_COLUMN,
     BayesPilotConfig,
     DataConfig,
+    EconomicsConfig,
     SplitConfig,
     ValidationConfig,
 )
-from schemas.churn import build_schema
-from tasks.load_data import ColumnRoles, resolve_roles
+from schemas.churn import CATEGORIES_ERROR, MISSING_SHARE_ERROR, build_schema
+from tasks.load_data import MAX_LISTED_COLUMNS, ColumnRoles, resolve_roles
 
 log = logging.getLogger(__name__)
 
 BLANK = r"^\s*$"
 MAX_EXAMPLES = 5
 MISSING_COLUMN = "column missing from the data"
-MAX_LISTED_COLUMNS = 40
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ValidationReport:
     blank_as_missing: dict[str, int] = field(default_factory=dict)
     missing_share: dict[str, float] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    found_columns: tuple[str, ...] = ()
+    """The table's columns, kept when a configured column is missing from it."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
@@ -64,6 +67,8 @@ class ValidationReport:
         for i in self.issues:
             ex = ", ".join(i.examples)
             lines.append(f"  - {i.column}: {i.check} ({i.failing_count} failing; e.g. {ex})")
+        if self.found_columns:
+            lines.append(f"columns in the data: {listed_columns(list(self.found_columns))}")
         return "\n".join(lines)
 
 
@@ -110,7 +115,9 @@ def _label_values(series: pd.Series, data: DataConfig) -> tuple[str, str | None]
     return positive, (str(others[0]) if others else None)
 
 
-def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
+def _issues_from_pandera(
+    failures: pd.DataFrame, work: pd.DataFrame, *, roles: ColumnRoles, data: DataConfig
+) -> list[ValidationIssue]:
     issues = []
     fc = failures.copy()
     missing_col = fc["check"].astype(str) == "column_in_dataframe"
@@ -118,9 +125,12 @@ def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
     fc["column"] = fc["column"].fillna("(table)").astype(str)
     fc["check"] = fc["check"].astype(str)
     coerced = {str(c): True for c in fc.loc[fc["check"].str.startswith("coerce_dtype"), "column"]}
+    columns = [str(c) for c in work.columns]
     for (column, check), group in fc.groupby(["column", "check"], sort=False):
         if check == "column_in_dataframe":
-            issues.append(ValidationIssue(str(column), MISSING_COLUMN, 1, ("absent",)))
+            key = _config_key(str(column), roles, data)
+            what = f"{MISSING_COLUMN} ({key})"
+            issues.append(_missing_column_issue(str(column), columns, what))
             continue
         if str(check).startswith("dtype("):
             continue  # the coerce_dtype failure for the same column says it better
@@ -130,6 +140,12 @@ def _issues_from_pandera(failures: pd.DataFrame) -> list[ValidationIssue]:
             continue  # a check that could not run on text the coercion already reported
         examples = tuple(str(v) for v in pd.unique(cases))
         count = int(group["index"].notna().sum()) or len(group)
+        if column in work.columns and check.startswith(MISSING_SHARE_ERROR):
+            # a whole-column check fails with a bare False: show the figure it judged
+            count = int(work[column].isna().sum())
+            examples = (f"{count / max(len(work), 1):.1%} missing",)
+        elif column in work.columns and check.startswith(CATEGORIES_ERROR):
+            examples = (f"{work[column].nunique(dropna=True)} distinct values",)
         issues.append(
             ValidationIssue(
                 str(column), _describe_check(str(check)), count, examples[:MAX_EXAMPLES]
@@ -142,11 +158,54 @@ def _normalised(name: str) -> str:
     return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
+def close_columns(wanted: str, columns: list[str], n: int = 3) -> list[str]:
+    """Columns that look like ``wanted``: the same name in another case or spelling first,
+    then the closest case-insensitive matches (difflib)."""
+    names = [str(c) for c in columns]
+    same = [c for c in names if c.casefold() == wanted.casefold()]
+    key = _normalised(wanted)
+    same += [c for c in names if c not in same and key and _normalised(c) == key]
+    by_folded: dict[str, str] = {}
+    for c in names:
+        by_folded.setdefault(c.casefold(), c)
+    close = difflib.get_close_matches(wanted.casefold(), list(by_folded), n=n, cutoff=0.6)
+    return (same + [by_folded[c] for c in close if by_folded[c] not in same])[:n]
+
+
+def listed_columns(columns: list[str]) -> str:
+    """The table's columns, at most ``MAX_LISTED_COLUMNS`` of them."""
+    names = [str(c) for c in columns]
+    listed = ", ".join(names[:MAX_LISTED_COLUMNS])
+    if len(names) > MAX_LISTED_COLUMNS:
+        listed += f", ... (+{len(names) - MAX_LISTED_COLUMNS} more)"
+    return listed
+
+
+def _missing_column_issue(column: str, columns: list[str], what: str) -> ValidationIssue:
+    """A configured column the table lacks, with its closest matches (the report lists the
+    table's columns once, under the issues)."""
+    similar = close_columns(column, columns)
+    hint = f"; closest matches: {', '.join(map(repr, similar))}" if similar else "; nothing similar"
+    return ValidationIssue(column, f"{what}{hint}", 1, tuple(similar) or ("absent",))
+
+
+def _config_key(column: str, roles: ColumnRoles, data: DataConfig) -> str:
+    """The config key that names ``column`` (for the missing-column message)."""
+    if column == roles.label_column:
+        return "data.label_column"
+    if column == roles.value_column:
+        return "economics.customer_value.column"
+    if data.numeric is not None and column in data.numeric:
+        return "data.numeric"
+    if data.categorical is not None and column in data.categorical:
+        return "data.categorical"
+    return "config"
+
+
 def _missing_id_issue(
     columns: list[str], *, roles: ColumnRoles, data: DataConfig
 ) -> ValidationIssue:
     """The id column is absent: say what to set, which columns exist and which look alike."""
-    names = [str(c) for c in columns]
     if data.id_column is None:
         return ValidationIssue(
             roles.id_column,
@@ -155,22 +214,49 @@ def _missing_id_issue(
             1,
             ("absent",),
         )
-    wanted = _normalised(roles.id_column)
-    similar = [c for c in names if c.casefold() == roles.id_column.casefold()]
-    similar += [c for c in names if c not in similar and wanted and _normalised(c) == wanted]
-    listed = ", ".join(names[:MAX_LISTED_COLUMNS])
-    if len(names) > MAX_LISTED_COLUMNS:
-        listed += f", ... (+{len(names) - MAX_LISTED_COLUMNS} more)"
-    hint = f"; same name in another case or spelling: {similar}" if similar else ""
-    return ValidationIssue(
+    return _missing_column_issue(
         roles.id_column,
-        f"id column {roles.id_column!r} missing from the data (data.id_column): set "
-        "data.id_column to the column that identifies each row, or to null for a table without "
-        f"ids (a row-number column {ROW_ID_COLUMN!r} is then added){hint}; "
-        f"columns in the data: {listed}",
-        1,
-        tuple(similar[:MAX_EXAMPLES]) or ("absent",),
+        columns,
+        f"{MISSING_COLUMN} (data.id_column, the id column): set data.id_column to the column "
+        "that identifies each row, or to null for a table without ids (a row-number column "
+        f"{ROW_ID_COLUMN!r} is then added)",
     )
+
+
+def _duplicate_issues(frame: pd.DataFrame, *, roles: ColumnRoles) -> list[ValidationIssue]:
+    """Exact duplicate rows (every column equal to an earlier row) and, apart from them, ids
+    shared by rows that differ. A generated row number is left out of the comparison."""
+    issues = []
+    compared = [c for c in frame.columns if not (c == ROW_ID_COLUMN and c == roles.id_column)]
+    exact = frame.duplicated(subset=compared, keep="first")
+    n_exact = int(exact.sum())
+    if n_exact:
+        first = frame.index[exact.to_numpy()][:MAX_EXAMPLES]
+        issues.append(
+            ValidationIssue(
+                "(table)",
+                f"{n_exact:,} exact duplicate row(s): every column equals an earlier row's; "
+                "drop the repeats (pandas: frame.drop_duplicates()) and run again",
+                n_exact,
+                tuple(f"row {i}" for i in first),
+            )
+        )
+    if roles.id_column in frame.columns:
+        ids = frame.loc[~exact.to_numpy(), roles.id_column].dropna()
+        conflicting = ids[ids.duplicated(keep=False)]
+        if len(conflicting):
+            values = tuple(str(v) for v in pd.unique(conflicting.astype(str)))
+            issues.append(
+                ValidationIssue(
+                    roles.id_column,
+                    "duplicate values: each row needs a unique id [field_uniqueness] "
+                    f"({len(values):,} id(s) shared by {len(conflicting):,} rows that differ in "
+                    "other columns)",
+                    len(conflicting),
+                    values[:MAX_EXAMPLES],
+                )
+            )
+    return issues
 
 
 def _describe_check(check: str) -> str:
@@ -208,10 +294,29 @@ def validate_data(
     data: DataConfig,
     validation: ValidationConfig,
     split: SplitConfig,
+    economics: EconomicsConfig | None = None,
 ) -> ValidatedData:
-    """Validate ``frame`` lazily; never mutates it. Returns the report and a clean copy."""
+    """Validate ``frame`` lazily; never mutates it. Returns the report and a clean copy.
+
+    A table without rows gets one issue and nothing else. ``economics``, when given, has its
+    contact capacity checked against the rows: a count (>= 1) larger than the table fails.
+    """
+    if len(frame) == 0:
+        return _no_rows(frame)
     work = frame.copy()
-    issues: list[ValidationIssue] = []
+    issues: list[ValidationIssue] = _duplicate_issues(frame, roles=roles)
+    capacity = economics.capacity if economics is not None else None
+    if capacity is not None and capacity >= 1 and capacity > len(frame):
+        issues.append(
+            ValidationIssue(
+                "economics.capacity",
+                f"a contact capacity of {capacity:g} customers is more than the "
+                f"{len(frame):,} rows of the data: set a smaller count, or a share of "
+                "customers in (0, 1)",
+                1,
+                (f"{capacity:g} > {len(frame)}",),
+            )
+        )
 
     text_cols = [c for c in (*roles.numeric, *roles.categorical) if c in work.columns]
     if roles.value_column and roles.value_column in work.columns:
@@ -229,8 +334,8 @@ def validate_data(
     for seg in roles.segment_columns:
         if seg not in work.columns:
             issues.append(
-                ValidationIssue(
-                    seg, "segment column missing from the data", 1, ("data.segment_columns",)
+                _missing_column_issue(
+                    seg, list(work.columns), f"{MISSING_COLUMN} (data.segment_columns)"
                 )
             )
 
@@ -250,14 +355,15 @@ def validate_data(
         label_values=allowed,
         max_missing_share=validation.max_missing_share,
         max_categories=validation.max_categories,
+        unique_id=False,  # _duplicate_issues tells exact duplicate rows from conflicting ids
     )
     try:
         schema.validate(work, lazy=True)
     except pa.errors.SchemaErrors as exc:
         issues.extend(
             i
-            for i in _issues_from_pandera(exc.failure_cases)
-            if not (i.column == roles.id_column and i.check == MISSING_COLUMN)
+            for i in _issues_from_pandera(exc.failure_cases, work, roles=roles, data=data)
+            if not (i.column == roles.id_column and i.check.startswith(MISSING_COLUMN))
         )
 
     label_counts: dict[str, int] = {}
@@ -301,6 +407,7 @@ def validate_data(
     if not issues and label_present:
         clean = _clean(work, roles=roles, positive=positive)
         issues.extend(_leakage(clean, roles=roles, validation=validation))
+    column_missing = any(i.check.startswith(MISSING_COLUMN) for i in issues)
     report = ValidationReport(
         passed=not issues,
         rows=len(frame),
@@ -309,11 +416,23 @@ def validate_data(
         blank_as_missing=blanks,
         missing_share=missing_share,
         label_counts=label_counts,
+        found_columns=tuple(str(c) for c in frame.columns) if column_missing else (),
     )
     if not report.passed:
         log.info("validation failed: %d problem(s)", len(report.issues))
         return ValidatedData(report=report, frame=None)
     return ValidatedData(report=report, frame=clean)
+
+
+def _no_rows(frame: pd.DataFrame) -> ValidatedData:
+    issue = ValidationIssue(
+        "(table)",
+        "the table has no data rows (a header at most): nothing to validate or train on",
+        0,
+        (f"{frame.shape[1]} column(s), 0 rows",),
+    )
+    report = ValidationReport(passed=False, rows=0, columns=frame.shape[1], issues=(issue,))
+    return ValidatedData(report=report, frame=None)
 
 
 def _clean(work: pd.DataFrame, *, roles: ColumnRoles, positive: str) -> pd.DataFrame:
@@ -365,9 +484,17 @@ class ValidatedTable:
 def validate_table(frame: pd.DataFrame, *, config: BayesPilotConfig) -> ValidatedTable:
     """Resolve column roles from config and data, then validate (the flow's validate stage)."""
     roles = resolve_roles(
-        frame, data=config.data, value_column=config.economics.customer_value.column
+        frame,
+        data=config.data,
+        value_column=config.economics.customer_value.column,
+        numeric_inference_share=config.validation.numeric_inference_share,
     )
     validated = validate_data(
-        frame, roles=roles, data=config.data, validation=config.validation, split=config.split
+        frame,
+        roles=roles,
+        data=config.data,
+        validation=config.validation,
+        split=config.split,
+        economics=config.economics,
     )
     return ValidatedTable(roles, validated)

@@ -268,7 +268,7 @@ def test_validate_data_missing_id_column_says_what_to_set(telco_layers, telco_fr
     check = issues[0].check
     assert "set data.id_column" in check and "null for a table without ids" in check
     assert "'CustomerID'" in check  # the look-alike (case and spelling)
-    assert "columns in the data: CustomerID, gender" in check
+    assert "columns in the data: CustomerID, gender" in report.summary()
     assert issues[0].examples == ("CustomerID",)
 
 
@@ -278,7 +278,10 @@ def test_validate_data_missing_id_column_without_lookalike_lists_columns(telco_l
     report = validate_table(frame, config=cfg).validated.report
     (issue,) = report.issues
     assert issue.column == "customerID" and "another case" not in issue.check
-    assert "Contract" in issue.check and "MonthlyCharges" in issue.check
+    assert "nothing similar" in issue.check
+    # the table's columns are listed once, under the issues
+    assert "Contract" in report.found_columns and "MonthlyCharges" in report.found_columns
+    assert "columns in the data: " in report.summary() and "Contract" in report.summary()
 
 
 @pytest.mark.skipif(not ORANGE.is_dir(), reason="shared Orange table not present")
