@@ -1,5 +1,8 @@
 """How stages run: as Prefect task runs inside a flow, or as direct calls (for benchmarks and
-for measuring Prefect's overhead against the very same functions)."""
+for measuring Prefect's overhead against the very same functions).
+
+Every stage boundary is a failpoint ``after-stage:<name>`` (``tasks/failpoints.py``): the
+crash-consistency test kills a run there."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
+
+from tasks.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +44,9 @@ class DirectRunner:
         self.max_workers = max_workers
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        failpoint(f"after-stage:{name}")
+        return result
 
     def concurrent(
         self,
@@ -50,7 +57,9 @@ class DirectRunner:
     ) -> list[T]:
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             futures = [pool.submit(fn, **kw) for kw in calls]
-            return [f.result() for f in futures]
+            results = [f.result() for f in futures]
+        failpoint(f"after-stage:{name}")
+        return results
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
         return None
@@ -86,6 +95,7 @@ class PrefectRunner:
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         result: T = self._task(name, fn)(*args, **kwargs)
+        failpoint(f"after-stage:{name}")
         return result
 
     def concurrent(
@@ -100,7 +110,9 @@ class PrefectRunner:
             t.with_options(task_run_name=f"{name}-{label}").submit(**kw)
             for kw, label in zip(calls, labels, strict=True)
         ]
-        return [f.result() for f in futures]
+        results = [f.result() for f in futures]
+        failpoint(f"after-stage:{name}")
+        return results
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
         from prefect.artifacts import create_table_artifact

@@ -1,15 +1,25 @@
-"""Rollback: move the MLflow alias back to the previous champion and append a ``rollback``
-record (reason, who asked), under the record lock."""
+"""Rollback: append a ``rollback`` record (reason, who asked) seating the previous champion,
+then move the MLflow alias back, under the record lock.
+
+Crash-consistent order, like a promotion (``tasks/reconcile.py``): reconcile what an earlier
+killed run left -> append the record (the source of truth; fsynced) -> remove alias
+``previous`` -> alias ``champion`` -> tag ``seated_by_record``. A kill after the record leaves
+a *lagging* alias: serving follows the chain at once, the next run moves the alias.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from typing import Any
 
 from serving.loader import NotReady, introducing_record, store_for
 from serving.settings import ServingSettings
+from tasks.failpoints import failpoint
+from tasks.reconcile import MlflowRegistry, move_champion_alias, reconcile_workspace
 from tasks.records import champion_of, git_state, now_iso, resolve_artifact, verify_file
 from tasks.signing import SigningError
+
+log = logging.getLogger(__name__)
 
 
 class RollbackError(RuntimeError):
@@ -17,14 +27,22 @@ class RollbackError(RuntimeError):
 
 
 def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> dict[str, Any]:
+    """Seat the champion the current one replaced; returns the ``rollback`` record. The
+    record's notes say what the start-of-run reconciliation repaired."""
     store = store_for(settings)
-    try:  # before the alias moves: without the key no rollback record could be written
+    try:  # before anything: without the key no rollback record could be written
         store.signer()
     except SigningError as exc:
         raise RollbackError(
             f"{exc}. A rollback appends a signed record: run it where the promotion key is"
         ) from None
     with store.locked(60.0):
+        cleanup = reconcile_workspace(
+            store,
+            settings.workspace_paths.models,
+            tracking_uri=settings.tracking_uri,
+            model_name=settings.model_name,
+        )
         records = store.records()
         current = champion_of(records[-1]) if records else None
         if current is None:
@@ -46,14 +64,6 @@ def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> di
             target["policy_sha256"],
             "previous policy document",
         )
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=settings.tracking_uri)
-        client.set_registered_model_alias(
-            str(target["model_name"]), "champion", str(target["model_version"])
-        )
-        with contextlib.suppress(Exception):  # the alias may not exist; nothing to undo
-            client.delete_registered_model_alias(str(current["model_name"]), "previous")
         body = {
             "kind": "rollback",
             "decision": "rolled-back",
@@ -65,8 +75,23 @@ def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> di
                 "model_version": current["model_version"],
                 "record_id": intro["record_id"],
             },
+            "notes": list(cleanup.notes()),
             **git_state(),
             "finished_at": now_iso(),
         }
         _, record = store.append_locked(lambda _head: body)
-        return record
+        failpoint("rollback:after-record")
+        move_champion_alias(
+            MlflowRegistry(settings.tracking_uri),
+            str(target["model_name"]),
+            str(target["model_version"]),
+            record,
+        )
+        failpoint("rollback:after-alias")
+    log.info(
+        "rolled back from v%s to v%s (record %s)",
+        current["model_version"],
+        target["model_version"],
+        record["record_id"][:12],
+    )
+    return record

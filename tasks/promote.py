@@ -1,5 +1,12 @@
-"""Promotion: the decision from the gates, the MLflow registry alias move (only when every gate
-passed), and the append-only record that ties run, data, config, gates, policy and artifact.
+"""Promotion: the decision from the gates, the append-only record that ties run, data, config,
+gates, policy and artifact, and the MLflow registry alias move (only when every gate passed).
+
+Crash-consistent order (the record is the source of truth; see ``tasks/reconcile.py``):
+register the MLflow version (tagged with the run id) -> append the record (fsynced with its
+directory and the signed head marker) -> alias ``previous`` -> alias ``champion`` -> tag the
+version ``seated_by_record``. A SIGKILL before the record leaves the old champion in force
+(the unrecorded version and model folder are removed by the next run); after the record, the
+alias *lags* and is reconciled (served from the chain meanwhile).
 """
 
 from __future__ import annotations
@@ -14,7 +21,16 @@ from typing import Any
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
+from tasks.failpoints import failpoint
 from tasks.gates import GATE_IDS, GateResult
+from tasks.reconcile import (
+    SEATED_BY_TAG,
+    MlflowRegistry,
+    ReconcileReport,
+    alias_state,
+    move_champion_alias,
+    reconcile_workspace,
+)
 from tasks.records import RecordStore, champion_of, git_state, now_iso
 from tasks.signing import KeySettings
 
@@ -99,12 +115,17 @@ def promote(
     *,
     workspace: Workspace,
     register: Callable[[], Registration],
-    move_aliases: Callable[[Registration, dict[str, Any] | None], None],
+    move_aliases: Callable[[Registration, dict[str, Any]], None],
     lock_timeout_s: float = 60.0,
     as_challenger: bool = False,
     set_challenger_alias: Callable[[Registration], None] | None = None,
 ) -> PromotionOutcome:
-    """Decide, and append the record; register and move aliases only when promoted.
+    """Decide and append the record; register and move aliases only when promoted.
+
+    Order, holding the record lock: ``register()`` -> append the record -> ``move_aliases(
+    registration, record)`` (``previous``, then ``champion``; the record names the replaced
+    champion). A kill between the record and the alias leaves a *lagging* alias that serving
+    tolerates and the next run moves (``tasks/reconcile.py``).
 
     Holding the record lock: if the champion changed since the champion gate ran, the run is
     rejected (its comparison is stale) so two runs can never both replace the same champion.
@@ -114,8 +135,8 @@ def promote(
     store = record_store(workspace, evidence.config)
     decision, reasons = decide(evidence.gates)
     registration: Registration | None = None
-    # load (or create) the signing key before anything moves in the registry: a missing key
-    # must stop the run here, not between the alias move and the record
+    # load (or create) the signing key before anything is registered: a missing key must
+    # stop the run here, not between the registration and the record
     store.signer()
     with store.locked(lock_timeout_s):
         head = store.head()
@@ -128,15 +149,12 @@ def promote(
                 "the champion changed while this run was gating (now "
                 f"{_champion_key(current)}); re-run to compare against it",
             )
-        if decision == "promoted" and as_challenger:
+        if decision == "promoted":
             registration = register()
-            if set_challenger_alias is not None:
-                set_challenger_alias(registration)
+            failpoint("promote:after-register")
+        if decision == "promoted" and as_challenger:
             decision = "challenger"
             reasons = ("passed every gate; registered as challenger for shadow scoring", *reasons)
-        elif decision == "promoted":
-            registration = register()
-            move_aliases(registration, current)
         champion_after = current
         block = None
         if registration is not None:
@@ -158,8 +176,33 @@ def promote(
         if decision == "challenger":
             body["challenger"] = block
         path, record = store.append_locked(lambda _head: body)
+        failpoint("promote:after-record")
+        if registration is not None and decision == "promoted":
+            move_aliases(registration, record)
+            failpoint("promote:after-alias")
+        elif registration is not None and set_challenger_alias is not None:
+            set_challenger_alias(registration)
     log.info("decision %s recorded in %s", decision, path.name)
     return PromotionOutcome(decision, reasons, path, record, registration)
+
+
+def reconcile_at_start(
+    config: BayesPilotConfig, workspace: Workspace, *, own_run: str | None
+) -> ReconcileReport:
+    """The start of a run (promotion, policy update): under the record lock, move a lagging
+    alias to the chain's champion and remove what killed runs left (``tasks/reconcile.py``).
+    A workspace without records or model folders has nothing to reconcile (no lock taken)."""
+    if not (workspace.promotions.is_dir() or workspace.models.is_dir()):
+        return ReconcileReport(registry_checked=False)
+    store = record_store(workspace, config)
+    with store.locked(config.promotion.lock_timeout_s):
+        return reconcile_workspace(
+            store,
+            workspace.models,
+            tracking_uri=config.mlflow_uri(),
+            model_name=config.promotion.model_name,
+            own_run=own_run,
+        )
 
 
 def record_store(workspace: Workspace, config: BayesPilotConfig) -> RecordStore:
@@ -272,61 +315,47 @@ def mlflow_challenger_alias(tracking_uri: str) -> Callable[[Registration], None]
     return move
 
 
-def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, Any] | None], None]:
-    """Alias ``champion`` -> the new version; the old champion keeps alias ``previous``."""
+def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, Any]], None]:
+    """After the record: the replaced champion gets alias ``previous``, then the new version
+    alias ``champion`` and tag ``seated_by_record`` = the record id (the move is complete)."""
 
-    def move(reg: Registration, current: dict[str, Any] | None) -> None:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        if current and current.get("model_name") == reg.model_name:
-            client.set_registered_model_alias(
-                reg.model_name, "previous", str(current["model_version"])
-            )
-        client.set_registered_model_alias(reg.model_name, "champion", reg.model_version)
+    def move(reg: Registration, record: dict[str, Any]) -> None:
+        move_champion_alias(
+            MlflowRegistry(tracking_uri), reg.model_name, reg.model_version, record
+        )
 
     return move
 
 
 def mlflow_alias_check(
     tracking_uri: str, model_name: str, alias: str = "champion"
-) -> Callable[[dict[str, Any] | None], tuple[str | None, str | None]]:
-    """For ``records.audit``: (problem, note) comparing the registry alias with the chain
-    head's champion block. An unreachable registry is a note (checked when reachable)."""
+) -> Callable[[list[dict[str, Any]]], tuple[str | None, str | None]]:
+    """For ``records.audit``: (problem, note) comparing the registry alias with the verified
+    chain. An alias that *lags* (a run stopped between its record and the alias move; see
+    ``tasks/reconcile.py``) is a note, reconciled by the next run; any other mismatch is a
+    problem. An unreachable registry is a note (checked when reachable)."""
 
-    def check(block: dict[str, Any] | None) -> tuple[str | None, str | None]:
-        if tracking_uri.startswith("sqlite:///"):
-            db = Path(tracking_uri.removeprefix("sqlite:///"))
-            if not db.is_file():  # do not let MLflow create an empty registry here
-                return None, f"MLflow registry {db} not found: alias '{alias}' not checked"
+    def check(records: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+        if not MlflowRegistry.available(tracking_uri):  # never create an empty registry here
+            db = tracking_uri.removeprefix("sqlite:///")
+            return None, f"MLflow registry {db} not found: alias '{alias}' not checked"
+        block = champion_of(records[-1]) if records else None
         name = str(block["model_name"]) if block else model_name
         try:
-            from mlflow import MlflowClient
-            from mlflow.exceptions import MlflowException
-
-            client = MlflowClient(tracking_uri=tracking_uri)
-            try:
-                version: str | None = str(client.get_model_version_by_alias(name, alias).version)
-            except MlflowException as exc:
-                if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                    raise
-                version = None  # no such model or alias
+            registry = MlflowRegistry(tracking_uri)
+            version = registry.alias_version(name, alias)
+            seated = (
+                registry.version_tag(name, str(block["model_version"]), SEATED_BY_TAG)
+                if block
+                else None
+            )
         except Exception as exc:
             return None, f"MLflow registry unreachable ({type(exc).__name__}): alias not checked"
-        wanted = str(block["model_version"]) if block else None
-        if version == wanted:
+        state = alias_state(records, version, seated)
+        if state.status == "in-force":
             return None, None
-        if wanted is None:
-            return (
-                f"MLflow alias '{alias}' of {name} points at v{version} but the record chain "
-                "has no champion (moved by hand?)",
-                None,
-            )
-        return (
-            f"MLflow alias '{alias}' of {name} points at "
-            f"{'nothing' if version is None else 'v' + version} but the record chain head says "
-            f"v{wanted}: move the alias back, or append a record that explains the change",
-            None,
-        )
+        if state.status == "lagging":
+            return None, state.message(name, alias)
+        return state.message(name, alias), None
 
     return check
