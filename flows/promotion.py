@@ -45,7 +45,9 @@ from tasks.promote import (
     mlflow_register,
     now_iso,
     promote,
+    reconcile_at_start,
 )
+from tasks.reconcile import run_alive
 from tasks.records import RecordStore, champion_of
 from tasks.select_policy import (
     PolicyEvidence,
@@ -280,9 +282,29 @@ def evaluate(
 def promotion_pipeline(
     config: BayesPilotConfig, *, runner: Runner, trigger: dict[str, Any] | None = None
 ) -> RunResult:
-    """The full run; ``trigger`` (e.g. a monitoring alert) is carried into the record."""
+    """The full run; ``trigger`` (e.g. a monitoring alert) is carried into the record. The
+    run holds a liveness lock on its ``models/<run>/`` folder for its life and starts by
+    reconciling what killed runs left (lagging alias, temp files, unrecorded MLflow versions
+    and model folders: ``tasks/reconcile.py``); the report goes to the log and the record's
+    notes."""
     workspace = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
+    cleanup = reconcile_at_start(config, workspace, own_run=run_id)
+    with run_alive(workspace.run_models(run_id)):
+        return _promotion_run(
+            config, runner=runner, trigger=trigger, run_id=run_id, cleanup=cleanup.notes()
+        )
+
+
+def _promotion_run(
+    config: BayesPilotConfig,
+    *,
+    runner: Runner,
+    trigger: dict[str, Any] | None,
+    run_id: str,
+    cleanup: tuple[str, ...],
+) -> RunResult:
+    workspace = Workspace.from_setting(config.paths.workspace)
     store = RecordStore.for_config(config)
     head = store.head()
     ev = evaluate(
@@ -363,7 +385,7 @@ def promotion_pipeline(
         artifact_sha256=packaged.artifact_sha256,
         gated_against=ev.champion,
         started_at=ev.started,
-        notes=_notes(splits, config, ev.stability),
+        notes=(*_notes(splits, config, ev.stability), *cleanup),
         explanation=explanation,
         reference=reference,
         trigger=trigger,

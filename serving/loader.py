@@ -7,7 +7,10 @@ Order of checks (any failure: ``NotReady`` with the reason, never a fallback fil
 2. its head names a champion;
 3. the record that introduced that champion (model version + policy) passed every gate,
    including a passing fast-scorer exactness check;
-4. the MLflow registry alias ``champion`` points at the same model version;
+4. the MLflow registry alias ``champion`` points at the same model version, or *lags* (names
+   the champion before the newest seat-changing record: a run stopped between its record
+   and the alias move, ``tasks/reconcile.py``): the chain's champion serves, ready, with a
+   note (``alias_note``) the next run clears by moving the alias;
 5. the artifact's and the policy's SHA-256 match the signed record: each file is read once
    and only those verified bytes are unpickled or parsed.
 
@@ -130,21 +133,44 @@ def _check_gates(rec: dict[str, Any], *, fast_scorer: bool = True) -> None:
         raise NotReady(f"record {rec['record_id'][:12]} has no passing fast-scorer exactness check")
 
 
-def _check_alias(settings: ServingSettings, block: dict[str, Any], alias: str = "champion") -> None:
+def _check_alias(
+    settings: ServingSettings, block: dict[str, Any], alias: str = "champion"
+) -> str | None:
+    """The registry alias against the chain. Returns a note when the champion alias *lags*
+    (a run stopped between its record and the alias move, ``tasks/reconcile.py``: the
+    chain's champion serves, the next run moves the alias); raises ``NotReady`` for any other
+    mismatch (an alias moved by hand) or an unreadable registry."""
     if not settings.check_registry_alias:
-        return
-    try:
-        from mlflow import MlflowClient
+        return None
+    from tasks.reconcile import SEATED_BY_TAG, MlflowRegistry, alias_state
 
-        client = MlflowClient(tracking_uri=settings.tracking_uri)
-        mv = client.get_model_version_by_alias(str(block["model_name"]), alias)
+    name, wanted = str(block["model_name"]), str(block["model_version"])
+    try:
+        registry = MlflowRegistry(settings.tracking_uri)
+        version = registry.alias_version(name, alias)
     except Exception as exc:
         raise NotReady(f"MLflow alias '{alias}' could not be read: {exc}") from None
-    if str(mv.version) != str(block["model_version"]):
-        raise NotReady(
-            f"MLflow alias '{alias}' points at v{mv.version} but the record chain says "
-            f"v{block['model_version']}"
-        )
+    if version == wanted:
+        return None
+    mismatch = (
+        f"MLflow alias '{alias}' points at {'nothing' if version is None else 'v' + version} "
+        f"but the record chain says v{wanted}"
+    )
+    if alias != "champion":
+        raise NotReady(mismatch)
+    report, records = store_for(settings).verified_records()
+    if not report.ok:
+        raise NotReady("record chain broken: " + "; ".join(report.problems))
+    try:
+        seated = registry.version_tag(name, wanted, SEATED_BY_TAG)
+    except Exception as exc:
+        raise NotReady(f"MLflow version v{wanted} could not be read: {exc}") from None
+    state = alias_state(records, version, seated)
+    if state.status == "lagging" and state.chain_version == wanted:
+        note = state.message(name, alias)
+        log.warning("%s", note)
+        return note
+    raise NotReady(mismatch + " (moved by hand?)")
 
 
 def _verified_records(settings: ServingSettings) -> list[dict[str, Any]]:
@@ -203,7 +229,7 @@ def _info(rec: dict[str, Any], block: dict[str, Any], head: dict[str, Any]) -> d
 def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> Champion:
     """Alias cross-check, hash checks, then (only then) unpickle and compile."""
     rec, block, head = resolved.record, resolved.block, resolved.head
-    _check_alias(settings, block, resolved.alias)
+    alias_note = _check_alias(settings, block, resolved.alias)
     try:
         model = load_verified_model(settings.workspace, block)
         policy = Policy.from_json(load_verified_policy_text(settings.workspace, block))
@@ -213,7 +239,12 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
         raise NotReady("policy document id does not match the record")
     scorer = compile_scorer(model, pin=pin)
     schema = rec.get("schema", {})
-    info = {**_info(rec, block, head), "policy": policy.document, "policy_id": policy.policy_id}
+    info = {
+        **_info(rec, block, head),
+        "policy": policy.document,
+        "policy_id": policy.policy_id,
+        "alias_note": alias_note,
+    }
     log.info(
         "%s %s v%s verified and loaded (record %s)",
         resolved.alias,
@@ -241,7 +272,7 @@ def follow_head(settings: ServingSettings, loaded: Champion, resolved: Resolved)
     """The loaded model under a new chain head that names the same model (a monitoring
     record, say, or a forced reload): the alias and the artifact's and policy's SHA-256 are
     checked again (a file changed on disk is refused and said so), nothing is unpickled."""
-    _check_alias(settings, resolved.block, resolved.alias)
+    alias_note = _check_alias(settings, resolved.block, resolved.alias)
     block = resolved.block
     try:
         for rel, sha, what in (
@@ -252,7 +283,12 @@ def follow_head(settings: ServingSettings, loaded: Champion, resolved: Resolved)
     except VerificationError as exc:
         raise NotReady(f"{exc}; still serving the copy verified at load") from None
     head = resolved.head
-    info = {**loaded.info, "head_record_id": head["record_id"], "head_kind": head.get("kind")}
+    info = {
+        **loaded.info,
+        "head_record_id": head["record_id"],
+        "head_kind": head.get("kind"),
+        "alias_note": alias_note,
+    }
     return replace(loaded, head_record_id=head["record_id"], head_marker=resolved.marker, info=info)
 
 
