@@ -535,13 +535,47 @@ class PromotionConfig(Section):
 
 
 class MonitoringConfig(Section):
-    psi_alert: float = Field(0.2, gt=0, description="PSI above this flags a feature or score.")
+    """Drift alerts: a two-sample test per feature, the score and the contact rate, Holm over
+    all of them at ``drift_alpha``; a significant test alerts when its effect reaches the
+    floor below (``tasks/monitor.py`` states the rule in every monitoring record)."""
+
+    drift_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Family-wise false-alarm rate (probability) of one day's drift tests.",
+    )
+    psi_alert: float = Field(
+        0.2,
+        gt=0,
+        description="Effect floor (PSI) for a significant categorical or discrete feature.",
+    )
     ks_alert: float = Field(
-        0.1, gt=0, le=1, description="KS statistic above this flags a numeric feature."
+        0.1,
+        gt=0,
+        le=1,
+        description="Effect floor (KS statistic, 0-1) for a significant continuous feature or "
+        "the score.",
     )
     contact_rate_alert: float = Field(
-        0.1, gt=0, description="Absolute change of the contact rate (0-1) that raises an alert."
+        0.1,
+        gt=0,
+        description="Effect floor: absolute change of the contact rate (0-1) that, when "
+        "significant, raises an alert.",
     )
+    reference_sample_rows: int = Field(
+        2000,
+        ge=50,
+        description="Training values kept per continuous feature (and test scores) in the "
+        "record, as the KS test's reference sample (rows, seeded).",
+    )
+    discrete_max_values: int = Field(
+        20,
+        ge=1,
+        description="A numeric feature with at most this many distinct training values is "
+        "tested on its counts (chi-square), not with KS (which assumes no ties).",
+    )
+    reference_seed: int = Field(7, description="Seed of the reference sample.")
     profit_decay_alert: float = Field(
         0.3,
         gt=0,

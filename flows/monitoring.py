@@ -21,9 +21,9 @@ from tasks.load_data import load_data
 from tasks.monitor import (
     OutcomeReport,
     challenger_comparison,
-    feature_drift,
+    drift_rule,
+    drift_tests,
     outcome_metrics,
-    prediction_drift,
     read_prediction_log,
     skew,
 )
@@ -80,9 +80,14 @@ def _plots(out_dir: Path, drift: list[dict[str, Any]], outcomes: OutcomeReport) 
     paths = []
     if drift:
         fig, ax = plt.subplots(figsize=(7, 4))
-        rows = [r for r in drift if r["psi"] is not None][:15]
-        ax.barh([r["feature"] for r in rows][::-1], [r["psi"] for r in rows][::-1])
-        ax.set(xlabel="PSI vs training reference", title="feature drift")
+        rows = [r for r in drift if r["ks"] is not None or r["psi"] is not None][:15]
+        effect = [r["ks"] if r["ks"] is not None else r["psi"] for r in rows]
+        colours = ["tab:red" if r["alert"] else "tab:blue" for r in rows]
+        ax.barh([r["feature"] for r in rows][::-1], effect[::-1], color=colours[::-1])
+        ax.set(
+            xlabel="effect vs training reference (KS statistic or PSI); red: alert",
+            title="feature drift (most significant first)",
+        )
         path = out_dir / "drift.png"
         out_dir.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90, bbox_inches="tight")
@@ -133,15 +138,15 @@ def monitoring_pipeline(
         alerts_note = f"only {len(logged)} logged predictions (< {config.monitoring.min_rows})"
     else:
         alerts_note = ""
-        drift = feature_drift(reference, logged, config=config.monitoring)
-        pred = prediction_drift(
+        tested = drift_tests(
             reference,
+            logged,
             logged["probability"].to_numpy(float),
             (logged["action"] == "contact").to_numpy(),
             config=config.monitoring,
         )
-        alerts += [f"drift in {r['feature']}: {r['reason']}" for r in drift if r["alert"]]
-        alerts += pred["alerts"]
+        drift, pred = tested["features"], tested["prediction"]
+        alerts += tested["alerts"]
         try:
             source = load_data(config).frame
             features = [c for cols in champ.get("features", {}).values() for c in cols]
@@ -187,6 +192,7 @@ def monitoring_pipeline(
         "note": alerts_note,
         "feature_drift": drift,
         "prediction_drift": pred,
+        "drift_rule": drift_rule(config.monitoring),
         "skew": skew_report,
         "outcomes": asdict(outcome),
         "challenger": challenger,
@@ -251,12 +257,17 @@ def _markdown(record: dict[str, Any], summary: dict[str, Any], alerts: list[str]
         "## Alerts",
         *([f"- {a}" for a in alerts] or ["- none"]),
         "",
-        "## Drift (top 10 by PSI)",
-        "| feature | PSI | KS | alert |",
-        "|---|---:|---:|---|",
+        "## Drift (10 most significant)",
+        f"Rule: {summary.get('drift_rule', '')}",
+        "",
+        "| feature | test | KS | PSI | p-value | alert |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for r in summary["feature_drift"][:10]:
-        lines.append(f"| {r['feature']} | {r['psi']} | {r['ks']} | {r['alert']} |")
+        lines.append(
+            f"| {r['feature']} | {r.get('test')} | {r['ks']} | {r['psi']} | "
+            f"{r.get('p_value')} | {r['alert']} |"
+        )
     if o["rows"]:
         lines += [
             "",

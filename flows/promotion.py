@@ -346,7 +346,13 @@ def _promotion_run(
     )
     p_test = chosen.predict(splits.X("test"))
     reference = build_reference(
-        splits.train, roles, p_test, apply_policy(p_test, splits.test, policy).contact
+        splits.train,
+        roles,
+        p_test,
+        apply_policy(p_test, splits.test, policy).contact,
+        sample_rows=config.monitoring.reference_sample_rows,
+        discrete_max_values=config.monitoring.discrete_max_values,
+        seed=config.monitoring.reference_seed,
     )
     rel = lambda p: str(p.relative_to(workspace.root))  # noqa: E731
     evidence = RunEvidence(

@@ -1,8 +1,20 @@
 """Monitoring what is served: drift against the champion's training reference, training/serving
 skew, and realised outcomes once labels arrive. Plain functions; the flow wires them.
 
-PSI uses the reference's bins (numeric: train deciles; categorical: train categories plus
-"other"); KS compares the current sample with the reference quantile function.
+Drift is a family of two-sample tests against a reference stored in the promotion record, with
+one family-wise false-alarm rate (``monitoring.drift_alpha``, Holm over every test):
+
+* continuous numeric features and the score: ``scipy.stats.ks_2samp`` against a seeded sample
+  of the training values (test scores for the score);
+* categorical and low-cardinality numeric features (at most ``discrete_max_values`` distinct
+  values at training): a chi-square test of the current counts against the training counts
+  (``scipy.stats.chi2_contingency``), rare values pooled so each expected count is at least 5;
+* the contact rate: a chi-square test of the current contacts against those on test.
+
+A test alerts when it is significant after Holm *and* its effect is at least the configured
+size (KS statistic, PSI, contact-rate change): with the sample size the p-value carries, the
+effect floor keeps a large day from flagging differences nobody would act on. The rule itself
+is returned with the result so the monitoring record states it.
 """
 
 from __future__ import annotations
@@ -14,37 +26,66 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from configs.settings import BootstrapConfig, MonitoringConfig
 from tasks.evaluate import PairedBootstrap, interval, weighted_mean
+from tasks.gates.stats import holm
 from tasks.load_data import ColumnRoles
 from tasks.select_policy import Policy
 
 EPS = 1e-6
 OTHER = "__other__"
+MISSING = "(missing)"
 QUANTILES = np.linspace(0, 1, 101)
+MIN_EXPECTED = 5.0  # chi-square: pool values until every expected count reaches this
 
 
 # ---------------------------------------------------------------- reference at promotion
-def _numeric_reference(x: np.ndarray, bins: int) -> dict[str, Any]:
+def _value_key(v: float) -> str:
+    return format(float(v), ".12g")
+
+
+def _numeric_reference(
+    x: np.ndarray, bins: int, *, sample_rows: int, discrete_max_values: int, seed: int
+) -> dict[str, Any]:
+    """Continuous: PSI bins, quantiles and a seeded sample (for KS). Few distinct values:
+    the counts of each value (for chi-square)."""
+    missing = int(np.isnan(x).sum())
     x = x[~np.isnan(x)]
-    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
+    distinct = np.unique(x)
+    if 0 < len(distinct) <= discrete_max_values:
+        values, counts = np.unique(x, return_counts=True)
+        out = {_value_key(v): int(c) for v, c in zip(values, counts, strict=True)}
+        if missing:
+            out[MISSING] = missing
+        return {"kind": "discrete", "counts": out, "shares": _shares(out)}
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1))) if len(x) else np.array([])
     inner = edges[1:-1]
     shares = np.bincount(np.searchsorted(inner, x, side="right"), minlength=len(inner) + 1)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(x, size=min(sample_rows, len(x)), replace=False) if len(x) else x
     return {
         "kind": "numeric",
         "inner_edges": inner.tolist(),
         "shares": (shares / max(len(x), 1)).tolist(),
         "quantiles": np.quantile(x, QUANTILES).tolist() if len(x) else [],
+        "sample": [float(f"{v:.6g}") for v in np.sort(sample)],
+        "rows": int(len(x)),
     }
 
 
+def _shares(counts: dict[str, int]) -> dict[str, float]:
+    total = max(sum(counts.values()), 1)
+    return {k: c / total for k, c in counts.items()}
+
+
 def _categorical_reference(x: pd.Series, max_categories: int) -> dict[str, Any]:
-    shares = x.astype(str).value_counts(normalize=True)
-    top = shares.head(max_categories)
-    out = {str(k): float(v) for k, v in top.items()}
-    out[OTHER] = float(shares.iloc[len(top) :].sum())  # categories unseen at training land here
-    return {"kind": "categorical", "shares": out}
+    counts = x.astype(str).value_counts()
+    top = counts.head(max_categories)
+    out = {str(k): int(v) for k, v in top.items()}
+    out[OTHER] = int(counts.iloc[len(top) :].sum())  # categories unseen at training land here
+    return {"kind": "categorical", "counts": out, "shares": _shares(out)}
 
 
 def build_reference(
@@ -55,17 +96,27 @@ def build_reference(
     *,
     bins: int = 10,
     max_categories: int = 50,
+    sample_rows: int = 2000,
+    discrete_max_values: int = 20,
+    seed: int = 7,
 ) -> dict[str, Any]:
-    """Feature distributions on train and score/contact distributions on test, for drift."""
+    """Feature distributions on train and score/contact distributions on test, for drift.
+    ``sample_rows``: values kept per continuous feature for the KS test (seeded)."""
+    kw = {"sample_rows": sample_rows, "discrete_max_values": discrete_max_values, "seed": seed}
     features = {}
     for col in roles.numeric:
-        features[col] = _numeric_reference(train[col].to_numpy(dtype=float), bins)
+        features[col] = _numeric_reference(train[col].to_numpy(dtype=float), bins, **kw)
     for col in roles.categorical:
-        features[col] = _categorical_reference(train[col].fillna("(missing)"), max_categories)
+        features[col] = _categorical_reference(train[col].fillna(MISSING), max_categories)
+    contact = np.asarray(contact_test, bool)
     return {
         "features": features,
-        "score": _numeric_reference(np.asarray(p_test, float), bins),
-        "contact_rate": float(np.mean(contact_test)),
+        "score": _numeric_reference(
+            np.asarray(p_test, float), bins, **{**kw, "discrete_max_values": 0}
+        ),
+        "contact_rate": float(np.mean(contact)) if len(contact) else float("nan"),
+        "contacts": int(contact.sum()),
+        "scored": int(len(contact)),
         "rows": len(train),
     }
 
@@ -85,84 +136,216 @@ def _current_numeric_shares(ref: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return counts / max(len(x), 1)
 
 
-def ks_against_reference(ref: dict[str, Any], x: np.ndarray) -> float:
-    """KS statistic of the sample ``x`` against the reference quantile function."""
-    x = np.sort(x[~np.isnan(x)])
-    q = np.asarray(ref.get("quantiles") or [], float)
-    if len(x) == 0 or len(q) == 0:
-        return float("nan")
-    q, idx = np.unique(q, return_index=True)
-    ref_cdf = np.interp(x, q, QUANTILES[idx], left=0.0, right=1.0)
-    ecdf_hi = np.arange(1, len(x) + 1) / len(x)
-    ecdf_lo = np.arange(0, len(x)) / len(x)
-    return float(max(np.max(np.abs(ecdf_hi - ref_cdf)), np.max(np.abs(ecdf_lo - ref_cdf))))
+def _reference_sample(ref: dict[str, Any]) -> np.ndarray:
+    """The stored sample; records written before samples were stored give their 101
+    quantiles instead (a coarser reference: the test is then conservative)."""
+    return np.asarray(ref.get("sample") or ref.get("quantiles") or [], float)
 
 
-def feature_drift(
-    reference: dict[str, Any], current: pd.DataFrame, *, config: MonitoringConfig
-) -> list[dict[str, Any]]:
-    """PSI (and KS for numeric) per reference feature present in ``current``."""
-    rows = []
-    for col, ref in reference["features"].items():
-        if col not in current.columns:
-            rows.append(
-                {
-                    "feature": col,
-                    "kind": ref["kind"],
-                    "psi": None,
-                    "ks": None,
-                    "alert": True,
-                    "reason": "feature absent from the logged inputs",
-                }
-            )
-            continue
-        if ref["kind"] == "numeric":
-            x = pd.to_numeric(current[col], errors="coerce").to_numpy(dtype=float)
-            value = psi(np.asarray(ref["shares"]), _current_numeric_shares(ref, x))
-            ks_value = ks_against_reference(ref, x)
-            ks = None if np.isnan(ks_value) else ks_value
-        else:
-            ks = None
-            shares = current[col].fillna("(missing)").astype(str).value_counts(normalize=True)
-            keys = [k for k in ref["shares"] if k != OTHER]
-            cur = [float(shares.get(k, 0.0)) for k in keys]
-            cur.append(float(shares[~shares.index.isin(keys)].sum()))
-            expected = [ref["shares"][k] for k in keys] + [ref["shares"].get(OTHER, 0.0)]
-            value = psi(np.asarray(expected), np.asarray(cur))
-        alert = value > config.psi_alert or (ks is not None and ks > config.ks_alert)
-        rows.append(
-            {
-                "feature": col,
-                "kind": ref["kind"],
-                "psi": round(value, 5),
-                "ks": None if ks is None else round(ks, 5),
-                "alert": bool(alert),
-                "reason": f"PSI {value:.3f} > {config.psi_alert}"
-                if value > config.psi_alert
-                else (f"KS {ks:.3f} > {config.ks_alert}" if alert else ""),
-            }
-        )
-    return sorted(rows, key=lambda r: -(r["psi"] if r["psi"] is not None else np.inf))
+def ks_two_sample(ref: dict[str, Any], x: np.ndarray) -> tuple[float, float]:
+    """(KS statistic, p-value) of ``x`` against the reference sample (scipy ``ks_2samp``);
+    (nan, nan) when either side is empty."""
+    x = x[~np.isnan(x)]
+    sample = _reference_sample(ref)
+    if len(x) == 0 or len(sample) == 0:
+        return float("nan"), float("nan")
+    res = stats.ks_2samp(sample, x)
+    return float(res.statistic), float(res.pvalue)
 
 
-def prediction_drift(
-    reference: dict[str, Any], p: np.ndarray, contact: np.ndarray, *, config: MonitoringConfig
+def _reference_counts(ref: dict[str, Any], reference_rows: int) -> dict[str, float]:
+    if "counts" in ref:
+        return {k: float(v) for k, v in ref["counts"].items()}
+    return {k: float(v) * reference_rows for k, v in ref["shares"].items()}  # older records
+
+
+def _current_counts(ref: dict[str, Any], values: pd.Series) -> dict[str, float]:
+    """Current counts over the reference's keys; values unseen at training count as OTHER
+    (categorical) or as a value of their own (a numeric value never seen at training)."""
+    if ref["kind"] == "discrete":
+        num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        keys = [MISSING if np.isnan(v) else _value_key(v) for v in num]
+    else:
+        keys = values.fillna(MISSING).astype(str).tolist()
+    counted = pd.Series(keys, dtype=object).value_counts()
+    out: dict[str, float] = {}
+    for key, n in counted.items():
+        k = str(key)
+        if ref["kind"] == "categorical" and k not in ref["counts" if "counts" in ref else "shares"]:
+            k = OTHER
+        out[k] = out.get(k, 0.0) + float(n)
+    return out
+
+
+def chi_square_counts(
+    reference: dict[str, float], current: dict[str, float]
+) -> tuple[float, float, float]:
+    """(PSI, chi-square p-value, dof) of current against reference counts over the union of
+    their keys; keys are pooled (rarest first) until every expected count is >= 5."""
+    keys = sorted(set(reference) | set(current), key=lambda k: reference.get(k, 0.0))
+    ref = np.array([reference.get(k, 0.0) for k in keys])
+    cur = np.array([current.get(k, 0.0) for k in keys])
+    n_ref, n_cur = ref.sum(), cur.sum()
+    if n_ref <= 0 or n_cur <= 0:
+        return float("nan"), float("nan"), 0.0
+    value = psi(ref / n_ref, cur / n_cur)
+    # pool the rarest keys into one cell until every expected count (either row) is >= 5
+    table = np.vstack([ref, cur])
+    while table.shape[1] > 1:
+        expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+        if expected.min() >= MIN_EXPECTED:
+            break
+        table = np.column_stack([table[:, 0] + table[:, 1], table[:, 2:]])
+    if table.shape[1] < 2:
+        return value, 1.0, 0.0
+    res = stats.chi2_contingency(table, correction=False)
+    return value, float(res.pvalue), float(res.dof)
+
+
+@dataclass(frozen=True)
+class DriftTest:
+    """One test of the drift family. ``effect`` is the KS statistic (continuous), PSI
+    (discrete, categorical) or the absolute contact-rate change (probability)."""
+
+    name: str
+    kind: str
+    test: str
+    effect: float | None
+    p_value: float | None
+
+
+def drift_rule(config: MonitoringConfig) -> str:
+    """The alert rule in words (stored in the monitoring record)."""
+    return (
+        f"a feature, the score or the contact rate alerts when its two-sample test is "
+        f"significant at family-wise alpha {config.drift_alpha} (Holm over all "
+        f"tests of the day) and its effect is at least the floor: KS >= {config.ks_alert} "
+        f"(continuous: scipy ks_2samp against {config.reference_sample_rows} training "
+        f"values), PSI >= {config.psi_alert} (categorical and numeric with <= "
+        f"{config.discrete_max_values} values: chi-square on counts), |contact-rate change| "
+        f">= {config.contact_rate_alert} (chi-square on contacts)"
+    )
+
+
+def _feature_test(col: str, ref: dict[str, Any], current: pd.DataFrame, rows: int) -> DriftTest:
+    if col not in current.columns:
+        return DriftTest(col, ref["kind"], "absent", None, None)
+    if ref["kind"] == "numeric":
+        x = pd.to_numeric(current[col], errors="coerce").to_numpy(dtype=float)
+        ks, p = ks_two_sample(ref, x)
+        return DriftTest(col, "numeric", "ks_2samp", _finite(ks), _finite(p))
+    value, p, _ = chi_square_counts(
+        _reference_counts(ref, rows), _current_counts(ref, current[col])
+    )
+    return DriftTest(col, ref["kind"], "chi2", _finite(value), _finite(p))
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def drift_tests(
+    reference: dict[str, Any],
+    current: pd.DataFrame,
+    p: np.ndarray,
+    contact: np.ndarray,
+    *,
+    config: MonitoringConfig,
 ) -> dict[str, Any]:
-    ref = reference["score"]
-    value = psi(np.asarray(ref["shares"]), _current_numeric_shares(ref, np.asarray(p, float)))
-    rate = float(np.mean(contact)) if len(contact) else float("nan")
-    delta = rate - float(reference["contact_rate"])
-    alerts = []
-    if value > config.psi_alert:
-        alerts.append(f"score PSI {value:.3f} > {config.psi_alert}")
-    if abs(delta) > config.contact_rate_alert:
-        alerts.append(f"contact rate moved {delta:+.3f} (> {config.contact_rate_alert})")
-    return {
-        "score_psi": round(value, 5),
+    """Every feature, the score and the contact rate tested against the reference, with one
+    family-wise false-alarm rate. Returns ``features`` (rows: feature, kind, test, ks, psi,
+    p_value, alert, reason), ``prediction`` (score KS, contact rates, alerts), ``alerts``
+    and ``rule``."""
+    rows = int(reference.get("rows", 0))
+    tests = [_feature_test(c, r, current, rows) for c, r in reference["features"].items()]
+    score_ref = reference["score"]
+    p = np.asarray(p, float)
+    ks, ks_p = ks_two_sample(score_ref, p)
+    tests.append(DriftTest("score", "numeric", "ks_2samp", _finite(ks), _finite(ks_p)))
+    contact = np.asarray(contact, bool)
+    rate = float(contact.mean()) if len(contact) else float("nan")
+    ref_rate = float(reference["contact_rate"])
+    scored = int(reference.get("scored", 0))
+    if scored and len(contact):
+        ref_contacts = int(reference.get("contacts", round(ref_rate * scored)))
+        now = int(contact.sum())
+        table = np.array([[ref_contacts, scored - ref_contacts], [now, len(contact) - now]])
+        rate_p = (
+            float(stats.chi2_contingency(table, correction=False).pvalue)
+            if (table.sum(axis=0) > 0).all()
+            else 1.0
+        )
+    else:
+        rate_p = float("nan")  # older records: no test count stored
+    change = _finite(abs(rate - ref_rate))
+    tests.append(DriftTest("contact_rate", "rate", "chi2", change, _finite(rate_p)))
+    pvals = {t.name: t.p_value for t in tests if t.p_value is not None}
+    rejected = holm(pvals, config.drift_alpha) if pvals else {}
+
+    def floor(t: DriftTest) -> float:
+        if t.name == "contact_rate":
+            return config.contact_rate_alert
+        return config.ks_alert if t.test == "ks_2samp" else config.psi_alert
+
+    out_rows: list[dict[str, Any]] = []
+    alerts: list[str] = []
+    for t in tests:
+        limit = floor(t)
+        if t.test == "absent":
+            alert, reason = True, "feature absent from the logged inputs"
+        else:
+            big = t.effect is not None and t.effect >= limit
+            alert = bool(rejected.get(t.name, False) and big)
+            what = "KS" if t.test == "ks_2samp" else ("change" if t.kind == "rate" else "PSI")
+            reason = (
+                f"{what} {t.effect:.3f} >= {limit}, p {t.p_value:.2g} significant at "
+                f"family-wise {config.drift_alpha} ({t.test})"
+                if alert and t.effect is not None and t.p_value is not None
+                else ""
+            )
+        row = {
+            "feature": t.name,
+            "kind": t.kind,
+            "test": t.test,
+            "ks": round(t.effect, 5) if t.test == "ks_2samp" and t.effect is not None else None,
+            "psi": round(t.effect, 5) if t.test == "chi2" and t.effect is not None else None,
+            "p_value": None if t.p_value is None else float(f"{t.p_value:.4g}"),
+            "alert": alert,
+            "reason": reason,
+        }
+        if t.name == "score":
+            if alert:
+                alerts.append(f"score drift: {reason}")
+            score_row = row
+        elif t.name == "contact_rate":
+            if alert:
+                alerts.append(f"contact rate moved {rate - ref_rate:+.3f}: {reason}")
+            rate_row = row
+        else:
+            if alert:
+                alerts.append(f"drift in {t.name}: {reason}")
+            out_rows.append(row)
+    out_rows.sort(key=lambda r: r["p_value"] if r["p_value"] is not None else -1.0)
+    prediction = {
+        "score_ks": score_row["ks"],
+        "score_p_value": score_row["p_value"],
+        "score_psi": round(
+            psi(np.asarray(score_ref["shares"]), _current_numeric_shares(score_ref, p)), 5
+        )
+        if len(p)
+        else None,
         "contact_rate": rate,
-        "reference_contact_rate": reference["contact_rate"],
-        "contact_rate_delta": delta,
+        "reference_contact_rate": ref_rate,
+        "contact_rate_delta": rate - ref_rate,
+        "contact_rate_p_value": rate_row["p_value"],
+        "alerts": [a for a in alerts if a.startswith(("score drift", "contact rate"))],
+    }
+    return {
+        "features": out_rows,
+        "prediction": prediction,
         "alerts": alerts,
+        "rule": drift_rule(config),
+        "tests": len(tests),
     }
 
 
