@@ -65,7 +65,6 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         # no cron runs of nightly/daily (default config, repo workspace) during a test
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-        "BAYESPILOT_REPO": str(REPO_ROOT),
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     server = _start(
@@ -151,6 +150,15 @@ def test_deployment_run_on_real_server(prefect_server: dict[str, str], tmp_path:
             )
             assert run.deployment_id is not None
             deployment = await client.read_deployment(run.deployment_id)
+            # deployed from the checkout with no extra environment: Prefect recorded it
+            pull = [step for step in deployment.pull_steps or [] if step]
+            assert pull == [
+                {
+                    "prefect.deployments.steps.set_working_directory": {
+                        "directory": str(REPO_ROOT.resolve())
+                    }
+                }
+            ], pull
             return (
                 str(run.state_type.value if run.state_type else ""),
                 {a.key for a in arts if a.key},
