@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
 
+from tasks.failpoints import failpoint
+from tasks.freshness import HighWater, default_state_dir
 from tasks.record_models import (
     ChallengerRecord,
     ChampionBlock,
@@ -41,7 +43,6 @@ from tasks.record_models import (
     Record,
     SeatingRecord,
 )
-from tasks.freshness import HighWater, default_state_dir
 from tasks.signing import (
     UNSIGNED,
     KeySettings,
@@ -79,6 +80,15 @@ def git_state() -> dict[str, Any]:
     commit = run("rev-parse", "HEAD")
     dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
     return {"git_commit": commit or None, "git_dirty": dirty if commit else None}
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a new or replaced name in ``directory`` durable (POSIX: fsync the directory)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class ChainError(RuntimeError):
@@ -322,6 +332,7 @@ class RecordStore:
             os.replace(tmp, self.head_marker_path)
         finally:
             Path(tmp).unlink(missing_ok=True)
+        fsync_dir(self.directory)
 
     def head(self) -> dict[str, Any] | None:
         """The newest record, only if the whole chain verifies (``ChainError`` otherwise):
@@ -395,9 +406,12 @@ class RecordStore:
                 fh.write(json.dumps(body, indent=2, sort_keys=True, allow_nan=False))
                 fh.flush()
                 os.fsync(fh.fileno())
+            failpoint("record:temp-written")
             os.link(tmp, final)  # fails if the name exists: never overwrite
         finally:
             Path(tmp).unlink(missing_ok=True)
+        fsync_dir(self.directory)  # the new name is durable before anything acts on it
+        failpoint("record:linked")
         self._write_head_marker(body, signer)
         self.high_water().advance(self.directory, [*records, body])
         return final, body
@@ -604,10 +618,11 @@ def audit(
     store: RecordStore,
     workspace_root: Path,
     *,
-    alias_check: Callable[[dict[str, Any] | None], tuple[str | None, str | None]] | None = None,
+    alias_check: Callable[[list[dict[str, Any]]], tuple[str | None, str | None]] | None = None,
 ) -> AuditReport:
     """The chain (hashes, links, sequence, signatures) plus every file each record names,
-    hashed. ``alias_check(head champion block)`` returns (problem, note) for the registry."""
+    hashed. ``alias_check(verified records)`` returns (problem, note) for the registry
+    (``tasks.promote.mlflow_alias_check``: a lagging alias is a note, a moved one a problem)."""
     chain, records = store.verified_records()
     problems = list(chain.problems)
     notes: list[str] = []
@@ -631,7 +646,7 @@ def audit(
             except VerificationError as exc:
                 problems.append(f"{name}: {exc}")
     if alias_check is not None:
-        problem, note = alias_check(champion_of(records[-1]) if records else None)
+        problem, note = alias_check(records)
         if problem:
             problems.append(problem)
         if note:
