@@ -637,6 +637,13 @@ class BackendsConfig(Section):
         "postgresql+asyncpg://user:pass@127.0.0.1:5432/prefect. A separate `prefect server` "
         "takes PREFECT_API_DATABASE_CONNECTION_URL itself.",
     )
+    prefect_startup_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a Prefect-run command waits for its embedded Prefect API server "
+        "(started as a child that dies with the command) to answer; unused when "
+        "PREFECT_API_URL names a server.",
+    )
 
 
 class ServingConfig(Section):

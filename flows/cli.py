@@ -137,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_env(config: BayesPilotConfig) -> Workspace:
+def _setup_env(config: BayesPilotConfig, *, use_prefect: bool = False) -> Workspace:
     """Workspace-local state for Prefect (unless the user points elsewhere) and quiet
-    telemetry; must run before Prefect is imported."""
+    telemetry; must run before Prefect is imported. ``use_prefect``: start the embedded
+    Prefect API server as a child that dies with this process (``flows/prefect_api.py``:
+    Prefect's own ephemeral server outlives a SIGKILL) and point PREFECT_API_URL at it."""
     ws = Workspace.from_setting(config.paths.workspace)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault(EPHEMERAL_STARTUP_TIMEOUT_ENV, EPHEMERAL_STARTUP_TIMEOUT_S)
@@ -152,6 +154,10 @@ def _setup_env(config: BayesPilotConfig) -> Workspace:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if use_prefect:
+        from flows.prefect_api import ensure_prefect_api
+
+        ensure_prefect_api(config.backends.prefect_startup_timeout_s)
     return ws
 
 
@@ -160,7 +166,7 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         config = config.model_copy(
             update={"promotion": config.promotion.model_copy(update={"register_as": "challenger"})}
         )
-    _setup_env(config)
+    _setup_env(config, use_prefect=not args.no_prefect)
     from flows.promotion import NoCandidate, ValidationFailed, run_direct, run_prefect
     from flows.reports import gate_table_text
     from tasks.check_schema import FeatureSchemaMismatch
@@ -343,7 +349,7 @@ def cmd_replay(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 
 
 def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int:
-    _setup_env(config)
+    _setup_env(config, use_prefect=not args.no_prefect)
     from flows.policy_update import NoChampion, run_policy_update
     from flows.promotion import ValidationFailed
     from flows.reports import gate_table_text
@@ -368,7 +374,7 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
 
 
 def cmd_monitor(args: argparse.Namespace, config: BayesPilotConfig) -> int:
-    _setup_env(config)
+    _setup_env(config, use_prefect=not args.no_prefect)
     from flows.monitoring import run_monitoring
 
     result = run_monitoring(

@@ -188,6 +188,7 @@ def readyz(state: StateDep) -> JSONResponse:
                 "policy_id": c.policy_id,
                 "record_id": c.record["record_id"],
                 "head_record_id": c.head_record_id,
+                "note": c.info.get("alias_note"),  # a lagging registry alias (reconcilable)
             }
         )
     # the shadow sidecar (a separate process) scores the challenger from the prediction log
