@@ -20,6 +20,8 @@ from flows.promotion import prepare_data
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from tasks.gates import GateResult, run_gates
 from tasks.package_model import atomic_write_bytes, file_sha256
+from tasks.promote import reconcile_at_start
+from tasks.reconcile import run_alive
 from tasks.records import (
     RecordStore,
     champion_of,
@@ -48,8 +50,19 @@ class PolicyUpdateResult:
 
 
 def policy_update_pipeline(config: BayesPilotConfig, *, runner: Runner) -> PolicyUpdateResult:
+    """Holding a liveness lock on ``models/<run>/`` for the run's life, after reconciling
+    what killed runs left (``tasks/reconcile.py``; the report goes to the record's notes)."""
     ws = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
+    cleanup = reconcile_at_start(config, ws, own_run=run_id)
+    with run_alive(ws.run_models(run_id)):
+        return _policy_update_run(config, runner=runner, run_id=run_id, cleanup=cleanup.notes())
+
+
+def _policy_update_run(
+    config: BayesPilotConfig, *, runner: Runner, run_id: str, cleanup: tuple[str, ...]
+) -> PolicyUpdateResult:
+    ws = Workspace.from_setting(config.paths.workspace)
     started = now_iso()
     store = RecordStore.for_config(config)
     head = store.head()
@@ -134,6 +147,7 @@ def policy_update_pipeline(config: BayesPilotConfig, *, runner: Runner) -> Polic
             "policy_id": new.policy_id,
             "previous_policy_id": old.policy_id,
             "calibration": {"method": old.document["calibration_method"]},
+            "notes": list(cleanup),
             "started_at": started,
             "finished_at": now_iso(),
         }
