@@ -10,26 +10,42 @@ from __future__ import annotations
 from typing import Any
 
 from configs.settings import BayesPilotConfig
-from serving.loader import introducing_record
 from tasks.gates import GateResult
-from tasks.records import RecordStore, champion_of, git_state, now_iso
+from tasks.record_models import (
+    ChallengerRecord,
+    GateRecord,
+    MonitoringRecord,
+    PromotionBody,
+    SeatingRecord,
+    body_dict,
+    parse_records,
+)
+from tasks.records import (
+    RecordNotFound,
+    RecordStore,
+    active_challenger,
+    current_champion,
+    git_state,
+    latest_monitoring,
+    now_iso,
+)
 
 
 class ChallengerError(RuntimeError):
     pass
 
 
-def stake_of(record: dict[str, Any]) -> float | None:
+def stake_of(record: ChallengerRecord | SeatingRecord) -> float | None:
     """The profit at stake per customer (USD) a record's gates judged against (test split)."""
-    for gate in record.get("gates", []):
-        stake = (gate.get("evidence") or {}).get("profit_at_stake_per_customer_usd")
+    for gate in record.gates:
+        stake = gate.evidence.get("profit_at_stake_per_customer_usd")
         if isinstance(stake, int | float):
             return float(stake)
     return None
 
 
 def shadow_champion_gate(
-    monitoring: dict[str, Any] | None,
+    monitoring: MonitoringRecord | None,
     version: str,
     *,
     margin_share: float,
@@ -38,7 +54,8 @@ def shadow_champion_gate(
     """Non-inferiority on the shadow run's realised profit difference (challenger - champion,
     USD per customer): its lower bound must exceed -``margin_share`` x ``stake`` (the profit at
     stake per customer the challenger was gated against)."""
-    comp = ((monitoring or {}).get("monitoring") or {}).get("challenger") or {}
+    summary = (monitoring.monitoring if monitoring else None) or {}
+    comp = summary.get("challenger") or {}
     metric = "shadow profit difference (USD/customer)"
     if stake is None:
         return GateResult(
@@ -75,7 +92,7 @@ def shadow_champion_gate(
         threshold=-margin,
         evidence={
             "shadow": comp,
-            "monitoring_record": monitoring.get("record_id") if monitoring else None,
+            "monitoring_record": monitoring.record_id if monitoring else None,
             "profit_at_stake_per_customer_usd": stake,
             "margin_usd_per_customer": margin,
         },
@@ -88,69 +105,58 @@ def shadow_champion_gate(
 
 
 def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
+    """Promote the active challenger when its shadow evidence passes the champion gate;
+    append the ``promotion`` record either way. Returns the stored record."""
     store = RecordStore.for_config(config)
     with store.locked(config.promotion.lock_timeout_s):
-        records = store.records()
-        current = champion_of(records[-1]) if records else None
+        records = parse_records(store.records())
+        current = current_champion(records)
         if current is None:
             raise ChallengerError("no champion yet")
-        since = introducing_record(records, current)["sequence"]
-        chall = next(
-            (
-                r
-                for r in reversed(records)
-                if r.get("decision") == "challenger" and r["sequence"] > since
-            ),
-            None,
-        )
+        try:
+            chall = active_challenger(records)
+        except RecordNotFound as exc:
+            raise ChallengerError(str(exc)) from None
         if chall is None:
             raise ChallengerError("no active challenger")
-        block = chall["challenger"]
-        monitoring = next(
-            (
-                r
-                for r in reversed(records)
-                if r.get("kind") == "monitoring" and r["sequence"] > chall["sequence"]
-            ),
-            None,
-        )
+        block = chall.challenger
         gate = shadow_champion_gate(
-            monitoring,
-            str(block["model_version"]),
+            latest_monitoring(records, after=chall.sequence),
+            block.model_version,
             margin_share=config.gates.champion.profit_margin_share,
             stake=stake_of(chall),
         )
-        gates = [g for g in chall["gates"] if g["gate"] != "champion"] + [gate.as_dict()]
-        promoted = gate.passed and all(g["passed"] for g in gates)
+        gates = [g for g in chall.gates if g.gate != "champion"]
+        gates.append(GateRecord.model_validate(gate.as_dict()))
+        promoted = all(g.passed for g in gates)
         if promoted:
             from mlflow import MlflowClient
 
             client = MlflowClient(tracking_uri=config.mlflow_uri())
-            name = str(block["model_name"])
-            client.set_registered_model_alias(name, "previous", str(current["model_version"]))
-            client.set_registered_model_alias(name, "champion", str(block["model_version"]))
+            name = block.model_name
+            client.set_registered_model_alias(name, "previous", current.model_version)
+            client.set_registered_model_alias(name, "champion", block.model_version)
             client.delete_registered_model_alias(name, "challenger")
-        body = {
-            "kind": "promotion",
-            "decision": "promoted" if promoted else "rejected",
-            "reasons": [gate.reason] if promoted else [f"champion failed: {gate.reason}"],
-            "champion": block if promoted else current,
-            "previous_champion": current,
-            "model_name": block["model_name"],
-            "model_version": block["model_version"] if promoted else None,
-            "candidate": chall.get("candidate"),
-            "calibration": chall.get("calibration"),
-            "schema": chall.get("schema"),
-            "features": chall.get("features"),
-            "data": chall.get("data"),
-            "reference": chall.get("reference"),
-            "explanation": chall.get("explanation"),
-            "policy": chall.get("policy"),
-            "policy_id": chall.get("policy_id"),
-            "gates": gates,
-            "challenger_record": chall["record_id"],
+        body = PromotionBody(
+            decision="promoted" if promoted else "rejected",
+            reasons=[gate.reason] if promoted else [f"champion failed: {gate.reason}"],
+            champion=block if promoted else current,
+            previous_champion=current,
+            model_name=block.model_name,
+            model_version=block.model_version if promoted else None,
+            candidate=chall.candidate,
+            calibration=chall.calibration,
+            table_schema=chall.table_schema,
+            features=chall.features,
+            data=chall.data,
+            reference=chall.reference,
+            explanation=chall.explanation,
+            policy=chall.policy,
+            policy_id=chall.policy_id,
+            gates=gates,
+            challenger_record=chall.record_id,
             **git_state(),
-            "finished_at": now_iso(),
-        }
-        _, record = store.append_locked(lambda _h: body)
+            finished_at=now_iso(),
+        )
+        _, record = store.append_locked(lambda _h: body_dict(body))
     return record

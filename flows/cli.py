@@ -16,6 +16,7 @@ from pathlib import Path
 
 from configs.paths import DEFAULT_CONFIG, Workspace
 from configs.settings import BayesPilotConfig, ConfigError, load_config
+from tasks.record_models import ChallengerRecord, PromotionRecord, parse_record, parse_records
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
 # Prefect waits 20 s for its ephemeral API by default; on a busy 2-core machine start-up
@@ -184,23 +185,23 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     except NoCandidate as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    rec = result.outcome.record
+    rec = parse_record(result.outcome.record)
+    assert isinstance(rec, PromotionRecord | ChallengerRecord)  # what a promotion run writes
     print(result.data_summary)
     print()
     print(gate_table_text(result.gates))
     print()
+    method = rec.calibration.method if rec.calibration else None
     print(
-        f"decision: {rec['decision'].upper()}  (record {rec['sequence']:06d} "
-        f"{rec['record_id'][:12]}, candidate {rec['candidate']}, "
-        f"calibration {rec['calibration']['method']}, policy {rec['policy_id'][:12]})"
+        f"decision: {rec.decision.upper()}  (record {rec.sequence:06d} "
+        f"{rec.record_id[:12]}, candidate {rec.candidate}, "
+        f"calibration {method}, policy {(rec.policy_id or '-')[:12]})"
     )
-    for reason in result.outcome.reasons if rec["decision"] == "rejected" else ():
+    for reason in result.outcome.reasons if rec.decision == "rejected" else ():
         print(f"  - {reason}")
-    champ = rec.get("champion")
-    print(
-        f"champion: {champ['model_name']} v{champ['model_version']}" if champ else "champion: none"
-    )
-    if rec["decision"] == "rejected" and args.fail_on_reject:
+    champ = rec.champion
+    print(f"champion: {champ.model_name} v{champ.model_version}" if champ else "champion: none")
+    if rec.decision == "rejected" and args.fail_on_reject:
         return EXIT_REJECTED
     return EXIT_OK
 
@@ -250,7 +251,7 @@ def _store(config: BayesPilotConfig):  # type: ignore[no-untyped-def]
 def cmd_history(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from tasks.history import history_rows
 
-    rows = history_rows(_store(config).records())
+    rows = history_rows(parse_records(_store(config).records()))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return EXIT_OK
@@ -290,7 +291,7 @@ def cmd_diff(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 
     store = _store(config)
     try:
-        a, b = store.find(args.a), store.find(args.b)
+        a, b = parse_record(store.find(args.a)), parse_record(store.find(args.b))
     except KeyError as exc:
         print(f"bad input: {exc.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -298,7 +299,7 @@ def cmd_diff(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     if args.json:
         print(json.dumps(d, indent=2, default=str))
         return EXIT_OK
-    print(f"{a['sequence']:06d} {a['record_id'][:12]} -> {b['sequence']:06d} {b['record_id'][:12]}")
+    print(f"{a.sequence:06d} {a.record_id[:12]} -> {b.sequence:06d} {b.record_id[:12]}")
     for line in d["summary"]:
         print(f"  - {line}")
     for g in d["gates"]:
@@ -315,7 +316,7 @@ def cmd_replay(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from flows.replay import replay
 
     try:
-        rec = _store(config).find(args.record)
+        rec = parse_record(_store(config).find(args.record))
     except KeyError as exc:
         print(f"bad input: {exc.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -328,7 +329,7 @@ def cmd_replay(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         print(f"cannot replay: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(
-        f"replay of record {rec['sequence']:06d} {rec['record_id'][:12]} "
+        f"replay of record {rec.sequence:06d} {rec.record_id[:12]} "
         f"(tolerance {args.tolerance:g}; latency values excluded)"
     )
     for r in report.rows:
@@ -362,13 +363,13 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
     except NoChampion as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    rec = result.record
+    rec = parse_record(result.record)
     print(gate_table_text(result.gates))
     print(
-        f"decision: {rec['decision'].upper()}  (record {rec['sequence']:06d} "
-        f"{rec['record_id'][:12]}, policy {result.policy.policy_id[:12]})"
+        f"decision: {rec.decision.upper()}  (record {rec.sequence:06d} "
+        f"{rec.record_id[:12]}, policy {result.policy.policy_id[:12]})"
     )
-    if rec["decision"] == "rejected" and args.fail_on_reject:
+    if rec.decision == "rejected" and args.fail_on_reject:
         return EXIT_REJECTED
     return EXIT_OK
 
@@ -380,10 +381,8 @@ def cmd_monitor(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     result = run_monitoring(
         config, use_prefect=not args.no_prefect, since=args.since, until=args.until
     )
-    print(
-        f"monitoring: {result.decision.upper()} (record {result.record['sequence']:06d} "
-        f"{result.record['record_id'][:12]})"
-    )
+    rec = parse_record(result.record)
+    print(f"monitoring: {result.decision.upper()} (record {rec.sequence:06d} {rec.record_id[:12]})")
     for alert in result.alerts:
         print(f"  - {alert}")
     if result.retrain_record:
@@ -396,15 +395,12 @@ def cmd_promote_challenger(args: argparse.Namespace, config: BayesPilotConfig) -
     from flows.challenger import ChallengerError, promote_challenger
 
     try:
-        rec = promote_challenger(config)
+        rec = parse_record(promote_challenger(config))
     except ChallengerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(
-        f"decision: {rec['decision'].upper()} (record {rec['sequence']:06d} "
-        f"{rec['record_id'][:12]})"
-    )
-    for r in rec["reasons"]:
+    print(f"decision: {rec.decision.upper()} (record {rec.sequence:06d} {rec.record_id[:12]})")
+    for r in rec.reasons:
         print(f"  - {r}")
     return EXIT_OK
 

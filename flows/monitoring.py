@@ -16,7 +16,6 @@ from prefect import flow
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, load_config
 from flows.runner import DirectRunner, PrefectRunner, Runner
-from serving.loader import introducing_record, model_record
 from tasks.load_data import load_data
 from tasks.monitor import (
     OutcomeReport,
@@ -28,7 +27,24 @@ from tasks.monitor import (
     skew,
 )
 from tasks.package_model import atomic_write_bytes
-from tasks.records import RecordStore, champion_of, git_state, load_verified_policy_text, now_iso
+from tasks.record_models import (
+    MonitoringBody,
+    MonitoringRecord,
+    Record,
+    body_dict,
+    parse_record,
+    parse_records,
+)
+from tasks.records import (
+    RecordStore,
+    active_challenger,
+    current_champion,
+    git_state,
+    introducing_record,
+    load_verified_policy_text,
+    model_record,
+    now_iso,
+)
 from tasks.select_policy import Policy
 
 log = logging.getLogger(__name__)
@@ -115,19 +131,19 @@ def monitoring_pipeline(
     ws = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     store = RecordStore.for_config(config)
-    records = store.records()
-    champ = champion_of(records[-1]) if records else None
+    records = parse_records(store.records())
+    champ = current_champion(records)
     if champ is None:
         raise RuntimeError("no champion to monitor: promote a model first")
     model_rec = model_record(records, champ)
     policy_rec = introducing_record(records, champ)
-    reference = model_rec.get("reference") or {}
+    reference = model_rec.reference or {}
     if not reference:
-        raise RuntimeError(f"record {model_rec['record_id'][:12]} has no training reference")
+        raise RuntimeError(f"record {model_rec.record_id[:12]} has no training reference")
     policy = Policy.from_json(load_verified_policy_text(ws.root, champ))
-    gates = {g["gate"]: g for g in policy_rec.get("gates", [])}
-    business: dict[str, Any] = gates.get("business", {})
-    expected = business.get("value")
+    business = next((g for g in policy_rec.gates if g.gate == "business"), None)
+    value = business.value if business is not None else None
+    expected = None if isinstance(value, str) else value  # USD per customer
 
     logged = read_prediction_log(ws.prediction_log, since=since, until=until)
     alerts: list[str] = []
@@ -149,7 +165,7 @@ def monitoring_pipeline(
         alerts += tested["alerts"]
         try:
             source = load_data(config).frame
-            features = [c for cols in champ.get("features", {}).values() for c in cols]
+            features = champ.features.columns
             id_column = config.data.effective_id_column
             skew_report = skew(logged, source, id_column=id_column, features=features)
         except Exception as exc:  # the source may be gone; skew is then not measurable
@@ -201,22 +217,24 @@ def monitoring_pipeline(
     retrain = config.monitoring.retrain if alerts else "off"
 
     def build(head: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "kind": "monitoring",
-            "decision": decision,
-            "reasons": alerts or ["no alert"],
-            "champion": champion_of(head),
-            "monitored_model_version": champ["model_version"],
-            "monitored_policy_id": champ["policy_id"],
-            "run_id": run_id,
-            "flow_run_id": runner.flow_run_id,
-            "monitoring": summary,
-            "retrain": retrain,
+        body = MonitoringBody(
+            decision=decision,
+            reasons=alerts or ["no alert"],
+            champion=None if head is None else parse_record(head).champion,
+            monitored_model_version=champ.model_version,
+            monitored_policy_id=champ.policy_id,
+            run_id=run_id,
+            flow_run_id=runner.flow_run_id,
+            monitoring=summary,
+            retrain=retrain,
             **git_state(),
-            "finished_at": now_iso(),
-        }
+            finished_at=now_iso(),
+        )
+        return body_dict(body)
 
     _, record = store.append(build, timeout_s=config.promotion.lock_timeout_s)
+    typed = parse_record(record)
+    assert isinstance(typed, MonitoringRecord)  # what build() wrote
     atomic_write_bytes(
         ws.run_reports(run_id) / "monitoring.json",
         json.dumps(summary, indent=2, default=str).encode(),
@@ -233,25 +251,27 @@ def monitoring_pipeline(
     )
     runner.markdown(
         "monitoring-report",
-        _markdown(record, summary, alerts),
+        _markdown(typed, summary, alerts),
         f"{decision}: {len(alerts)} alert(s)",
     )
     retrain_record = _retrain(config, record, alerts, runner) if retrain != "off" else None
     return MonitoringResult(decision, alerts, record, retrain_record)
 
 
-def _challenger_policy(ws: Workspace, records: list[dict[str, Any]]) -> Policy | None:
-    rec = next((r for r in reversed(records) if r.get("decision") == "challenger"), None)
+def _challenger_policy(ws: Workspace, records: list[Record]) -> Policy | None:
+    """The policy of the active challenger (None if none: a challenger registered before the
+    current champion was introduced is retired and not compared)."""
+    rec = active_challenger(records)
     if rec is None:
         return None
-    return Policy.from_json(load_verified_policy_text(ws.root, rec["challenger"]))
+    return Policy.from_json(load_verified_policy_text(ws.root, rec.challenger))
 
 
-def _markdown(record: dict[str, Any], summary: dict[str, Any], alerts: list[str]) -> str:
+def _markdown(record: MonitoringRecord, summary: dict[str, Any], alerts: list[str]) -> str:
     o = summary["outcomes"]
     lines = [
-        f"# Monitoring: **{record['decision'].upper()}**",
-        f"- record `{record['record_id'][:12]}`, model v{record['monitored_model_version']}",
+        f"# Monitoring: **{record.decision.upper()}**",
+        f"- record `{record.record_id[:12]}`, model v{record.monitored_model_version}",
         f"- logged predictions: {summary['logged_predictions']}; outcomes joined: {o['rows']}",
         "",
         "## Alerts",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,14 @@ from tasks.gates import GateResult, run_gates
 from tasks.package_model import atomic_write_bytes, file_sha256
 from tasks.promote import reconcile_at_start
 from tasks.reconcile import run_alive
+from tasks.record_models import (
+    Calibration,
+    DataBlock,
+    GateRecord,
+    PolicyUpdateBody,
+    body_dict,
+    parse_record,
+)
 from tasks.records import (
     RecordStore,
     champion_of,
@@ -66,7 +74,7 @@ def _policy_update_run(
     started = now_iso()
     store = RecordStore.for_config(config)
     head = store.head()
-    champ = champion_of(head)
+    champ = None if head is None else champion_of(parse_record(head))
     if champ is None:
         raise NoChampion("no champion to re-select a policy for: promote a model first")
     model = load_verified_model(ws.root, champ)
@@ -74,7 +82,7 @@ def _policy_update_run(
     loaded, _table, splits, _summary = prepare_data(
         config, runner=runner, reports_dir=ws.run_reports(run_id)
     )
-    features = [c for cols in champ.get("features", {}).values() for c in cols]
+    features = champ.features.columns
 
     def predict(X: pd.DataFrame) -> np.ndarray:  # noqa: N803
         proba: np.ndarray = model.predict_proba(X[features])[:, 1]
@@ -109,8 +117,9 @@ def _policy_update_run(
     failed = [g for g in gates if not g.passed]
 
     def build(current_head: dict[str, Any] | None) -> dict[str, Any]:
-        current = champion_of(current_head)
-        decision, reasons = "policy-updated", [f"{g.gate}: {g.reason}" for g in gates]
+        current = None if current_head is None else champion_of(parse_record(current_head))
+        decision: Literal["policy-updated", "rejected"] = "policy-updated"
+        reasons = [f"{g.gate}: {g.reason}" for g in gates]
         if failed:
             decision, reasons = "rejected", [f"{g.gate} failed: {g.reason}" for g in failed]
         elif current != champ:
@@ -118,39 +127,40 @@ def _policy_update_run(
             reasons = ["the champion changed while this policy update ran; re-run it"]
         after = current
         if decision == "policy-updated":
-            after = {
-                **champ,
-                "policy_id": new.policy_id,
-                "policy_path": str(policy_path.relative_to(ws.root)),
-                "policy_sha256": file_sha256(policy_path),
-                "updated_by_run": run_id,
-            }
-        return {
-            "kind": "policy-update",
-            "decision": decision,
-            "reasons": reasons,
-            "champion": after,
-            "previous_champion": current,
-            "run_id": run_id,
-            "flow_run_id": runner.flow_run_id,
+            after = champ.model_copy(
+                update={
+                    "policy_id": new.policy_id,
+                    "policy_path": str(policy_path.relative_to(ws.root)),
+                    "policy_sha256": file_sha256(policy_path),
+                    "updated_by_run": run_id,
+                }
+            )
+        body = PolicyUpdateBody(
+            decision=decision,
+            reasons=reasons,
+            champion=after,
+            previous_champion=current,
+            run_id=run_id,
+            flow_run_id=runner.flow_run_id,
             **git_state(),
-            "config": config.model_dump(mode="json"),
-            "config_sha256": config.sha256(),
-            "data": {
-                "source": loaded.source,
-                "sha256": loaded.sha256,
-                "split_hashes": splits.hashes,
-                "split_rows": splits.rows,
-            },
-            "gates": [g.as_dict() for g in gates],
-            "policy": new.document,
-            "policy_id": new.policy_id,
-            "previous_policy_id": old.policy_id,
-            "calibration": {"method": old.document["calibration_method"]},
-            "notes": list(cleanup),
-            "started_at": started,
-            "finished_at": now_iso(),
-        }
+            config=config.model_dump(mode="json"),
+            config_sha256=config.sha256(),
+            data=DataBlock(
+                source=loaded.source,
+                sha256=loaded.sha256,
+                split_hashes=splits.hashes,
+                split_rows=splits.rows,
+            ),
+            gates=[GateRecord.model_validate(g.as_dict()) for g in gates],
+            policy=new.document,
+            policy_id=new.policy_id,
+            previous_policy_id=old.policy_id,
+            calibration=Calibration(method=old.document["calibration_method"]),
+            notes=list(cleanup),
+            started_at=started,
+            finished_at=now_iso(),
+        )
+        return body_dict(body)
 
     _, record = store.append(build, timeout_s=config.promotion.lock_timeout_s)
     for g in gates:

@@ -3,7 +3,17 @@ records, in words (seed 000: revisit why a model was promoted and compare rollou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from tasks.record_models import (
+    ChallengerRecord,
+    GateRecord,
+    PromotionRecord,
+    Record,
+    RunRecord,
+    body_dict,
+)
 
 KEY_METRICS = {
     "business": "profit_usd_per_customer",
@@ -13,26 +23,34 @@ KEY_METRICS = {
 }
 
 
-def history_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _gates(rec: Record) -> dict[str, GateRecord]:
+    return {g.gate: g for g in rec.gates} if isinstance(rec, RunRecord) else {}
+
+
+def history_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One row per record: time, sequence, kind, decision, champion version, key metrics,
     failed gates."""
     rows = []
     for rec in records:
-        gates = {g["gate"]: g for g in rec.get("gates") or []}
-        champ = rec.get("champion") or {}
+        gates = _gates(rec)
+        champ = rec.champion
+        run = rec if isinstance(rec, PromotionRecord | ChallengerRecord) else None
+        policy_id = champ.policy_id if champ else None
+        if policy_id is None and isinstance(rec, RunRecord):
+            policy_id = rec.policy_id
         rows.append(
             {
-                "sequence": rec.get("sequence"),
-                "time": rec.get("finished_at"),
-                "kind": rec.get("kind"),
-                "decision": rec.get("decision"),
-                "record_id": str(rec.get("record_id", ""))[:12],
-                "model_version": rec.get("model_version"),
-                "champion_version": champ.get("model_version"),
-                "candidate": rec.get("candidate"),
-                "policy_id": str(champ.get("policy_id") or rec.get("policy_id") or "")[:12],
-                **{name: gates[g]["value"] for g, name in KEY_METRICS.items() if g in gates},
-                "failed_gates": [g for g, r in gates.items() if not r.get("passed")],
+                "sequence": rec.sequence,
+                "time": rec.finished_at,
+                "kind": rec.kind,
+                "decision": rec.decision,
+                "record_id": rec.record_id[:12],
+                "model_version": run.model_version if run else None,
+                "champion_version": champ.model_version if champ else None,
+                "candidate": run.candidate if run else None,
+                "policy_id": (policy_id or "")[:12],
+                **{name: gates[g].value for g, name in KEY_METRICS.items() if g in gates},
+                "failed_gates": [g for g, r in gates.items() if not r.passed],
             }
         )
     return rows
@@ -52,35 +70,39 @@ def _changed(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
-def diff_records(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def _section(rec: Record, name: str) -> Any:
+    """A run record's ``config``, ``data`` or ``policy`` as stored (None for other kinds)."""
+    if not isinstance(rec, RunRecord):
+        return None
+    value = getattr(rec, name)
+    return body_dict(value) if hasattr(value, "model_dump") else value
+
+
+def diff_records(a: Record, b: Record) -> dict[str, Any]:
     """Config, data hashes, gate values and decisions, policy: what changed from ``a`` to
     ``b``, with a summary in words."""
-    gates_a = {g["gate"]: g for g in a.get("gates") or []}
-    gates_b = {g["gate"]: g for g in b.get("gates") or []}
-    gate_changes = []
+    gates_a, gates_b = _gates(a), _gates(b)
+    gate_changes: list[dict[str, Any]] = []
     for gate in list(dict.fromkeys([*gates_a, *gates_b])):
-        ga, gb = gates_a.get(gate, {}), gates_b.get(gate, {})
-        if ga.get("passed") != gb.get("passed") or ga.get("value") != gb.get("value"):
-            gate_changes.append(
-                {
-                    "gate": gate,
-                    "passed": [ga.get("passed"), gb.get("passed")],
-                    "value": [ga.get("value"), gb.get("value")],
-                }
-            )
-    config = _changed(a.get("config"), b.get("config"))
-    data = _changed(a.get("data"), b.get("data"))
-    policy = _changed(a.get("policy"), b.get("policy"))
+        ga, gb = gates_a.get(gate), gates_b.get(gate)
+        passed = [ga.passed if ga else None, gb.passed if gb else None]
+        value = [ga.value if ga else None, gb.value if gb else None]
+        if passed[0] != passed[1] or value[0] != value[1]:
+            gate_changes.append({"gate": gate, "passed": passed, "value": value})
+    config = _changed(_section(a, "config"), _section(b, "config"))
+    data = _changed(_section(a, "data"), _section(b, "data"))
+    policy = _changed(_section(a, "policy"), _section(b, "policy"))
     words = []
-    if a.get("decision") != b.get("decision"):
-        words.append(f"decision went from {a.get('decision')} to {b.get('decision')}")
-    ca, cb = a.get("champion") or {}, b.get("champion") or {}
-    if ca.get("model_version") != cb.get("model_version"):
-        words.append(
-            f"champion changed from v{ca.get('model_version')} to v{cb.get('model_version')}"
-        )
-    if a.get("candidate") and b.get("candidate") and a.get("candidate") != b.get("candidate"):
-        words.append(f"chosen candidate changed from {a.get('candidate')} to {b.get('candidate')}")
+    if a.decision != b.decision:
+        words.append(f"decision went from {a.decision} to {b.decision}")
+    va = a.champion.model_version if a.champion else None
+    vb = b.champion.model_version if b.champion else None
+    if va != vb:
+        words.append(f"champion changed from v{va} to v{vb}")
+    cand_a = a.candidate if isinstance(a, PromotionRecord | ChallengerRecord) else None
+    cand_b = b.candidate if isinstance(b, PromotionRecord | ChallengerRecord) else None
+    if cand_a and cand_b and cand_a != cand_b:
+        words.append(f"chosen candidate changed from {cand_a} to {cand_b}")
     if config:
         words.append(
             "config changed: " + ", ".join(f"{k} {va!r} -> {vb!r}" for k, va, vb in config[:8])
@@ -104,8 +126,8 @@ def diff_records(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     if not words:
         words.append("no material change")
     return {
-        "a": a.get("record_id"),
-        "b": b.get("record_id"),
+        "a": a.record_id,
+        "b": b.record_id,
         "summary": words,
         "config": [{"key": k, "a": va, "b": vb} for k, va, vb in config],
         "data": [{"key": k, "a": va, "b": vb} for k, va, vb in data],
@@ -115,8 +137,8 @@ def diff_records(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_gates(
-    recorded: list[dict[str, Any]],
-    replayed: list[dict[str, Any]],
+    recorded: Sequence[GateRecord],
+    replayed: Sequence[GateRecord],
     *,
     abs_tolerance: float,
     rel_tolerance: float,
@@ -124,26 +146,26 @@ def compare_gates(
 ) -> list[dict[str, Any]]:
     """Per gate: do the decision and the value agree (|a - b| <= abs + rel * |a|)? Values of
     gates in ``exclude_values`` (timings) are not compared."""
-    by_gate = {g["gate"]: g for g in replayed}
+    by_gate = {g.gate: g for g in replayed}
     rows = []
     for rec in recorded:
-        rep = by_gate.get(rec["gate"])
+        rep = by_gate.get(rec.gate)
         if rep is None:
-            rows.append({"gate": rec["gate"], "agrees": False, "reason": "not replayed"})
+            rows.append({"gate": rec.gate, "agrees": False, "reason": "not replayed"})
             continue
-        a, b = rec.get("value"), rep.get("value")
-        if rec["gate"] in exclude_values:
+        a, b = rec.value, rep.value
+        if rec.gate in exclude_values:
             value_ok: bool | None = None
         elif isinstance(a, int | float) and isinstance(b, int | float):
             value_ok = abs(a - b) <= abs_tolerance + rel_tolerance * abs(a)
         else:
             value_ok = a == b
-        decision_ok = rec.get("passed") == rep.get("passed")
+        decision_ok = rec.passed == rep.passed
         rows.append(
             {
-                "gate": rec["gate"],
-                "recorded_passed": rec.get("passed"),
-                "replayed_passed": rep.get("passed"),
+                "gate": rec.gate,
+                "recorded_passed": rec.passed,
+                "replayed_passed": rep.passed,
                 "recorded_value": a,
                 "replayed_value": b,
                 "decision_agrees": decision_ok,

@@ -31,6 +31,16 @@ from tasks.reconcile import (
     move_champion_alias,
     reconcile_workspace,
 )
+from tasks.record_models import (
+    ArtifactRef,
+    ChallengerBody,
+    ChampionBlock,
+    DataBlock,
+    Features,
+    GateRecord,
+    PromotionBody,
+    body_dict,
+)
 from tasks.records import RecordStore, champion_of, git_state, now_iso
 from tasks.signing import KeySettings
 
@@ -155,27 +165,19 @@ def promote(
         if decision == "promoted" and as_challenger:
             decision = "challenger"
             reasons = ("passed every gate; registered as challenger for shadow scoring", *reasons)
-        champion_after = current
-        block = None
-        if registration is not None:
-            block = {
-                "model_name": registration.model_name,
-                "model_version": registration.model_version,
-                "model_uri": registration.model_uri,
-                "artifact_path": evidence.artifact_path,
-                "artifact_sha256": evidence.artifact_sha256,
-                "policy_id": evidence.policy_id,
-                "policy_path": evidence.policy_path,
-                "policy_sha256": evidence.policy_sha256,
-                "promoted_by_run": evidence.run_id,
-                "features": evidence.features,
-            }
-            if decision == "promoted":
-                champion_after = block
-        body = _record_body(evidence, decision, reasons, registration, champion_after, current)
-        if decision == "challenger":
-            body["challenger"] = block
-        path, record = store.append_locked(lambda _head: body)
+        previous = None if current is None else ChampionBlock.model_validate(current)
+        block = None if registration is None else _seat_block(evidence, registration)
+        champion_after = block if decision == "promoted" else previous
+        body = _record_body(
+            evidence,
+            decision,
+            reasons,
+            registration,
+            champion_after,
+            previous,
+            challenger=block if decision == "challenger" else None,
+        )
+        path, record = store.append_locked(lambda _head: body_dict(body))
         failpoint("promote:after-record")
         if registration is not None and decision == "promoted":
             move_aliases(registration, record)
@@ -217,52 +219,79 @@ def _champion_key(block: dict[str, Any] | None) -> str | None:
     return f"{block.get('model_name')}@{block.get('model_version')}"
 
 
+def _seat_block(ev: RunEvidence, registration: Registration) -> ChampionBlock:
+    """The block a registered model takes its seat with (champion or challenger)."""
+    if not (ev.artifact_path and ev.artifact_sha256 and ev.policy_id):
+        raise ValueError(f"run {ev.run_id} registered a model without an artifact or policy")
+    if not (ev.policy_path and ev.policy_sha256):
+        raise ValueError(f"run {ev.run_id} registered a model without a policy document")
+    return ChampionBlock(
+        model_name=registration.model_name,
+        model_version=registration.model_version,
+        model_uri=registration.model_uri,
+        artifact_path=ev.artifact_path,
+        artifact_sha256=ev.artifact_sha256,
+        policy_id=ev.policy_id,
+        policy_path=ev.policy_path,
+        policy_sha256=ev.policy_sha256,
+        promoted_by_run=ev.run_id,
+        features=Features.model_validate(ev.features),
+    )
+
+
 def _record_body(
     ev: RunEvidence,
     decision: str,
     reasons: tuple[str, ...],
     registration: Registration | None,
-    champion_after: dict[str, Any] | None,
-    previous_champion: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "kind": "promotion",
-        "decision": decision,
-        "reasons": list(reasons),
-        "champion": champion_after,
-        "previous_champion": previous_champion,
-        "run_id": ev.run_id,
-        "flow_run_id": ev.flow_run_id,
-        "mlflow_run_id": ev.mlflow_run_id,
-        "model_name": registration.model_name if registration else None,
-        "model_version": registration.model_version if registration else None,
+    champion_after: ChampionBlock | None,
+    previous_champion: ChampionBlock | None,
+    *,
+    challenger: ChampionBlock | None = None,
+) -> PromotionBody | ChallengerBody:
+    """The record body of a promotion run: decision ``promoted``/``rejected``, or
+    ``challenger`` (then ``challenger`` is the registered block)."""
+    fields: dict[str, Any] = dict(
+        reasons=list(reasons),
+        champion=champion_after,
+        previous_champion=previous_champion,
+        run_id=ev.run_id,
+        flow_run_id=ev.flow_run_id,
+        mlflow_run_id=ev.mlflow_run_id,
+        model_name=registration.model_name if registration else None,
+        model_version=registration.model_version if registration else None,
         **git_state(),
-        "config": ev.config.model_dump(mode="json"),
-        "config_sha256": ev.config.sha256(),
-        "data": {
-            "source": ev.data_source,
-            "sha256": ev.data_sha256,
-            "split_hashes": ev.split_hashes,
-            "split_rows": ev.split_rows,
-        },
-        "features": ev.features,
-        "schema": ev.schema,
-        "candidate": ev.candidate,
-        "candidates": ev.candidates,
-        "baselines": ev.baselines,
-        "calibration": ev.calibration,
-        "gates": [g.as_dict() for g in ev.gates],
-        "policy": ev.policy,
-        "policy_id": ev.policy_id,
-        "artifact": {"path": ev.artifact_path, "sha256": ev.artifact_sha256},
-        "explanation": ev.explanation,
-        "reference": ev.reference,
-        "trigger": ev.trigger,
-        "notes": list(ev.notes),
-        "packages": package_versions(),
-        "started_at": ev.started_at,
-        "finished_at": now_iso(),
-    }
+        config=ev.config.model_dump(mode="json"),
+        config_sha256=ev.config.sha256(),
+        data=DataBlock(
+            source=ev.data_source,
+            sha256=ev.data_sha256,
+            split_hashes=ev.split_hashes,
+            split_rows=ev.split_rows,
+        ),
+        features=ev.features,
+        schema=ev.schema,
+        candidate=ev.candidate,
+        candidates=ev.candidates,
+        baselines=ev.baselines,
+        calibration=ev.calibration,
+        gates=[GateRecord.model_validate(g.as_dict()) for g in ev.gates],
+        policy=ev.policy,
+        policy_id=ev.policy_id,
+        artifact=ArtifactRef(path=ev.artifact_path, sha256=ev.artifact_sha256),
+        explanation=ev.explanation,
+        reference=ev.reference,
+        trigger=ev.trigger,
+        notes=list(ev.notes),
+        packages=package_versions(),
+        started_at=ev.started_at,
+        finished_at=now_iso(),
+    )
+    if decision == "challenger":
+        if challenger is None:
+            raise ValueError("a challenger record needs the registered challenger block")
+        return ChallengerBody(challenger=challenger, **fields)
+    return PromotionBody.model_validate({"decision": decision, **fields})
 
 
 # ---------------------------------------------------------------- MLflow registry
@@ -320,9 +349,7 @@ def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, 
     alias ``champion`` and tag ``seated_by_record`` = the record id (the move is complete)."""
 
     def move(reg: Registration, record: dict[str, Any]) -> None:
-        move_champion_alias(
-            MlflowRegistry(tracking_uri), reg.model_name, reg.model_version, record
-        )
+        move_champion_alias(MlflowRegistry(tracking_uri), reg.model_name, reg.model_version, record)
 
     return move
 

@@ -300,6 +300,8 @@ Record = Annotated[
 ]
 # records that put a champion in the seat (``introducing_record`` returns one of these)
 SeatingRecord = PromotionRecord | PolicyUpdateRecord
+# records of an evaluation run: they carry config, data, gates and a policy
+RunRecord = PromotionRecord | ChallengerRecord | PolicyUpdateRecord
 
 RECORD_TYPES: dict[str, type[_Envelope]] = {
     "promotion": PromotionRecord,

@@ -554,19 +554,30 @@ def verify_file(path: Path, expected_sha256: str, what: str) -> None:
     read_verified(path, expected_sha256, what)
 
 
-def load_verified_model(workspace_root: Path, champion: dict[str, Any]) -> Any:
+def _seat_file(champion: ChampionBlock | dict[str, Any], what: str) -> tuple[str, str]:
+    """(relative path, SHA-256) of a seat's ``artifact`` or ``policy`` file."""
+    if isinstance(champion, ChampionBlock):
+        if what == "artifact":
+            return champion.artifact_path, champion.artifact_sha256
+        return champion.policy_path, champion.policy_sha256
+    return str(champion[f"{what}_path"]), str(champion[f"{what}_sha256"])
+
+
+def load_verified_model(workspace_root: Path, champion: ChampionBlock | dict[str, Any]) -> Any:
     """Read the artifact once, check its SHA-256 (the value in the signed record), and
     unpickle those same bytes: nothing that failed the check reaches joblib."""
-    path = resolve_artifact(workspace_root, champion["artifact_path"])
-    data = read_verified(path, champion["artifact_sha256"], "model artifact")
+    rel, sha = _seat_file(champion, "artifact")
+    data = read_verified(resolve_artifact(workspace_root, rel), sha, "model artifact")
     import joblib  # deserialising runs code: only the verified bytes
 
     return joblib.load(io.BytesIO(data))
 
 
-def load_verified_policy_text(workspace_root: Path, champion: dict[str, Any]) -> str:
-    path = resolve_artifact(workspace_root, champion["policy_path"])
-    return read_verified(path, champion["policy_sha256"], "policy document").decode()
+def load_verified_policy_text(
+    workspace_root: Path, champion: ChampionBlock | dict[str, Any]
+) -> str:
+    rel, sha = _seat_file(champion, "policy")
+    return read_verified(resolve_artifact(workspace_root, rel), sha, "policy document").decode()
 
 
 # ---------------------------------------------------------------- full audit (`verify`)
