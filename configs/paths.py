@@ -75,6 +75,12 @@ class Workspace:
         return self.logs / "shadow-status.json"
 
     @property
+    def serving_generation(self) -> Path:
+        """Serving generation counter, rewritten atomically by /v1/admin/reload; every worker
+        of `bayespilot serve` watches it (and the chain head marker) and re-checks on change."""
+        return self.root / "serving" / "generation"
+
+    @property
     def outcomes(self) -> Path:
         """Outcome labels ingested later, one Parquet file per ingest."""
         return self.root / "outcomes"

@@ -656,7 +656,36 @@ class ServingConfig(Section):
         "CPU-bound and each worker runs one OpenMP thread).",
     )
     reload_interval_s: float = Field(
-        5.0, gt=0, description="How often (seconds) each worker checks the record chain head."
+        5.0,
+        gt=0,
+        description="How often (seconds) each worker runs the full check even when nothing "
+        "changed: the chain, the MLflow alias and the artifact and policy hashes.",
+    )
+    watch_interval_s: float = Field(
+        0.2,
+        gt=0,
+        description="How often (seconds) each worker stats the signed chain head marker and "
+        "the serving generation file (written by /v1/admin/reload) and re-checks when "
+        "either changed: a promotion, rollback or reload reaches every worker this fast.",
+    )
+    restart_backoff_s: float = Field(
+        0.5,
+        gt=0,
+        description="`bayespilot serve` restarts a crashed worker or shadow sidecar after "
+        "this delay (seconds), doubled for each further crash of the same process within "
+        "crash_window_s, up to restart_backoff_max_s.",
+    )
+    restart_backoff_max_s: float = Field(
+        10.0, gt=0, description="Longest delay (seconds) before restarting a crashed process."
+    )
+    crash_loop_restarts: int = Field(
+        5,
+        ge=1,
+        description="A process that crashes more than this many times within crash_window_s "
+        "makes `bayespilot serve` stop every process and exit 1 (a crash loop).",
+    )
+    crash_window_s: float = Field(
+        60.0, gt=0, description="Window (seconds) in which crashes count toward a crash loop."
     )
     max_batch_customers: int = Field(1000, ge=1, description="Customers per /v1/score call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body (bytes).")

@@ -1,25 +1,89 @@
 """Per-worker state: the verified champion (swapped atomically), its request schema, the
-prediction log, metrics, and the follow-the-head reload loop."""
+prediction log, metrics, and the loop that keeps every worker on what the chain says.
+
+Every worker of `bayespilot serve` follows two shared files (``stat`` only, every
+``watch_interval_s``): the signed chain head marker ``promotions/HEAD``, rewritten by every
+append (promotion, rollback, policy update, monitoring), and the serving generation file
+(``Workspace.serving_generation``), rewritten by ``/v1/admin/reload``. A change of either
+makes the worker re-check at once, so a promotion, rollback or forced reload is in force on
+all workers within about one watch interval plus the load time, not just on the worker that
+got the request. Every ``reload_interval_s`` the full check runs anyway (chain, MLflow alias,
+artifact and policy hashes), so a hand-moved alias or a file changed on disk is seen; the
+verified model keeps serving and ``/readyz`` says why.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, TypeAdapter
 
-from serving.loader import Champion, NotReady, follow_head, head_marker, load, resolve_champion
+from serving.loader import (
+    Champion,
+    NotReady,
+    follow_head,
+    head_marker,
+    load,
+    resolve_champion,
+    store_for,
+)
 from serving.metrics import Metrics
 from serving.predlog import PredictionLog
 from serving.scoring import request_model
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+Fingerprint = tuple[int, int, int] | None  # (inode, mtime ns, size) of a watched file
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """What a ``stat`` says about ``path`` (None when it does not exist): an atomic rewrite
+    (temp file + rename) always changes the inode."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def read_generation(path: Path) -> int:
+    """The serving generation in ``path`` (0 when there is none yet or it is unreadable)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0
+
+
+def bump_generation(path: Path) -> int:
+    """Write generation + 1 atomically (temp file + rename, under a lock file so two
+    concurrent reloads never write the same number); returns the new generation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            generation = read_generation(path) + 1
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".generation-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(f"{generation} {time.time():.6f}\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return generation
 
 
 @dataclass(frozen=True)
@@ -45,6 +109,13 @@ class ServingState:
         self.last_error: str | None = None
         self.last_check_marker: str | None = None
         self._reload_lock = threading.Lock()
+        self.worker = self.metrics.worker
+        self.pid = os.getpid()
+        ws = settings.workspace_paths
+        self.generation_path = ws.serving_generation
+        self.head_path = store_for(settings).head_marker_path
+        # the generation whose forced check this worker has completed (named in responses)
+        self.generation = read_generation(self.generation_path)
 
     def check(self, *, force: bool = False) -> bool:
         """Reload when the chain head changed (or ``force``). Returns True if a new champion
@@ -69,7 +140,7 @@ class ServingState:
             except NotReady as exc:
                 self.last_error = str(exc)
                 if self.current is None:
-                    self.metrics.ready.set(0)
+                    self.metrics.set_ready(False)
                 log.warning("champion not (re)loaded: %s", exc)
                 return False
             except Exception as exc:  # a broken artifact must not take the worker down
@@ -80,7 +151,7 @@ class ServingState:
             model = request_model(champ)
             self.current = Loaded(champ, model, TypeAdapter(model), time.time())
             self.metrics.set_model(
-                champ.model_name, champ.model_version, champ.policy_id, champ.record["record_id"]
+                champ.model_name, champ.model_version, champ.policy_id, champ.record.record_id
             )
             log.info(
                 "serving %s v%s, policy %s",
@@ -90,12 +161,41 @@ class ServingState:
             )
             return True
 
+    def reload_generation(self, generation: int | None = None) -> bool:
+        """The forced check of a serving generation: ``generation`` None bumps the shared
+        generation file first (``/v1/admin/reload``: every other worker follows), else it is
+        the generation another worker wrote. Returns True if a new champion was swapped in."""
+        if generation is None:
+            generation = bump_generation(self.generation_path)
+        swapped = self.check(force=True)
+        self.generation = max(self.generation, generation)
+        return swapped
+
     async def follow_head(self) -> None:
-        """Background loop: a cheap head check every ``reload_interval_s`` seconds."""
+        """Background loop: ``stat`` the head marker and the generation file every
+        ``watch_interval_s``; re-check when one changed, and run the full check every
+        ``reload_interval_s`` regardless."""
+        s = self.settings
+        seen_head, seen_gen = fingerprint(self.head_path), fingerprint(self.generation_path)
+        last_full = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
+            await asyncio.sleep(s.watch_interval_s)
+            head, gen = fingerprint(self.head_path), fingerprint(self.generation_path)
             try:
-                await asyncio.to_thread(self.check)
+                if gen != seen_gen:
+                    seen_gen = gen
+                    generation = read_generation(self.generation_path)
+                    if generation > self.generation:
+                        await asyncio.to_thread(self.reload_generation, generation)
+                        last_full = time.monotonic()
+                        seen_head = head
+                        continue
+                if head != seen_head:
+                    seen_head = head
+                    await asyncio.to_thread(self.check)
+                if time.monotonic() - last_full >= s.reload_interval_s:
+                    await asyncio.to_thread(self.check, force=True)
+                    last_full = time.monotonic()
             except Exception:
                 log.exception("head check failed")
 

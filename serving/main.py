@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -17,6 +17,9 @@ from serving.deps import ServingState
 from serving.fast_scorer import pin_threads
 from serving.routes import router
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from configs.settings import BayesPilotConfig
 
 log = logging.getLogger(__name__)
 CONFIG_ENV, OVERRIDES_ENV = "BAYESPILOT_SERVE_CONFIG", "BAYESPILOT_SERVE_OVERRIDES"
@@ -47,9 +50,7 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             code = str(status["code"])
-            m = self.state.metrics
-            m.requests.labels(path, code).inc()
-            m.latency.labels(path, code).observe(time.perf_counter() - start)
+            self.state.metrics.observe_request(path, code, time.perf_counter() - start)
 
 
 def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
@@ -76,15 +77,20 @@ def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
     return app
 
 
-def settings_from_env() -> ServingSettings:
-    """Settings of a process started by ``bayespilot serve`` (config path and overrides
-    passed in the environment), with logging set up."""
+def config_from_env() -> BayesPilotConfig:
+    """The config of `bayespilot serve` (config path and overrides passed in the
+    environment to the launcher and its processes)."""
     from configs.settings import load_config
 
-    config = load_config(
+    return load_config(
         os.environ.get(CONFIG_ENV) or None,
         overrides=json.loads(os.environ.get(OVERRIDES_ENV, "[]")),
     )
+
+
+def settings_from_env() -> ServingSettings:
+    """Settings of a process started by ``bayespilot serve``, with logging set up."""
+    config = config_from_env()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
@@ -153,12 +153,20 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
         for row, res in zip(rows, results, strict=True)
     )
     contacts = int(scored.contact.sum())
-    if contacts:
-        state.metrics.predictions.labels("contact").inc(contacts)
-    if len(results) - contacts:
-        state.metrics.predictions.labels("no_contact").inc(len(results) - contacts)
+    state.metrics.count_predictions(contacts, len(results) - contacts)
     content: Any = {"request_id": request_id, "results": results} if batch else results[0]
-    return JSONResponse(content, headers={"x-request-id": request_id})
+    return JSONResponse(content, headers={"x-request-id": request_id, **served_by(state, loaded)})
+
+
+def served_by(state: ServingState, loaded: Loaded) -> dict[str, str]:
+    """Response headers naming what served: the model and the record that introduced it,
+    and the worker (slot, pid) with the serving generation whose reload it has done."""
+    c = loaded.champion
+    return {
+        "x-bayespilot-model": f"{c.model_name}@v{c.model_version};"
+        f"record={c.record.record_id[:12]}",
+        "x-bayespilot-worker": f"{state.worker};pid={state.pid};generation={state.generation}",
+    }
 
 
 @router.get("/v1/model")
@@ -178,7 +186,13 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 def readyz(state: StateDep) -> JSONResponse:
     cur = state.current
-    detail: dict[str, Any] = {"ready": cur is not None, "last_error": state.last_error}
+    detail: dict[str, Any] = {
+        "ready": cur is not None,
+        "last_error": state.last_error,
+        "worker": state.worker,
+        "pid": state.pid,
+        "generation": state.generation,
+    }
     if cur is not None:
         c = cur.champion
         detail.update(
@@ -186,7 +200,7 @@ def readyz(state: StateDep) -> JSONResponse:
                 "model_name": c.model_name,
                 "model_version": c.model_version,
                 "policy_id": c.policy_id,
-                "record_id": c.record["record_id"],
+                "record_id": c.record.record_id,
                 "head_record_id": c.head_record_id,
                 "note": c.info.get("alias_note"),  # a lagging registry alias (reconcilable)
             }
@@ -198,13 +212,16 @@ def readyz(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics")
 def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text: under `bayespilot serve`, every worker's values (``worker`` label)."""
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/v1/admin/reload", dependencies=[Depends(require_admin)])
 async def admin_reload(state: StateDep) -> JSONResponse:
-    swapped = await run_in_threadpool(state.check, force=True)
-    return readyz_with(state, {"swapped": swapped})
+    """Forced re-verification on every worker: bumps the shared serving generation (the
+    other workers follow within ``watch_interval_s``), then checks this one."""
+    swapped = await run_in_threadpool(state.reload_generation)
+    return readyz_with(state, {"swapped": swapped, "generation": state.generation})
 
 
 def readyz_with(state: ServingState, extra: dict[str, Any]) -> JSONResponse:

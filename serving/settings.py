@@ -26,6 +26,11 @@ class ServingSettings:
     prediction_log_backups: int
     admin_token: str | None
     check_registry_alias: bool
+    watch_interval_s: float = 0.2
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 10.0
+    crash_loop_restarts: int = 5
+    crash_window_s: float = 60.0
     shadow_interval_s: float = 0.2
     shadow_priority: str = "idle"
     shadow_defer_busy_pct: float | None = 50.0
@@ -51,6 +56,11 @@ class ServingSettings:
             prediction_log_backups=s.prediction_log_backups,
             admin_token=env.get(s.admin_token_env) or None,
             check_registry_alias=s.check_registry_alias,
+            watch_interval_s=s.watch_interval_s,
+            restart_backoff_s=s.restart_backoff_s,
+            restart_backoff_max_s=s.restart_backoff_max_s,
+            crash_loop_restarts=s.crash_loop_restarts,
+            crash_window_s=s.crash_window_s,
             shadow_interval_s=s.shadow_interval_s,
             shadow_priority=s.shadow_priority,
             shadow_defer_busy_pct=s.shadow_defer_busy_pct,
