@@ -115,7 +115,9 @@ class ServingState:
         self.generation_path = ws.serving_generation
         self.head_path = store_for(settings).head_marker_path
         # the generation whose forced check this worker has completed (named in responses)
+        self.seen_generation = fingerprint(self.generation_path)
         self.generation = read_generation(self.generation_path)
+        self.seen_head: Fingerprint = None  # the head marker as the last check began
 
     def check(self, *, force: bool = False) -> bool:
         """Reload when the chain head changed (or ``force``). Returns True if a new champion
@@ -123,6 +125,7 @@ class ServingState:
         only moves the head, without unpickling. A failing head leaves the verified champion
         serving."""
         with self._reload_lock:
+            self.seen_head = fingerprint(self.head_path)  # a later rewrite triggers a check
             marker = head_marker(self.settings)
             if not force and marker == self.last_check_marker:
                 return False
@@ -173,27 +176,24 @@ class ServingState:
 
     async def follow_head(self) -> None:
         """Background loop: ``stat`` the head marker and the generation file every
-        ``watch_interval_s``; re-check when one changed, and run the full check every
-        ``reload_interval_s`` regardless."""
+        ``watch_interval_s``; re-check when one changed since it was last seen, and run the
+        full check every ``reload_interval_s`` regardless."""
         s = self.settings
-        seen_head, seen_gen = fingerprint(self.head_path), fingerprint(self.generation_path)
         last_full = time.monotonic()
         while True:
             await asyncio.sleep(s.watch_interval_s)
-            head, gen = fingerprint(self.head_path), fingerprint(self.generation_path)
             try:
-                if gen != seen_gen:
-                    seen_gen = gen
+                gen = fingerprint(self.generation_path)
+                if gen != self.seen_generation:
+                    self.seen_generation = gen
                     generation = read_generation(self.generation_path)
                     if generation > self.generation:
                         await asyncio.to_thread(self.reload_generation, generation)
                         last_full = time.monotonic()
-                        seen_head = head
                         continue
-                if head != seen_head:
-                    seen_head = head
+                if fingerprint(self.head_path) != self.seen_head:
                     await asyncio.to_thread(self.check)
-                if time.monotonic() - last_full >= s.reload_interval_s:
+                elif time.monotonic() - last_full >= s.reload_interval_s:
                     await asyncio.to_thread(self.check, force=True)
                     last_full = time.monotonic()
             except Exception:
