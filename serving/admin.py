@@ -12,11 +12,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from serving.loader import NotReady, introducing_record, store_for
+from serving.loader import store_for
 from serving.settings import ServingSettings
 from tasks.failpoints import failpoint
 from tasks.reconcile import MlflowRegistry, move_champion_alias, reconcile_workspace
-from tasks.records import champion_of, git_state, now_iso, resolve_artifact, verify_file
+from tasks.record_models import RollbackBody, RolledBackFrom, body_dict, parse_records
+from tasks.records import (
+    RecordNotFound,
+    current_champion,
+    git_state,
+    introducing_record,
+    now_iso,
+    resolve_artifact,
+    verify_file,
+)
 from tasks.signing import SigningError
 
 log = logging.getLogger(__name__)
@@ -43,55 +52,52 @@ def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> di
             tracking_uri=settings.tracking_uri,
             model_name=settings.model_name,
         )
-        records = store.records()
-        current = champion_of(records[-1]) if records else None
+        records = parse_records(store.records())
+        current = current_champion(records)
         if current is None:
             raise RollbackError("no champion to roll back")
         try:
             intro = introducing_record(records, current)
-        except NotReady as exc:
+        except RecordNotFound as exc:
             raise RollbackError(str(exc)) from None
-        target = intro.get("previous_champion")
-        if not target:
-            raise RollbackError(f"model v{current['model_version']} has no previous champion")
+        target = intro.previous_champion
+        if target is None:
+            raise RollbackError(f"model v{current.model_version} has no previous champion")
         verify_file(
-            resolve_artifact(settings.workspace, target["artifact_path"]),
-            target["artifact_sha256"],
+            resolve_artifact(settings.workspace, target.artifact_path),
+            target.artifact_sha256,
             "previous model artifact",
         )
         verify_file(
-            resolve_artifact(settings.workspace, target["policy_path"]),
-            target["policy_sha256"],
+            resolve_artifact(settings.workspace, target.policy_path),
+            target.policy_sha256,
             "previous policy document",
         )
-        body = {
-            "kind": "rollback",
-            "decision": "rolled-back",
-            "reasons": [reason],
-            "requested_by": requested_by,
-            "champion": target,
-            "previous_champion": current,
-            "rolled_back_from": {
-                "model_version": current["model_version"],
-                "record_id": intro["record_id"],
-            },
-            "notes": list(cleanup.notes()),
+        body = RollbackBody(
+            reasons=[reason],
+            requested_by=requested_by,
+            champion=target,
+            previous_champion=current,
+            rolled_back_from=RolledBackFrom(
+                model_version=current.model_version, record_id=intro.record_id
+            ),
+            notes=list(cleanup.notes()),
             **git_state(),
-            "finished_at": now_iso(),
-        }
-        _, record = store.append_locked(lambda _head: body)
+            finished_at=now_iso(),
+        )
+        _, record = store.append_locked(lambda _head: body_dict(body))
         failpoint("rollback:after-record")
         move_champion_alias(
             MlflowRegistry(settings.tracking_uri),
-            str(target["model_name"]),
-            str(target["model_version"]),
+            target.model_name,
+            target.model_version,
             record,
         )
         failpoint("rollback:after-alias")
     log.info(
         "rolled back from v%s to v%s (record %s)",
-        current["model_version"],
-        target["model_version"],
+        current.model_version,
+        target.model_version,
         record["record_id"][:12],
     )
     return record

@@ -26,19 +26,31 @@ from typing import Any
 
 from serving.fast_scorer import FastScorer, compile_scorer
 from serving.settings import ServingSettings
+from tasks.record_models import (
+    ChallengerRecord,
+    ChampionBlock,
+    PolicyUpdateRecord,
+    Record,
+    RecordSchemaError,
+    SeatingRecord,
+    body_dict,
+    parse_records,
+)
 from tasks.records import (
+    RecordNotFound,
     RecordStore,
     VerificationError,
-    champion_of,
+    active_challenger,
+    introducing_record,
     load_verified_model,
     load_verified_policy_text,
+    model_record,
     read_verified,
     resolve_artifact,
 )
 from tasks.select_policy import Policy
 
 log = logging.getLogger(__name__)
-INTRODUCING = ("promoted", "policy-updated")
 
 
 class NotReady(RuntimeError):
@@ -51,8 +63,8 @@ class Champion:
 
     head_record_id: str
     head_marker: str
-    record: dict[str, Any]  # the record that introduced this champion
-    block: dict[str, Any]
+    record: SeatingRecord | ChallengerRecord  # the record that introduced this model
+    block: ChampionBlock
     policy: Policy
     scorer: FastScorer
     id_column: str
@@ -64,11 +76,11 @@ class Champion:
 
     @property
     def model_name(self) -> str:
-        return str(self.block["model_name"])
+        return self.block.model_name
 
     @property
     def model_version(self) -> str:
-        return str(self.block["model_version"])
+        return self.block.model_version
 
     @property
     def policy_id(self) -> str:
@@ -89,52 +101,22 @@ def head_marker(settings: ServingSettings) -> str:
     return f"{last.name}:{last.stat().st_mtime_ns}:{len(paths)}"
 
 
-def introducing_record(records: list[dict[str, Any]], block: dict[str, Any]) -> dict[str, Any]:
-    """The latest record that put this model version and policy in the champion seat."""
-    for rec in reversed(records):
-        champ = rec.get("champion") or {}
-        if (
-            rec.get("decision") in INTRODUCING
-            and str(champ.get("model_version")) == str(block.get("model_version"))
-            and champ.get("policy_id") == block.get("policy_id")
-            and champ.get("artifact_sha256") == block.get("artifact_sha256")
-        ):
-            return rec
-    raise NotReady(
-        f"no promotion record introduced model v{block.get('model_version')} with policy "
-        f"{str(block.get('policy_id'))[:12]}"
-    )
-
-
-def model_record(records: list[dict[str, Any]], block: dict[str, Any]) -> dict[str, Any]:
-    """The promotion record that gated this model artifact (a policy update keeps it)."""
-    for rec in reversed(records):
-        champ = rec.get("champion") or {}
-        if rec.get("decision") == "promoted" and champ.get("artifact_sha256") == block.get(
-            "artifact_sha256"
-        ):
-            return rec
-    raise NotReady(f"no promotion record gated model v{block.get('model_version')}")
-
-
-def _check_gates(rec: dict[str, Any], *, fast_scorer: bool = True) -> None:
-    gates = rec.get("gates") or []
-    failed = [g["gate"] for g in gates if not g.get("passed")]
-    if not gates or failed:
+def _check_gates(rec: SeatingRecord | ChallengerRecord, *, fast_scorer: bool = True) -> None:
+    failed = [g.gate for g in rec.gates if not g.passed]
+    if not rec.gates or failed:
         raise NotReady(
-            f"record {rec['record_id'][:12]} did not pass every gate "
-            f"(failed: {failed or 'none run'})"
+            f"record {rec.record_id[:12]} did not pass every gate (failed: {failed or 'none run'})"
         )
     if not fast_scorer:
         return
-    tech = next((g for g in gates if g["gate"] == "technical"), None)
-    fast = ((tech or {}).get("evidence", {}).get("extra", {}) or {}).get("fast_scorer") or {}
-    if not fast.get("passed"):
-        raise NotReady(f"record {rec['record_id'][:12]} has no passing fast-scorer exactness check")
+    tech = next((g for g in rec.gates if g.gate == "technical"), None)
+    extra = (tech.evidence.get("extra") if tech else None) or {}
+    if not (extra.get("fast_scorer") or {}).get("passed"):
+        raise NotReady(f"record {rec.record_id[:12]} has no passing fast-scorer exactness check")
 
 
 def _check_alias(
-    settings: ServingSettings, block: dict[str, Any], alias: str = "champion"
+    settings: ServingSettings, block: ChampionBlock, alias: str = "champion"
 ) -> str | None:
     """The registry alias against the chain. Returns a note when the champion alias *lags*
     (a run stopped between its record and the alias move, ``tasks/reconcile.py``: the
@@ -144,7 +126,7 @@ def _check_alias(
         return None
     from tasks.reconcile import SEATED_BY_TAG, MlflowRegistry, alias_state
 
-    name, wanted = str(block["model_name"]), str(block["model_version"])
+    name, wanted = block.model_name, block.model_version
     try:
         registry = MlflowRegistry(settings.tracking_uri)
         version = registry.alias_version(name, alias)
@@ -173,23 +155,27 @@ def _check_alias(
     raise NotReady(mismatch + " (moved by hand?)")
 
 
-def _verified_records(settings: ServingSettings) -> list[dict[str, Any]]:
+def _verified_records(settings: ServingSettings) -> list[Record]:
+    """The verified chain, typed (parsed once per resolve, at load or reload)."""
     report, records = store_for(settings).verified_records()
     if not report.ok:
         raise NotReady("record chain broken: " + "; ".join(report.problems))
     if not records:
         raise NotReady("no promotion record yet: run `bayespilot run` first")
-    return records
+    try:
+        return parse_records(records)
+    except RecordSchemaError as exc:
+        raise NotReady(str(exc)) from None
 
 
 @dataclass(frozen=True)
 class Resolved:
     """What the chain says should serve in one seat (checks 1-3 done, nothing unpickled)."""
 
-    head: dict[str, Any]
+    head: Record
     marker: str
-    record: dict[str, Any]  # the record that introduced it
-    block: dict[str, Any]
+    record: SeatingRecord | ChallengerRecord  # the record that introduced it
+    block: ChampionBlock
     alias: str
 
     def same_model(self, loaded: Champion | None) -> bool:
@@ -197,32 +183,32 @@ class Resolved:
         return (
             loaded is not None
             and loaded.block == self.block
-            and loaded.record["record_id"] == self.record["record_id"]
+            and loaded.record.record_id == self.record.record_id
         )
 
 
-def _info(rec: dict[str, Any], block: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+_INFO_GATE_FIELDS = {"gate", "passed", "metric", "value", "interval", "threshold", "reason"}
+
+
+def _info(
+    rec: SeatingRecord | ChallengerRecord, block: ChampionBlock, head: Record
+) -> dict[str, Any]:
+    run = None if isinstance(rec, PolicyUpdateRecord) else rec
     return {
-        "record_id": rec["record_id"],
-        "head_record_id": head["record_id"],
-        "head_kind": head.get("kind"),
-        "decision": rec.get("decision"),
-        "reasons": rec.get("reasons", []),
-        "gates": [
-            {
-                k: g.get(k)
-                for k in ("gate", "passed", "metric", "value", "interval", "threshold", "reason")
-            }
-            for g in rec.get("gates", [])
-        ],
-        "calibration_method": (rec.get("calibration") or {}).get("method"),
-        "candidate": rec.get("candidate"),
-        "data": rec.get("data"),
-        "promoted_at": rec.get("finished_at"),
-        "model_name": block["model_name"],
-        "model_version": str(block["model_version"]),
-        "features": block.get("features"),
-        "explanation": rec.get("explanation", {}),
+        "record_id": rec.record_id,
+        "head_record_id": head.record_id,
+        "head_kind": head.kind,
+        "decision": rec.decision,
+        "reasons": list(rec.reasons),
+        "gates": [g.model_dump(mode="json", include=_INFO_GATE_FIELDS) for g in rec.gates],
+        "calibration_method": rec.calibration.method if rec.calibration else None,
+        "candidate": run.candidate if run else None,
+        "data": body_dict(rec.data) if rec.data else None,
+        "promoted_at": rec.finished_at,
+        "model_name": block.model_name,
+        "model_version": block.model_version,
+        "features": body_dict(block.features),
+        "explanation": (run.explanation if run else None) or {},
     }
 
 
@@ -235,10 +221,10 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
         policy = Policy.from_json(load_verified_policy_text(settings.workspace, block))
     except (VerificationError, ValueError) as exc:
         raise NotReady(str(exc)) from None
-    if policy.policy_id != block["policy_id"]:
+    if policy.policy_id != block.policy_id:
         raise NotReady("policy document id does not match the record")
     scorer = compile_scorer(model, pin=pin)
-    schema = rec.get("schema", {})
+    schema = (None if isinstance(rec, PolicyUpdateRecord) else rec.table_schema) or {}
     info = {
         **_info(rec, block, head),
         "policy": policy.document,
@@ -248,12 +234,12 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
     log.info(
         "%s %s v%s verified and loaded (record %s)",
         resolved.alias,
-        block["model_name"],
-        block["model_version"],
-        rec["record_id"][:12],
+        block.model_name,
+        block.model_version,
+        rec.record_id[:12],
     )
     return Champion(
-        head_record_id=head["record_id"],
+        head_record_id=head.record_id,
         head_marker=resolved.marker,
         record=rec,
         block=block,
@@ -262,8 +248,8 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
         id_column=str(schema.get("id_column", "customer_id")),
         id_generated=bool(schema.get("id_generated", False)),
         value_column=policy.value_column,
-        numeric=tuple(block.get("features", {}).get("numeric", [])),
-        categorical=tuple(block.get("features", {}).get("categorical", [])),
+        numeric=tuple(block.features.numeric),
+        categorical=tuple(block.features.categorical),
         info=info,
     )
 
@@ -276,8 +262,8 @@ def follow_head(settings: ServingSettings, loaded: Champion, resolved: Resolved)
     block = resolved.block
     try:
         for rel, sha, what in (
-            (block["artifact_path"], block["artifact_sha256"], "model artifact"),
-            (block["policy_path"], block["policy_sha256"], "policy document"),
+            (block.artifact_path, block.artifact_sha256, "model artifact"),
+            (block.policy_path, block.policy_sha256, "policy document"),
         ):
             read_verified(resolve_artifact(settings.workspace, rel), sha, what)
     except VerificationError as exc:
@@ -285,11 +271,11 @@ def follow_head(settings: ServingSettings, loaded: Champion, resolved: Resolved)
     head = resolved.head
     info = {
         **loaded.info,
-        "head_record_id": head["record_id"],
-        "head_kind": head.get("kind"),
+        "head_record_id": head.record_id,
+        "head_kind": head.kind,
         "alias_note": alias_note,
     }
-    return replace(loaded, head_record_id=head["record_id"], head_marker=resolved.marker, info=info)
+    return replace(loaded, head_record_id=head.record_id, head_marker=resolved.marker, info=info)
 
 
 def resolve_champion(settings: ServingSettings) -> Resolved:
@@ -297,15 +283,18 @@ def resolve_champion(settings: ServingSettings) -> Resolved:
     marker = head_marker(settings)
     records = _verified_records(settings)
     head = records[-1]
-    block = champion_of(head)
+    block = head.champion
     if block is None:
         raise NotReady("no champion: no candidate has passed every gate yet")
-    rec = introducing_record(records, block)
-    if rec.get("decision") == "policy-updated":
-        _check_gates(rec, fast_scorer=False)  # the policy gates of the update
-        _check_gates(model_record(records, block))  # every gate of the model itself
-    else:
-        _check_gates(rec)
+    try:
+        rec = introducing_record(records, block)
+        if isinstance(rec, PolicyUpdateRecord):
+            _check_gates(rec, fast_scorer=False)  # the policy gates of the update
+            _check_gates(model_record(records, block))  # every gate of the model itself
+        else:
+            _check_gates(rec)
+    except RecordNotFound as exc:
+        raise NotReady(str(exc)) from None
     return Resolved(head, marker, rec, block, "champion")
 
 
@@ -314,23 +303,14 @@ def resolve_challenger(settings: ServingSettings) -> Resolved | None:
     introduced (a new champion retires it), gate-checked like the champion. None if none."""
     marker = head_marker(settings)
     records = _verified_records(settings)
-    head = records[-1]
-    block = champion_of(head)
-    if block is None:
-        return None
-    since = introducing_record(records, block)["sequence"]
-    rec = next(
-        (
-            r
-            for r in reversed(records)
-            if r.get("decision") == "challenger" and r["sequence"] > since
-        ),
-        None,
-    )
+    try:
+        rec = active_challenger(records)
+    except RecordNotFound as exc:
+        raise NotReady(str(exc)) from None
     if rec is None:
         return None
     _check_gates(rec)
-    return Resolved(head, marker, rec, rec["challenger"], "challenger")
+    return Resolved(records[-1], marker, rec, rec.challenger, "challenger")
 
 
 def load_champion(settings: ServingSettings, *, pin: bool = True) -> Champion:

@@ -318,7 +318,7 @@ class ShadowSidecar:
             # (a last sidecar with no position found no log yet: all of it is new)
             record_id, position = self._resume_from
             self._resume_from = (None, None)
-            same = record_id == challenger.record["record_id"]
+            same = record_id == challenger.record.record_id
             self.follower = LogFollower(
                 self.settings.prediction_log,
                 backups=self.settings.prediction_log_backups,
@@ -329,7 +329,7 @@ class ShadowSidecar:
             self.status,
             position=self.follower.position() if self.follower else None,
             challenger_version=challenger.model_version if challenger else None,
-            challenger_record_id=challenger.record["record_id"] if challenger else None,
+            challenger_record_id=challenger.record.record_id if challenger else None,
             last_error=error,
         )
 
