@@ -4,9 +4,11 @@ round-trips to the very stored JSON, and the typed chain queries and the loader 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from configs.settings import build_config
 from flows.challenger import promote_challenger
@@ -17,6 +19,7 @@ from serving.admin import rollback
 from serving.loader import resolve_challenger, resolve_champion
 from serving.settings import ServingSettings
 from tasks.record_models import (
+    SCHEMA_DIR,
     ChallengerRecord,
     MonitoringRecord,
     PolicyUpdateRecord,
@@ -67,6 +70,9 @@ def test_record_models_parse_every_record_a_workspace_run_writes(workspace_copy:
         assert body_dict(rec) == raw, f"record {rec.sequence} does not round-trip"
         assert record_hash(body_dict(rec)) == rec.record_id
     assert store.verify().ok
+    any_kind = Draft202012Validator(json.loads((SCHEMA_DIR / "record.json").read_text()))
+    for raw in stored:
+        any_kind.validate(raw)  # the exported JSON Schema accepts them too
     challenge = next(r for r in records if isinstance(r, PromotionRecord) and r.challenger_record)
     assert challenge.decision == "rejected" and challenge.gates[-1].gate == "champion"
     # the loader resolves the rolled-back champion from the typed chain

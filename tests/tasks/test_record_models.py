@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator, ValidationError
 
 from tasks.record_models import (
     SCHEMA_DIR,
@@ -193,6 +194,14 @@ def test_record_models_every_kind_parses_and_round_trips(tmp_path: Path) -> None
         assert record_hash(body_dict(rec)) == rec.record_id
         assert rec.signature is not None and rec.signature.algorithm == "ed25519"
     assert chain.store.verify().ok
+    # the exported JSON Schema accepts the very files, each under its kind's schema
+    any_kind = Draft202012Validator(json.loads((SCHEMA_DIR / "record.json").read_text()))
+    for raw, rec in zip(stored, typed, strict=True):
+        any_kind.validate(raw)
+        name = "challenger" if isinstance(rec, ChallengerRecord) else rec.kind
+        Draft202012Validator(json.loads((SCHEMA_DIR / f"{name}.json").read_text())).validate(raw)
+    with pytest.raises(ValidationError):
+        any_kind.validate({**stored[0], "decision": "challenged"})
     # a champion block carries updated_by_run only when a policy update set it
     assert "updated_by_run" not in stored[1]["champion"]
     assert stored[3]["champion"]["updated_by_run"] == "pu"
