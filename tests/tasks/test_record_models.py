@@ -304,3 +304,48 @@ def test_records_latest_monitoring_after_a_sequence(tmp_path: Path) -> None:
     new = chain.monitor()
     found = latest_monitoring(chain.typed(), after=chall["sequence"])
     assert found is not None and found.record_id == new["record_id"] != old["record_id"]
+
+
+def test_record_models_promotion_builder_sets_every_field(tmp_path: Path) -> None:
+    """The promotion run's builder names every field of its body (none is left to a read-side
+    default), so a field added to the model and forgotten in the builder fails here."""
+    from configs.settings import build_config
+    from tasks.promote import Registration, RunEvidence, _record_body, _seat_block
+
+    ev = RunEvidence(
+        run_id="r1",
+        flow_run_id=None,
+        mlflow_run_id=None,
+        config=build_config({"paths": {"workspace": str(tmp_path)}}),
+        data_source="table.csv",
+        data_sha256="d" * 64,
+        split_hashes={"train": "h"},
+        split_rows={"train": 10},
+        features={"numeric": ["tenure"], "categorical": ["plan"]},
+        schema={"id_column": "customer_id"},
+        candidate="logistic",
+        calibration={"method": "isotonic"},
+        candidates={},
+        baselines={},
+        gates=(),
+        policy={"cutoff_expected_value_usd": 0.0},
+        policy_id="p1",
+        policy_path="models/r1/policy.json",
+        policy_sha256="e" * 64,
+        artifact_path="models/r1/model.joblib",
+        artifact_sha256="f" * 64,
+        gated_against=None,
+        started_at="2026-01-01T00:00:00+00:00",
+    )
+    reg = Registration("churn", "1", "models:/churn/1")
+    block = _seat_block(ev, reg)
+    promoted = _record_body(ev, "promoted", ("every gate passed",), reg, block, None)
+    challenger = _record_body(ev, "challenger", ("shadow",), reg, None, None, challenger=block)
+    assert isinstance(promoted, PromotionBody) and isinstance(challenger, ChallengerBody)
+    # challenger_record is set only by promote-challenger
+    assert set(PromotionBody.model_fields) - promoted.model_fields_set == {"challenger_record"}
+    assert set(ChallengerBody.model_fields) == challenger.model_fields_set
+    assert body_dict(challenger)["challenger"] == body_dict(block)
+    assert "challenger" not in body_dict(promoted)
+    with pytest.raises(ValueError, match="artifact"):
+        _seat_block(RunEvidence(**{**ev.__dict__, "artifact_path": None}), reg)
