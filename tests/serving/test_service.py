@@ -291,15 +291,29 @@ def test_service_explain_flag_gives_reasons(settings: ServingSettings) -> None:
 
 def test_loader_refuses_unchecked_fast_scorer() -> None:
     from serving.loader import NotReady, _check_gates
+    from tasks.record_models import PromotionRecord
+
+    def record(gates: list[dict]) -> PromotionRecord:
+        unit = {"metric": "m", "value": None, "interval": None, "threshold": None}
+        return PromotionRecord.model_validate(
+            {
+                "sequence": 1,
+                "record_id": "a" * 64,
+                "previous_record_id": None,
+                "kind": "promotion",
+                "decision": "promoted",
+                "gates": [{**unit, **g} for g in gates],
+            }
+        )
 
     gates = [
         {"gate": "technical", "passed": True, "evidence": {"extra": {}}},
         {"gate": "baseline", "passed": True, "evidence": {}},
     ]
     with pytest.raises(NotReady, match="no passing fast-scorer exactness check"):
-        _check_gates({"record_id": "x" * 64, "gates": gates})
+        _check_gates(record(gates))
     gates[0]["evidence"] = {"extra": {"fast_scorer": {"passed": True}}}
-    _check_gates({"record_id": "x" * 64, "gates": gates})
+    _check_gates(record(gates))
     gates[1]["passed"] = False
     with pytest.raises(NotReady, match="did not pass every gate"):
-        _check_gates({"record_id": "x" * 64, "gates": gates})
+        _check_gates(record(gates))
