@@ -92,6 +92,7 @@ def rollback(settings: ServingSettings, *, reason: str, requested_by: str) -> di
             target.model_name,
             target.model_version,
             record,
+            stage="rollback",
         )
         failpoint("rollback:after-alias")
     log.info(

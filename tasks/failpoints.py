@@ -11,7 +11,8 @@ Names in use: ``after-stage:<stage>`` (flows/runner.py, after each flow stage),
 ``promote:after-register``, ``promote:after-record``, ``promote:between-aliases``,
 ``promote:after-alias``, ``record:temp-written`` (temp file written, before it is linked),
 ``record:linked`` (record linked, before the head marker), ``rollback:after-record``,
-``rollback:between-aliases``, ``rollback:after-alias``.
+``rollback:between-aliases``, ``rollback:after-alias``, ``reconcile:between-aliases`` (the
+next run moving a lagging alias).
 """
 
 from __future__ import annotations

@@ -349,7 +349,13 @@ def mlflow_move_aliases(tracking_uri: str) -> Callable[[Registration, dict[str, 
     alias ``champion`` and tag ``seated_by_record`` = the record id (the move is complete)."""
 
     def move(reg: Registration, record: dict[str, Any]) -> None:
-        move_champion_alias(MlflowRegistry(tracking_uri), reg.model_name, reg.model_version, record)
+        move_champion_alias(
+            MlflowRegistry(tracking_uri),
+            reg.model_name,
+            reg.model_version,
+            record,
+            stage="promote",
+        )
 
     return move
 

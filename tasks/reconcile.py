@@ -231,16 +231,16 @@ class MlflowRegistry:
 
 
 def move_champion_alias(
-    registry: Registry, model_name: str, version: str, record: dict[str, Any]
+    registry: Registry, model_name: str, version: str, record: dict[str, Any], *, stage: str
 ) -> None:
     """The alias moves that follow a seat-changing ``record``, in crash-safe order: alias
     ``previous`` (promotion: the replaced version; rollback: removed), then ``champion``,
-    then the ``seated_by_record`` tag that marks the move complete."""
+    then the ``seated_by_record`` tag that marks the move complete. ``stage`` names the
+    failpoint between the two alias moves (``<stage>:between-aliases``)."""
     from tasks.failpoints import failpoint
 
-    stage = "rollback" if record.get("kind") == "rollback" else "promote"
     previous = record.get("previous_champion")
-    if stage == "rollback":
+    if record.get("kind") == "rollback":
         registry.delete_alias(model_name, "previous")
     elif isinstance(previous, dict) and previous.get("model_name") == model_name:
         registry.set_alias(model_name, "previous", str(previous["model_version"]))
@@ -418,7 +418,7 @@ def reconcile(
         state = alias_state(records, current, seated_by)
         seat = seat_change(records)
         if state.status == "lagging" and seat is not None and chain is not None:
-            move_champion_alias(registry, model_name, chain, seat)
+            move_champion_alias(registry, model_name, chain, seat, stage="reconcile")
             alias_note = (
                 f"moved the lagging MLflow alias 'champion' of {model_name} from "
                 f"{'nothing' if current is None else 'v' + current} to v{chain}, the champion "
