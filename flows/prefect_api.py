@@ -13,7 +13,6 @@ systems the server is still stopped at a normal exit.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -150,16 +149,11 @@ def start_prefect_api(timeout_s: float) -> PrefectApi:
 
 def ensure_prefect_api(timeout_s: float) -> PrefectApi | None:
     """Start the embedded server and set ``PREFECT_API_URL``, unless Prefect already has an
-    API (``PREFECT_API_URL`` in the environment, or set in an imported Prefect's settings,
-    e.g. by a test harness). Returns the server it started, or None."""
-    if os.environ.get("PREFECT_API_URL"):
+    API (``PREFECT_API_URL`` in the environment) or is already imported (it read its settings
+    at import, e.g. under a test harness: it keeps managing its own API). Returns the server
+    it started, or None."""
+    if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
         return None
-    if "prefect.settings" in sys.modules:
-        with contextlib.suppress(Exception):
-            from prefect.settings import get_current_settings
-
-            if get_current_settings().api.url:
-                return None
     api = start_prefect_api(timeout_s)
     os.environ["PREFECT_API_URL"] = api.url
     return api
