@@ -162,9 +162,9 @@ def served_by(state: ServingState, loaded: Loaded) -> dict[str, str]:
     """Response headers naming what served: the model and the record that introduced it,
     and the worker (slot, pid) with the serving generation whose reload it has done."""
     c = loaded.champion
+    model = f"{c.model_name}@v{c.model_version}"
     return {
-        "x-bayespilot-model": f"{c.model_name}@v{c.model_version};"
-        f"record={c.record.record_id[:12]}",
+        "x-bayespilot-model": f"{model};record={c.record.record_id[:12]}",
         "x-bayespilot-worker": f"{state.worker};pid={state.pid};generation={state.generation}",
     }
 
