@@ -871,7 +871,7 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys the section at ``loc`` accepts (empty when ``loc`` is not a section)."""
     model: Any = BayesPilotConfig
     for part in loc:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        field = model.model_fields.get(str(part))
         model = field.annotation if field is not None else None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []

@@ -162,11 +162,33 @@ def _setup_env(config: BayesPilotConfig, *, use_prefect: bool = False) -> Worksp
     return ws
 
 
+def _check_input(config: BayesPilotConfig) -> int:
+    """Load and validate the data (no Prefect, no record): exit 2 with one report when it is
+    bad, 0 when the run may start."""
+    from tasks.load_data import DataError
+    from tasks.validate_data import check_input
+
+    try:
+        report = check_input(config)
+    except DataError as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not report.passed:
+        print(report.summary(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     if args.as_challenger:
         config = config.model_copy(
             update={"promotion": config.promotion.model_copy(update={"register_as": "challenger"})}
         )
+    if not args.no_prefect:
+        _setup_env(config)
+        code = _check_input(config)  # bad input is refused before the Prefect API starts
+        if code != EXIT_OK:
+            return code
     _setup_env(config, use_prefect=not args.no_prefect)
     from flows.promotion import NoCandidate, ValidationFailed, run_direct, run_prefect
     from flows.reports import gate_table_text

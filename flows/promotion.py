@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.states import Failed, State
 
 from configs.paths import Workspace
-from configs.settings import BayesPilotConfig, build_config
+from configs.settings import BayesPilotConfig, ConfigError, build_config
 from flows import reports
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
-from tasks.check_schema import check_champion_schema
+from tasks.check_schema import FeatureSchemaMismatch, check_champion_schema
 from tasks.evidence import (
     StabilityData,
     StabilityEvidence,
@@ -34,7 +35,7 @@ from tasks.evidence import (
 )
 from tasks.explain import explain
 from tasks.gates import GateResult, run_gates
-from tasks.load_data import LoadedData, load_data
+from tasks.load_data import DataError, LoadedData, load_data
 from tasks.monitor import build_reference
 from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
 from tasks.promote import (
@@ -76,6 +77,28 @@ class ValidationFailed(RuntimeError):
         super().__init__(report.summary())
         self.report = report
         self.report_path = report_path
+
+
+# Deterministic input errors: raised in a stage, they end its task run without a retry or
+# a traceback (PrefectRunner) and the flow in the failed state INVALID_INPUT_STATE.
+STAGE_INPUT_ERRORS: tuple[type[Exception], ...] = (DataError, FeatureSchemaMismatch)
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    *STAGE_INPUT_ERRORS,
+    ValidationFailed,
+    ConfigError,
+)
+INVALID_INPUT_STATE = "InvalidData"
+
+
+def invalid_input_state(exc: Exception) -> State:
+    """The flow's final state for bad input: failed, named ``InvalidData``, with a one-line
+    message (the full validation report is in the workspace and printed by the CLI)."""
+    if isinstance(exc, ValidationFailed):
+        message = reports.validation_headline(exc.report, exc.report_path)
+    else:
+        message = f"invalid input: {exc}"
+    log.info("%s", message)
+    return Failed(name=INVALID_INPUT_STATE, message=message)
 
 
 class NoCandidate(RuntimeError):
@@ -549,18 +572,29 @@ def task_runner_for(config: BayesPilotConfig) -> Any:
 
 
 def run_prefect(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = None) -> RunResult:
-    """Run the flow in-process under Prefect (task runner from config) and return the result."""
-    holder: dict[str, RunResult] = {}
+    """Run the flow in-process under Prefect (task runner from config) and return the result.
+    Bad input ends the flow run in the failed state ``InvalidData`` and is raised here."""
+    holder: dict[str, Any] = {}
 
-    def body() -> str:
-        result = promotion_pipeline(
-            config, runner=PrefectRunner(retries={"load-data": 1}), trigger=trigger
-        )
+    def body() -> str | State:
+        try:
+            result = promotion_pipeline(
+                config, runner=PrefectRunner(input_errors=STAGE_INPUT_ERRORS), trigger=trigger
+            )
+        except INPUT_ERRORS as exc:
+            holder["error"] = exc
+            return invalid_input_state(exc)
         holder["r"] = result
         return result.outcome.decision
 
-    flow(name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config))(body)()
-    return holder["r"]
+    as_flow = flow(name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config))
+    state = as_flow(body)(return_state=True)
+    if "error" in holder:
+        raise holder["error"]
+    if "r" not in holder:
+        state.result()  # raises the flow's exception
+    result: RunResult = holder["r"]
+    return result
 
 
 @flow(name=FLOW_NAME, log_prints=False, persist_result=False)
@@ -571,21 +605,25 @@ def churn_promotion(
     trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prefect entry point (deployments pass a config path and ``section.key=value``
-    overrides). Returns the decision summary; raises on bad input. With
-    ``scaleout.engine: dask`` the stages run in a subflow on the Dask task runner."""
+    overrides). Returns the decision summary; bad config or data ends the run in the failed
+    state ``InvalidData`` (no traceback, no retry). With ``scaleout.engine: dask`` the stages
+    run in a subflow on the Dask task runner."""
     from configs.settings import load_config
 
-    config = (
-        build_config(config_json)
-        if config_json is not None
-        else load_config(config_path, overrides=overrides or [])
-    )
-    if config.scaleout.engine == "dask":
-        result = run_prefect(config, trigger=trigger)
-    else:
-        result = promotion_pipeline(
-            config, runner=PrefectRunner(retries={"load-data": 1}), trigger=trigger
+    try:
+        config = (
+            build_config(config_json)
+            if config_json is not None
+            else load_config(config_path, overrides=overrides or [])
         )
+        if config.scaleout.engine == "dask":
+            result = run_prefect(config, trigger=trigger)
+        else:
+            result = promotion_pipeline(
+                config, runner=PrefectRunner(input_errors=STAGE_INPUT_ERRORS), trigger=trigger
+            )
+    except INPUT_ERRORS as exc:
+        return invalid_input_state(exc)  # type: ignore[return-value]
     rec = result.outcome.record
     return {
         "decision": rec["decision"],
@@ -602,6 +640,8 @@ def run_direct(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = Non
 
 __all__ = [
     "FLOW_NAME",
+    "INPUT_ERRORS",
+    "INVALID_INPUT_STATE",
     "NoCandidate",
     "RunResult",
     "ValidationFailed",

@@ -35,6 +35,15 @@ def validation_rows(report: ValidationReport) -> list[dict[str, Any]]:
     ]
 
 
+def validation_headline(report: ValidationReport, report_path: Path | str) -> str:
+    """One line for a failed validation (a flow state's message, a log line): how many
+    problems, in which columns, and where the full report is. The CLI prints the report
+    itself, once."""
+    columns = list(dict.fromkeys(i.column for i in report.issues))
+    shown = ", ".join(columns[:8]) + (f", ... (+{len(columns) - 8})" if len(columns) > 8 else "")
+    return f"invalid data: {len(report.issues)} problem(s) in {shown}; full report: {report_path}"
+
+
 def data_summary(source: str, roles: ColumnRoles, splits: Splits, report: ValidationReport) -> str:
     base = splits.positive_rate["train"]
     lines = [

@@ -6,9 +6,11 @@ crash-consistency test kills a run there."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tasks.failpoints import failpoint
@@ -68,15 +70,49 @@ class DirectRunner:
         return None
 
 
+@dataclass(frozen=True)
+class _InputProblem:
+    """A deterministic input error, carried out of a task run as its return value."""
+
+    error: Exception
+
+
+def _returning(fn: Callable[..., T], errors: tuple[type[Exception], ...]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def stage(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors as exc:
+            return _InputProblem(exc)
+
+    return stage
+
+
+def _raise_input_problem(result: Any) -> None:
+    if isinstance(result, _InputProblem):
+        raise result.error
+
+
 class PrefectRunner:
     """Each stage a named Prefect task run. Results that carry frames or models are not
-    persisted (no result storage, no cache keys computed over frames)."""
+    persisted (no result storage, no cache keys computed over frames).
 
-    def __init__(self, retries: dict[str, int] | None = None) -> None:
+    ``input_errors``: exception types that mean bad input (deterministic: a retry cannot fix
+    them). A stage raising one ends its task run without a traceback in Prefect's log and
+    without a retry, and the error is raised again in the flow, which turns it into a named
+    failed state. ``retries`` (per stage name) then only ever retries other errors."""
+
+    def __init__(
+        self,
+        retries: dict[str, int] | None = None,
+        *,
+        input_errors: tuple[type[Exception], ...] = (),
+    ) -> None:
         from prefect.runtime import flow_run
 
         self.flow_run_id = str(flow_run.id) if flow_run.id else None
         self.retries = retries or {}
+        self.input_errors = input_errors
         self._tasks: dict[str, Any] = {}
 
     def _task(self, name: str, fn: Callable[..., Any]) -> Any:
@@ -90,11 +126,12 @@ class PrefectRunner:
                 cache_policy=NO_CACHE,
                 retries=self.retries.get(name, 0),
                 retry_delay_seconds=2,
-            )(fn)
+            )(_returning(fn, self.input_errors) if self.input_errors else fn)
         return self._tasks[name]
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         result: T = self._task(name, fn)(*args, **kwargs)
+        _raise_input_problem(result)
         failpoint(f"after-stage:{name}")
         return result
 
@@ -111,6 +148,8 @@ class PrefectRunner:
             for kw, label in zip(calls, labels, strict=True)
         ]
         results = [f.result() for f in futures]
+        for r in results:
+            _raise_input_problem(r)
         failpoint(f"after-stage:{name}")
         return results
 

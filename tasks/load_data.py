@@ -164,7 +164,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(f"data.path: cannot read {p}: {exc}") from None
+        reason = " ".join(str(exc).split())  # pandas' parser messages end in a newline
+        raise DataError(f"data.path: cannot read {p}: {reason}") from None
     if frame.empty:
         columns = ", ".join(str(c) for c in frame.columns[:MAX_LISTED_COLUMNS])
         raise DataError(

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from sklearn.metrics import roc_auc_score
 
 from configs.settings import (
     ROW_ID_COLUMN,
@@ -26,7 +25,7 @@ from configs.settings import (
     ValidationConfig,
 )
 from schemas.churn import CATEGORIES_ERROR, MISSING_SHARE_ERROR, build_schema
-from tasks.load_data import MAX_LISTED_COLUMNS, ColumnRoles, resolve_roles
+from tasks.load_data import MAX_LISTED_COLUMNS, ColumnRoles, load_data, resolve_roles
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,8 @@ def _issues_from_pandera(
     fc["check"] = fc["check"].astype(str)
     coerced = {str(c): True for c in fc.loc[fc["check"].str.startswith("coerce_dtype"), "column"]}
     columns = [str(c) for c in work.columns]
-    for (column, check), group in fc.groupby(["column", "check"], sort=False):
+    for (col, chk), group in fc.groupby(["column", "check"], sort=False):
+        column, check = str(col), str(chk)
         if check == "column_in_dataframe":
             key = _config_key(str(column), roles, data)
             what = f"{MISSING_COLUMN} ({key})"
@@ -263,6 +263,8 @@ def _describe_check(check: str) -> str:
     """Pandera's check name, said in words a user acts on (the original kept in brackets)."""
     if check.startswith("coerce_dtype"):
         return f"expected a number, found text [{check}]"
+    if check.startswith(MISSING_SHARE_ERROR):
+        return f"too many missing values: allowed {check}"
     if check == "not_nullable":
         return "missing values are not allowed here [not_nullable]"
     if check == "field_uniqueness":
@@ -275,6 +277,8 @@ def _describe_check(check: str) -> str:
 
 
 def _single_feature_auc(x: pd.Series, y: np.ndarray, numeric: bool) -> float:
+    from sklearn.metrics import roc_auc_score  # only once the data passed: bad input is fast
+
     if numeric:
         values = pd.to_numeric(x, errors="coerce").to_numpy(dtype=float)
         values = np.where(np.isnan(values), np.nanmedian(values), values)
@@ -419,7 +423,7 @@ def validate_data(
         found_columns=tuple(str(c) for c in frame.columns) if column_missing else (),
     )
     if not report.passed:
-        log.info("validation failed: %d problem(s)", len(report.issues))
+        log.debug("validation failed: %d problem(s)", len(report.issues))
         return ValidatedData(report=report, frame=None)
     return ValidatedData(report=report, frame=clean)
 
@@ -498,3 +502,10 @@ def validate_table(frame: pd.DataFrame, *, config: BayesPilotConfig) -> Validate
         economics=config.economics,
     )
     return ValidatedTable(roles, validated)
+
+
+def check_input(config: BayesPilotConfig) -> ValidationReport:
+    """Load and validate the data as the flow's first stages will, with no framework, record
+    or model: run before Prefect starts, it refuses bad input in seconds. Raises
+    ``DataError`` for data that cannot be read; returns the validation report otherwise."""
+    return validate_table(load_data(config).frame, config=config).validated.report
