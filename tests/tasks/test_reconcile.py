@@ -188,3 +188,30 @@ def test_reconcile_leaves_a_hand_moved_alias_and_reports_it(tmp_path: Path) -> N
     assert registry.aliases["champion"] == "1"
     assert report.alias is None and len(report.problems) == 1
     assert "points at v1" in report.problems[0] and "left as it is" in report.problems[0]
+
+
+def test_promote_appends_the_record_before_moving_the_aliases(tmp_path: Path) -> None:
+    """The record is the source of truth: when the aliases move it is already on disk (a
+    kill during the move leaves a lagging alias, never an alias ahead of the chain)."""
+    from configs.paths import Workspace
+    from configs.settings import build_config
+    from tasks.promote import Registration, promote
+    from tasks.records import RecordStore
+    from tests.tasks.test_train_and_promote import _evidence
+
+    cfg = build_config({"paths": {"workspace": str(tmp_path)}})
+    ws = Workspace.from_setting(str(tmp_path))
+    on_disk: list[tuple[str, str]] = []
+
+    def move(reg: Registration, record: dict[str, Any]) -> None:
+        _, records = RecordStore(ws.promotions, ws.promotions_lock).verified_records()
+        on_disk.append((record["record_id"], records[-1]["record_id"]))
+
+    out = promote(
+        _evidence(cfg),
+        workspace=ws,
+        register=lambda: Registration("m", "1", "models:/m/1"),
+        move_aliases=move,
+    )
+    rid = out.record["record_id"]
+    assert out.decision == "promoted" and on_disk == [(rid, rid)]
