@@ -225,12 +225,23 @@ def _missing_id_issue(
 
 def _duplicate_issues(frame: pd.DataFrame, *, roles: ColumnRoles) -> list[ValidationIssue]:
     """Exact duplicate rows (every column equal to an earlier row) and, apart from them, ids
-    shared by rows that differ. A generated row number is left out of the comparison."""
+    shared by rows that differ. A generated row number is left out of the comparison.
+
+    With an id column, an exact repeat is a copy of one customer (a join or export error): it
+    fails, with the fix. Without one, two customers may well share every recorded value (a
+    table of few, coarse columns), so repeats are logged, not refused."""
     issues = []
+    generated_id = roles.id_column == ROW_ID_COLUMN
     compared = [c for c in frame.columns if not (c == ROW_ID_COLUMN and c == roles.id_column)]
     exact = frame.duplicated(subset=compared, keep="first")
     n_exact = int(exact.sum())
-    if n_exact:
+    if n_exact and generated_id:
+        log.warning(
+            "%s row(s) repeat an earlier row exactly; kept, as the table has no id column to "
+            "tell a copied row from two customers alike (drop them first if they are copies)",
+            f"{n_exact:,}",
+        )
+    elif n_exact:
         first = frame.index[exact.to_numpy()][:MAX_EXAMPLES]
         issues.append(
             ValidationIssue(

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs.settings import BayesPilotConfig, ConfigError, build_config
-from tasks.load_data import DataError, read_table, resolve_roles
+from tasks.load_data import DataError, read_table, resolve_roles, with_row_id
 from tasks.validate_data import close_columns, validate_table
 from tests.fixtures.bad.make_bad import BASE, _frame
 
@@ -99,6 +99,20 @@ def test_validate_data_exact_duplicate_rows_apart_from_conflicting_ids() -> None
     assert exact.failing_count == 7 and "drop_duplicates()" in exact.check
     conflicting = by_column["customerID"]
     assert conflicting.failing_count == 3 and "unique id" in conflicting.check
+
+
+def test_validate_data_exact_repeats_are_kept_in_a_table_without_ids(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without an id column two customers may share every recorded value: logged, not
+    refused (with ids, the same repeats fail: the test above)."""
+    frame = _frame().drop(columns=["customerID"])
+    cfg = _cfg(data={"id_column": None})
+    doubled = with_row_id(pd.concat([frame, frame.head(7)], ignore_index=True), data=cfg.data)
+    with caplog.at_level("WARNING"):
+        report = validate_table(doubled, config=cfg).validated.report
+    assert report.passed, report.summary()
+    assert any("7 row(s) repeat an earlier row" in r.getMessage() for r in caplog.records)
 
 
 def test_validate_data_missing_column_names_key_and_closest_matches() -> None:
