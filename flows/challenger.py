@@ -11,6 +11,7 @@ from typing import Any
 
 from configs.settings import BayesPilotConfig
 from tasks.gates import GateResult
+from tasks.reconcile import MlflowRegistry, move_champion_alias
 from tasks.record_models import (
     ChallengerRecord,
     GateRecord,
@@ -129,14 +130,6 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
         gates = [g for g in chall.gates if g.gate != "champion"]
         gates.append(GateRecord.model_validate(gate.as_dict()))
         promoted = all(g.passed for g in gates)
-        if promoted:
-            from mlflow import MlflowClient
-
-            client = MlflowClient(tracking_uri=config.mlflow_uri())
-            name = block.model_name
-            client.set_registered_model_alias(name, "previous", current.model_version)
-            client.set_registered_model_alias(name, "champion", block.model_version)
-            client.delete_registered_model_alias(name, "challenger")
         body = PromotionBody(
             decision="promoted" if promoted else "rejected",
             reasons=[gate.reason] if promoted else [f"champion failed: {gate.reason}"],
@@ -153,10 +146,19 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
             explanation=chall.explanation,
             policy=chall.policy,
             policy_id=chall.policy_id,
+            economics=chall.economics,  # resolved when the challenger ran (same champion)
             gates=gates,
             challenger_record=chall.record_id,
             **git_state(),
             finished_at=now_iso(),
         )
+        # the record first (the source of truth), then the aliases: a crash in between
+        # leaves an alias that lags the chain, which serving accepts and the next run moves
         _, record = store.append_locked(lambda _h: body_dict(body))
+        if promoted:
+            registry = MlflowRegistry(config.mlflow_uri())
+            move_champion_alias(
+                registry, block.model_name, block.model_version, record, stage="challenger"
+            )
+            registry.delete_alias(block.model_name, "challenger")
     return record
