@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -795,6 +796,15 @@ class BayesPilotConfig(Section):
     explain: ExplainConfig = ExplainConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     signing: SigningConfig = SigningConfig()
+    # dotted ``economics`` keys given for this run by the environment or ``--set`` (not the
+    # YAML file): set by ``load_config``, not part of the dumped config or its hash
+    _explicit_economics: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def explicit_economics(self) -> frozenset[str]:
+        """Economics keys (dotted, below ``economics``) set by the environment or an override
+        rather than the config file (``tasks/economics.py`` decides what that means)."""
+        return self._explicit_economics
 
     def mlflow_uri(self) -> str:
         """The MLflow tracking/registry URI: the configured backend or the workspace SQLite."""
@@ -924,4 +934,19 @@ def load_config(
             raise ConfigError(f"config file {p} must hold a mapping of sections")
         file_layer = loaded
     env_layer = env_overrides(os.environ if environ is None else environ)
-    return build_config(file_layer, env_layer, parse_overrides(overrides))
+    override_layer = parse_overrides(overrides)
+    config = build_config(file_layer, env_layer, override_layer)
+    config._explicit_economics = frozenset(
+        key
+        for layer in (env_layer, override_layer)
+        for key in _dotted_keys(layer.get("economics") or {})
+    )
+    return config
+
+
+def _dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        out.extend(_dotted_keys(value, dotted) if isinstance(value, Mapping) else [dotted])
+    return out

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from configs.paths import DEFAULT_CONFIG, Workspace
 from configs.settings import BayesPilotConfig, ConfigError, load_config
-from tasks.record_models import ChallengerRecord, PromotionRecord, parse_record, parse_records
+from tasks.record_models import (
+    ChallengerRecord,
+    PolicyUpdateRecord,
+    PromotionRecord,
+    parse_record,
+    parse_records,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
 # Prefect waits 20 s for its ephemeral API by default; on a busy 2-core machine start-up
@@ -77,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print one record (sequence, id prefix or file name)")
     _common(show)
     show.add_argument("record")
+    show.add_argument("--json", action="store_true", help="print the full record as JSON")
     diff = sub.add_parser("diff", help="what changed between two records")
     _common(diff)
     diff.add_argument("a")
@@ -223,6 +230,8 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         print(f"  - {reason}")
     champ = rec.champion
     print(f"champion: {champ.model_name} v{champ.model_version}" if champ else "champion: none")
+    if rec.economics is not None:
+        print(rec.economics.message)
     if rec.decision == "rejected" and args.fail_on_reject:
         return EXIT_REJECTED
     return EXIT_OK
@@ -271,6 +280,7 @@ def _store(config: BayesPilotConfig):  # type: ignore[no-untyped-def]
 
 
 def cmd_history(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from flows.reports import console, history_table
     from tasks.history import history_rows
 
     rows = history_rows(parse_records(_store(config).records()))
@@ -280,21 +290,7 @@ def cmd_history(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     if not rows:
         print("no records yet")
         return EXIT_OK
-    head = (
-        f"{'seq':>4}  {'time':<25} {'kind':<13} {'decision':<14} {'model':>5} "
-        f"{'champ':>5} {'profit/cust':>11} {'ECE-noise':>9}  failed gates"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        profit = r.get("profit_usd_per_customer")
-        ece = r.get("ece_above_noise")
-        print(
-            f"{r['sequence']:>4}  {str(r['time']):<25} {r['kind']:<13} {r['decision']:<14} "
-            f"{str(r['model_version'] or '-'):>5} {str(r['champion_version'] or '-'):>5} "
-            f"{'-' if profit is None else f'{profit:.3f}':>11} "
-            f"{'-' if ece is None else f'{ece:.4f}':>9}  {', '.join(r['failed_gates']) or '-'}"
-        )
+    console().print(history_table(rows))
     return EXIT_OK
 
 
@@ -304,7 +300,14 @@ def cmd_show(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     except KeyError as exc:
         print(f"bad input: {exc.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(json.dumps(rec, indent=2))
+    if args.json:
+        print(json.dumps(rec, indent=2))
+        return EXIT_OK
+    from flows.reports import console, record_summary
+
+    out = console()
+    for part in record_summary(rec):
+        out.print(part)
     return EXIT_OK
 
 
@@ -391,6 +394,8 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
         f"decision: {rec.decision.upper()}  (record {rec.sequence:06d} "
         f"{rec.record_id[:12]}, policy {result.policy.policy_id[:12]})"
     )
+    if isinstance(rec, PolicyUpdateRecord) and rec.economics is not None:
+        print(rec.economics.message)
     if rec.decision == "rejected" and args.fail_on_reject:
         return EXIT_REJECTED
     return EXIT_OK
@@ -424,6 +429,8 @@ def cmd_promote_challenger(args: argparse.Namespace, config: BayesPilotConfig) -
     print(f"decision: {rec.decision.upper()} (record {rec.sequence:06d} {rec.record_id[:12]})")
     for r in rec.reasons:
         print(f"  - {r}")
+    if isinstance(rec, PromotionRecord) and rec.economics is not None:
+        print(rec.economics.message)
     return EXIT_OK
 
 

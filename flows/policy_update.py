@@ -5,6 +5,7 @@ model and the new policy, and serving picks it up like any new head."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,12 +13,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from prefect import flow
+from prefect.states import State
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, load_config
 from flows import reports
-from flows.promotion import prepare_data
+from flows.promotion import decision_state, prepare_data
 from flows.runner import DirectRunner, PrefectRunner, Runner
+from tasks.economics import resolve_for_run
 from tasks.gates import GateResult, run_gates
 from tasks.package_model import atomic_write_bytes, file_sha256
 from tasks.promote import reconcile_at_start
@@ -29,6 +32,7 @@ from tasks.record_models import (
     PolicyUpdateBody,
     body_dict,
     parse_record,
+    parse_records,
 )
 from tasks.records import (
     RecordStore,
@@ -43,6 +47,7 @@ from tasks.train_candidates import train_baselines
 
 POLICY_GATES = ("business", "threshold", "segments", "error-cost")
 FLOW_NAME = "churn-policy-update"
+log = logging.getLogger(__name__)
 
 
 class NoChampion(RuntimeError):
@@ -77,6 +82,9 @@ def _policy_update_run(
     champ = None if head is None else champion_of(parse_record(head))
     if champ is None:
         raise NoChampion("no champion to re-select a policy for: promote a model first")
+    economics = resolve_for_run(config, parse_records(store.records()), policy_update=True)
+    log.info("%s", economics.message)
+    config = economics.apply(config)
     model = load_verified_model(ws.root, champ)
     old = Policy.from_json(load_verified_policy_text(ws.root, champ))
     loaded, _table, splits, _summary = prepare_data(
@@ -156,6 +164,7 @@ def _policy_update_run(
             policy_id=new.policy_id,
             previous_policy_id=old.policy_id,
             calibration=Calibration(method=old.document["calibration_method"]),
+            economics=economics.lineage,
             notes=list(cleanup),
             started_at=started,
             finished_at=now_iso(),
@@ -164,11 +173,11 @@ def _policy_update_run(
 
     _, record = store.append(build, timeout_s=config.promotion.lock_timeout_s)
     for g in gates:
-        runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), f"{g.gate}: {g.reason}"[:500])
+        runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), reports.gate_description(g))
     runner.markdown(
         "policy-update-decision",
         reports.decision_markdown(record, {}),
-        f"{record['decision']}: record {record['record_id'][:12]}",
+        f"{record['decision'].upper()}: record {record['record_id'][:12]}",
     )
     return PolicyUpdateResult(record["decision"], record, gates, new)
 
@@ -180,11 +189,12 @@ def churn_policy_update(
     """Prefect entry point for a policy-only update."""
     config = load_config(config_path, overrides=overrides or [])
     result = policy_update_pipeline(config, runner=PrefectRunner())
-    return {
+    summary = {
         "decision": result.decision,
         "record_id": result.record["record_id"],
         "policy_id": result.policy.policy_id,
     }
+    return decision_state(result.record, summary)  # type: ignore[return-value]
 
 
 def run_policy_update(config: BayesPilotConfig, *, use_prefect: bool) -> PolicyUpdateResult:
@@ -193,9 +203,9 @@ def run_policy_update(config: BayesPilotConfig, *, use_prefect: bool) -> PolicyU
     holder: dict[str, PolicyUpdateResult] = {}
 
     @flow(name=FLOW_NAME, persist_result=False)
-    def _inner() -> str:
+    def _inner() -> State:
         holder["r"] = policy_update_pipeline(config, runner=PrefectRunner())
-        return holder["r"].decision
+        return decision_state(holder["r"].record, {"decision": holder["r"].decision})
 
     _inner()
     return holder["r"]

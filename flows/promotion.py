@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, ConfigError, build_config
@@ -24,6 +24,7 @@ from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
 from tasks.check_schema import FeatureSchemaMismatch, check_champion_schema
+from tasks.economics import resolve_for_run
 from tasks.evidence import (
     StabilityData,
     StabilityEvidence,
@@ -49,6 +50,7 @@ from tasks.promote import (
     reconcile_at_start,
 )
 from tasks.reconcile import run_alive
+from tasks.record_models import parse_records
 from tasks.records import RecordStore, champion_of
 from tasks.select_policy import (
     PolicyEvidence,
@@ -99,6 +101,26 @@ def invalid_input_state(exc: Exception) -> State:
         message = f"invalid input: {exc}"
     log.info("%s", message)
     return Failed(name=INVALID_INPUT_STATE, message=message)
+
+
+# The flow run's final state is named after the decision (Prefect UI, ``--watch``).
+DECISION_STATES = {
+    "promoted": "Promoted",
+    "rejected": "Rejected",
+    "challenger": "Challenger",
+    "policy-updated": "PolicyUpdated",
+}
+
+
+def decision_state(record: dict[str, Any], summary: dict[str, Any] | None = None) -> State:
+    """A Completed state named after the record's decision (``Promoted``, ``Rejected``,
+    ``Challenger``, ``PolicyUpdated``); the message gives the record and, when rejected, why;
+    ``summary`` is the state's data (the flow's return value)."""
+    decision = record["decision"]
+    message = f"{decision.upper()}: record {record['sequence']:06d} {record['record_id'][:12]}"
+    if decision == "rejected":
+        message += "; " + "; ".join(record.get("reasons") or [])
+    return Completed(name=DECISION_STATES[decision], message=message[:1000], data=summary)
 
 
 class NoCandidate(RuntimeError):
@@ -330,6 +352,9 @@ def _promotion_run(
     workspace = Workspace.from_setting(config.paths.workspace)
     store = RecordStore.for_config(config)
     head = store.head()
+    economics = resolve_for_run(config, parse_records(store.records()))
+    log.info("%s", economics.message)
+    config = economics.apply(config)
     ev = evaluate(
         config,
         runner=runner,
@@ -361,6 +386,15 @@ def _promotion_run(
         cal = next((c for c in ev.calibrated if c.name == t.name), None)
         tracker.log_candidate(parent, t, cal, splits.X("selection").head(50), plots.get(t.name, []))
     tracker.log_dict(parent, metrics={f"gate_{g.gate}_passed": float(g.passed) for g in ev.gates})
+    # the parent run is the registered version's source run: it holds the plots and evidence
+    artifact_uri = tracker.log_evidence(
+        parent,
+        [p for ps in plots.values() for p in ps],
+        {
+            "gates.json": [g.as_dict() for g in ev.gates],
+            "economics.json": economics.lineage.model_dump(mode="json"),
+        },
+    )
 
     explanation = (
         runner.call("explain", explain, chosen.estimator, splits, policy, config=config)
@@ -418,6 +452,7 @@ def _promotion_run(
         explanation=explanation,
         reference=reference,
         trigger=trigger,
+        economics=economics.lineage,
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(
@@ -449,12 +484,23 @@ def _promotion_run(
     tracker.finish(parent)
 
     for g in ev.gates:
-        runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), f"{g.gate}: {g.reason}"[:500])
-    plot_paths = {f"{k}/{p.name}": str(p) for k, ps in plots.items() for p in ps}
+        runner.table(f"gate-{g.gate}", reports.gate_rows((g,)), reports.gate_description(g))
+    plot_paths = {
+        f"{k}/{p.name}": str(p) if p.suffix == ".png" else f"{artifact_uri}/plots/{p.name}"
+        for k, ps in plots.items()
+        for p in ps
+    }
     runner.markdown(
         "promotion-decision",
-        reports.decision_markdown(outcome.record, plot_paths),
-        f"{outcome.decision}: record {outcome.record['record_id'][:12]}",
+        reports.decision_markdown(
+            outcome.record,
+            plot_paths,
+            mlflow_links={
+                f"MLflow run {parent} (plots, evidence; source run of the registered "
+                "version)": artifact_uri
+            },
+        ),
+        f"{outcome.decision.upper()}: record {outcome.record['record_id'][:12]}",
     )
     return RunResult(run_id, outcome, ev.summary, ev.gates, splits, chosen, ev.baselines, ev.loaded)
 
@@ -585,7 +631,7 @@ def run_prefect(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = No
             holder["error"] = exc
             return invalid_input_state(exc)
         holder["r"] = result
-        return result.outcome.decision
+        return decision_state(result.outcome.record, {"decision": result.outcome.decision})
 
     as_flow = flow(name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config))
     state = as_flow(body)(return_state=True)
@@ -605,7 +651,9 @@ def churn_promotion(
     trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prefect entry point (deployments pass a config path and ``section.key=value``
-    overrides). Returns the decision summary; bad config or data ends the run in the failed
+    overrides). Ends in a Completed state named after the decision (``Promoted``,
+    ``Rejected``, ``Challenger``) holding the decision summary; bad config or data ends the
+    run in the failed
     state ``InvalidData`` (no traceback, no retry). With ``scaleout.engine: dask`` the stages
     run in a subflow on the Dask task runner."""
     from configs.settings import load_config
@@ -625,12 +673,13 @@ def churn_promotion(
     except INPUT_ERRORS as exc:
         return invalid_input_state(exc)  # type: ignore[return-value]
     rec = result.outcome.record
-    return {
+    summary = {
         "decision": rec["decision"],
         "record_id": rec["record_id"],
         "sequence": rec["sequence"],
         "model_version": rec.get("model_version"),
     }
+    return decision_state(rec, summary)  # type: ignore[return-value]
 
 
 def run_direct(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = None) -> RunResult:

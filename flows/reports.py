@@ -94,7 +94,39 @@ def gate_table_text(gates: tuple[GateResult, ...] | list[dict[str, Any]]) -> str
     return "\n".join(out)
 
 
-def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
+def gate_description(gate: GateResult) -> str:
+    """A gate artifact's description: PASS or FAIL first (the UI cuts long ones short)."""
+    return f"{'PASS' if gate.passed else 'FAIL'} {gate.gate}: {gate.reason}"[:500]
+
+
+def economics_text(economics: dict[str, Any] | None) -> str:
+    """One line: contact cost (USD), save rate (share), source and the record that set them."""
+    if not economics:
+        return "not recorded"
+    values = economics.get("values") or economics
+    text = (
+        f"contact cost {values.get('contact_cost_usd')} USD, save rate {values.get('save_rate')}"
+        f" (source {economics.get('source', '?')}"
+    )
+    by = economics.get("set_by_record")
+    return text + (f", set by record {str(by)[:12]})" if by else ")")
+
+
+def _image(path: Path) -> str:
+    """An inline PNG (data URI) the Prefect UI's markdown renders without a file server."""
+    import base64
+
+    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def decision_markdown(
+    record: dict[str, Any],
+    plots: dict[str, str],
+    *,
+    mlflow_links: dict[str, str] | None = None,
+) -> str:
+    """The decision for the Prefect UI: decision, reasons, economics, gates, plots (PNGs
+    inline, other files by their MLflow artifact URI) and ``mlflow_links`` (label -> URI)."""
     champ = record.get("champion") or {}
     lines = [
         f"# Decision: **{record['decision'].upper()}**",
@@ -106,9 +138,16 @@ def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
         f"- champion after this run: `{champ.get('model_name')}` v{champ.get('model_version')}"
         if champ
         else "- no champion",
+        f"- economics: {economics_text(record.get('economics'))}",
+        *[f"- {k}: `{v}`" for k, v in (mlflow_links or {}).items()],
         "",
         "## Why",
         *[f"- {r}" for r in record["reasons"]],
+        *(
+            [f"- {record['economics']['message']}"]
+            if (record.get("economics") or {}).get("message")
+            else []
+        ),
         "",
         "## Gates",
         "| gate | passed | metric | value | interval | threshold |",
@@ -138,7 +177,13 @@ def decision_markdown(record: dict[str, Any], plots: dict[str, str]) -> str:
             ],
         ]
     if plots:
-        lines += ["", "## Plots", *[f"- {k}: `{v}`" for k, v in plots.items()]]
+        lines += ["", "## Plots"]
+        for name, where in plots.items():
+            path = Path(where)
+            if path.suffix == ".png" and path.is_file():
+                lines += [f"### {name}", f"![{name}]({_image(path)})"]
+            else:
+                lines.append(f"- {name}: `{where}`")
     return "\n".join(lines)
 
 
@@ -180,3 +225,119 @@ def plot_profit_curve(
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(xlabel="share of customers contacted", ylabel="profit per customer (USD)", title=title)
     return _save(fig, ax, path)
+
+
+# ---------------------------------------------------------------- console (rich)
+def console() -> Any:
+    """A rich console on stdout: terminal width on a TTY, wide (no wrapping) otherwise."""
+    import sys
+
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, width=None if tty else 200, highlight=False, soft_wrap=not tty)
+
+
+def _money(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def history_table(rows: list[dict[str, Any]]) -> Any:
+    """``tasks.history.history_rows`` as a rich table (economics: contact cost USD / save
+    rate, and their source)."""
+    from rich.table import Table
+
+    table = Table(title="Decision history", title_justify="left")
+    for name, justify in (
+        ("seq", "right"),
+        ("time", "left"),
+        ("kind", "left"),
+        ("decision", "left"),
+        ("model", "right"),
+        ("champ", "right"),
+        ("profit/cust", "right"),
+        ("ECE-noise", "right"),
+        ("economics (cost/save, source)", "left"),
+        ("failed gates", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        profit, ece, econ = (
+            r.get("profit_usd_per_customer"),
+            r.get("ece_above_noise"),
+            r.get("economics"),
+        )
+        econ_text = (
+            f"{_money(econ['contact_cost_usd'])}/{_money(econ['save_rate'])} {econ['source']}"
+            + (f" {econ['set_by_record']}" if econ.get("set_by_record") else "")
+            if econ
+            else "-"
+        )
+        table.add_row(
+            str(r["sequence"]),
+            str(r["time"]),
+            r["kind"],
+            r["decision"],
+            str(r["model_version"] or "-"),
+            str(r["champion_version"] or "-"),
+            "-" if profit is None else f"{profit:.3f}",
+            "-" if ece is None else f"{ece:.4f}",
+            econ_text,
+            ", ".join(r["failed_gates"]) or "-",
+        )
+    return table
+
+
+def record_summary(record: dict[str, Any]) -> list[Any]:
+    """What ``bayespilot show`` prints: decision, reasons, gates, champion, economics, data
+    (rich renderables; ``--json`` prints the full record instead)."""
+    from rich.table import Table
+
+    champ = record.get("champion") or {}
+    data = record.get("data") or {}
+    head = [
+        f"[bold]record {record['sequence']:06d}[/bold] {record['record_id'][:12]}  "
+        f"{record['kind']}  [bold]{record['decision'].upper()}[/bold]  "
+        f"{record.get('finished_at') or ''}",
+        "champion: "
+        + (
+            f"{champ.get('model_name')} v{champ.get('model_version')}, policy "
+            f"{str(champ.get('policy_id'))[:12]}"
+            if champ
+            else "none"
+        ),
+        f"economics: {economics_text(record.get('economics'))}",
+    ]
+    if record.get("candidate"):
+        cal = (record.get("calibration") or {}).get("method")
+        head.append(f"candidate: {record['candidate']} (calibration {cal})")
+    if data:
+        rows = ", ".join(f"{k} {v}" for k, v in (data.get("split_rows") or {}).items())
+        head.append(f"data: {data.get('source')} (sha256 {str(data.get('sha256'))[:12]}; {rows})")
+    out: list[Any] = ["\n".join(head)]
+    reasons = record.get("reasons") or []
+    econ_msg = (record.get("economics") or {}).get("message")
+    why = [*reasons, *([econ_msg] if econ_msg else [])]
+    if why:
+        out.append("why:\n" + "\n".join(f"  - {r}" for r in why))
+    gates = record.get("gates") or []
+    if gates:
+        table = Table(title="gates", title_justify="left")
+        for name, justify in (
+            ("gate", "left"),
+            ("result", "left"),
+            ("value", "right"),
+            ("threshold", "right"),
+            ("reason", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for g in gates:
+            table.add_row(
+                g["gate"],
+                "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]",
+                str(_cell(g.get("value"))),
+                str(_cell(g.get("threshold"))),
+                g.get("reason", ""),
+            )
+        out.append(table)
+    return out

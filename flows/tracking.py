@@ -116,5 +116,18 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED" if trained.ok else "FAILED")
         return run_id
 
+    def log_evidence(
+        self, run_id: str, files: list[Path], documents: dict[str, Any]
+    ) -> str:
+        """The run's plots and tables under ``plots/`` and JSON ``documents`` (name -> value)
+        under ``evidence/`` of run ``run_id`` (the parent run, which the registered model
+        version names as its source run). Returns the run's artifact URI."""
+        for path in files:
+            if path.is_file():
+                self.client.log_artifact(run_id, str(path), artifact_path="plots")
+        for name, value in documents.items():
+            self.client.log_dict(run_id, value, f"evidence/{name}")
+        return str(self.client.get_run(run_id).info.artifact_uri)
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)

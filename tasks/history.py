@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tasks.economics import flatten, in_force_economics
 from tasks.record_models import (
     ChallengerRecord,
     GateRecord,
@@ -27,11 +28,33 @@ def _gates(rec: Record) -> dict[str, GateRecord]:
     return {g.gate: g for g in rec.gates} if isinstance(rec, RunRecord) else {}
 
 
+def economics_row(records: Sequence[Record], index: int) -> dict[str, Any] | None:
+    """The economics of record ``index``: those it used (its lineage block), else those in
+    force after it (``tasks.economics.in_force_economics``); contact cost in USD, save rate a
+    share, the source and the record that set them."""
+    rec = records[index]
+    block = getattr(rec, "economics", None)
+    if block is not None:
+        values = flatten(block.values)
+        source, by = block.source, block.set_by_record
+    else:
+        in_force = in_force_economics(records[: index + 1])
+        if in_force is None:
+            return None
+        values, source, by = in_force.values, in_force.source, in_force.set_by_record
+    return {
+        "contact_cost_usd": values.get("contact_cost_usd"),
+        "save_rate": values.get("save_rate"),
+        "source": source,
+        "set_by_record": (by or "")[:12] or None,
+    }
+
+
 def history_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One row per record: time, sequence, kind, decision, champion version, key metrics,
-    failed gates."""
+    failed gates, economics (``economics_row``)."""
     rows = []
-    for rec in records:
+    for index, rec in enumerate(records):
         gates = _gates(rec)
         champ = rec.champion
         run = rec if isinstance(rec, PromotionRecord | ChallengerRecord) else None
@@ -51,6 +74,7 @@ def history_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
                 "policy_id": (policy_id or "")[:12],
                 **{name: gates[g].value for g, name in KEY_METRICS.items() if g in gates},
                 "failed_gates": [g for g, r in gates.items() if not r.passed],
+                "economics": economics_row(records, index),
             }
         )
     return rows

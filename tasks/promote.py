@@ -36,6 +36,7 @@ from tasks.record_models import (
     ChallengerBody,
     ChampionBlock,
     DataBlock,
+    EconomicsLineage,
     Features,
     GateRecord,
     PromotionBody,
@@ -80,6 +81,7 @@ class RunEvidence:
     explanation: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # drift baseline for monitoring
     trigger: dict[str, Any] | None = None  # what started this run (e.g. a monitoring alert)
+    economics: EconomicsLineage | None = None  # the economics used and their source
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ def _record_body(
         explanation=ev.explanation,
         reference=ev.reference,
         trigger=ev.trigger,
+        economics=ev.economics,
         notes=list(ev.notes),
         packages=package_versions(),
         started_at=ev.started_at,

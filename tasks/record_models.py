@@ -141,6 +141,37 @@ class RolledBackFrom(_Frozen):
     record_id: str  # the record that had introduced the rolled-back champion
 
 
+class EconomicsChange(_Frozen):
+    """One economics key (dotted, below ``economics``) whose value this record uses differs
+    from the value in force before it (units as in ``EconomicsConfig``)."""
+
+    key: str
+    in_force: Any  # the value in force before this record
+    used: Any  # the value this record used
+    set_by_record: str | None = None  # the record that had set the in-force value
+
+
+class EconomicsLineage(_Frozen):
+    """Which economics a record used and where they came from (``tasks/economics.py``).
+
+    ``source``: ``config`` (the run's config file), ``policy-update`` (adopted from the
+    economics a policy update put in force, directly or inherited by a later run) or
+    ``override`` (given for this run: ``--set``, deployment overrides, environment).
+    ``set_by_record``: the record that set the economics adopted (None: this record or the
+    config). ``adopted``: keys taken from the in-force economics instead of the config file.
+    ``changed``: keys whose used value differs from the in-force one. ``replaced``: the
+    config-file values a policy update replaced (a later run whose file still has them adopts
+    the in-force values)."""
+
+    values: dict[str, Any]  # the economics used, as in ``EconomicsConfig``
+    source: Literal["config", "policy-update", "override"]
+    set_by_record: str | None = None
+    adopted: list[str] = Field(default_factory=list)
+    changed: list[EconomicsChange] = Field(default_factory=list)
+    replaced: dict[str, Any] = Field(default_factory=dict)
+    message: str = ""
+
+
 # ---------------------------------------------------------------- bodies (what builders write)
 class _Body(_Frozen):
     """What every record kind carries. ``kind`` and ``decision`` are always stored, also
@@ -183,6 +214,7 @@ class _RunBody(_Body):
     explanation: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None  # drift baseline for monitoring
     trigger: dict[str, Any] | None = None  # what started the run (e.g. a monitoring alert)
+    economics: EconomicsLineage | None = None  # the economics used and where they came from
     notes: list[str] = Field(default_factory=list)
     packages: dict[str, str] | None = None
     started_at: str | None = None
@@ -224,6 +256,7 @@ class PolicyUpdateBody(_Body):
     policy_id: str | None = None
     previous_policy_id: str | None = None
     calibration: Calibration | None = None
+    economics: EconomicsLineage | None = None  # the economics used and where they came from
     started_at: str | None = None
     notes: list[str] = Field(default_factory=list)  # e.g. what the run's reconcile repaired
 

@@ -36,8 +36,12 @@ def test_history_show_diff(promoted, capsys) -> None:
     assert main(["history", "--config", str(cfg), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["decision"] == "promoted" and rows[0]["failed_gates"] == []
-    assert main(["show", "--config", str(cfg), "1"]) == 0
+    assert main(["show", "--config", str(cfg), "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sequence"] == 1
+    assert main(["show", "--config", str(cfg), "1"]) == 0
+    summary = capsys.readouterr().out
+    assert "PROMOTED" in summary and "economics: contact cost" in summary
+    assert "business" in summary and len(summary) < 20000  # a summary, not the record
     assert main(["show", "--config", str(cfg), "999"]) == 2
     capsys.readouterr()
     assert main(["diff", "--config", str(cfg), "1", "1"]) == 0
