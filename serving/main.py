@@ -38,19 +38,28 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = {"code": 500}
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            recorded = True
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.state.metrics.observe_request(
+                path, str(status["code"]), time.perf_counter() - start
+            )
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                record()  # before the last byte leaves: whoever got the answer sees it counted
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            code = str(status["code"])
-            self.state.metrics.observe_request(path, code, time.perf_counter() - start)
+            if not recorded:
+                record()
 
 
 def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
