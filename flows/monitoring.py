@@ -22,6 +22,7 @@ from tasks.monitor import (
     challenger_comparison,
     drift_rule,
     drift_tests,
+    load_reference,
     outcome_metrics,
     read_prediction_log,
     skew,
@@ -137,7 +138,7 @@ def monitoring_pipeline(
         raise RuntimeError("no champion to monitor: promote a model first")
     model_rec = model_record(records, champ)
     policy_rec = introducing_record(records, champ)
-    reference = model_rec.reference or {}
+    reference = load_reference(ws.root, model_rec.reference or {})
     if not reference:
         raise RuntimeError(f"record {model_rec.record_id[:12]} has no training reference")
     policy = Policy.from_json(load_verified_policy_text(ws.root, champ))

@@ -37,7 +37,7 @@ from tasks.evidence import (
 from tasks.explain import explain
 from tasks.gates import GateResult, run_gates
 from tasks.load_data import DataError, LoadedData, load_data
-from tasks.monitor import build_reference
+from tasks.monitor import REFERENCE_FILE, build_reference, reference_block, reference_document
 from tasks.package_model import PackagedModel, atomic_write_bytes, package_model
 from tasks.promote import (
     PromotionOutcome,
@@ -412,6 +412,9 @@ def _promotion_run(
         seed=config.monitoring.reference_seed,
     )
     rel = lambda p: str(p.relative_to(workspace.root))  # noqa: E731
+    reference_file = packaged.artifact_path.parent / REFERENCE_FILE
+    reference_bytes = reference_document(reference)
+    atomic_write_bytes(reference_file, reference_bytes)
     evidence = RunEvidence(
         run_id=run_id,
         flow_run_id=runner.flow_run_id,
@@ -450,7 +453,7 @@ def _promotion_run(
         started_at=ev.started,
         notes=(*_notes(splits, config, ev.stability), *cleanup),
         explanation=explanation,
-        reference=reference,
+        reference=reference_block(rel(reference_file), reference_bytes, reference),
         trigger=trigger,
         economics=economics.lineage,
     )

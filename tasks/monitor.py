@@ -19,6 +19,7 @@ is returned with the result so the monitoring record states it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from configs.settings import BootstrapConfig, MonitoringConfig
 from tasks.evaluate import PairedBootstrap, interval, weighted_mean
 from tasks.gates.stats import holm
 from tasks.load_data import ColumnRoles
+from tasks.records import read_verified, resolve_artifact
 from tasks.select_policy import Policy
 
 EPS = 1e-6
@@ -119,6 +121,39 @@ def build_reference(
         "scored": int(len(contact)),
         "rows": len(train),
     }
+
+
+REFERENCE_FILE = "reference.json"  # beside the model artifact; the record holds its SHA-256
+
+
+def reference_document(reference: dict[str, Any]) -> bytes:
+    """The reference as the bytes written beside the model (compact JSON, sorted keys)."""
+    return json.dumps(reference, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def reference_block(path: str, document: bytes, reference: dict[str, Any]) -> dict[str, Any]:
+    """What the promotion record says about the reference file (``path`` relative to the
+    workspace): the record stays small, and its signature covers the file through the hash."""
+    return {
+        "path": path,
+        "sha256": hashlib.sha256(document).hexdigest(),
+        "features": sorted(reference["features"]),
+        "rows": reference["rows"],
+    }
+
+
+def load_reference(workspace_root: Path, block: dict[str, Any]) -> dict[str, Any]:
+    """The drift reference a record names: read once, checked against its SHA-256, parsed.
+    Records written before references were files hold the reference inline."""
+    if "path" not in block:
+        return block
+    data = read_verified(
+        resolve_artifact(workspace_root, str(block["path"])),
+        str(block["sha256"]),
+        "drift reference",
+    )
+    reference: dict[str, Any] = json.loads(data)
+    return reference
 
 
 # ---------------------------------------------------------------- drift

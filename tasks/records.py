@@ -622,6 +622,10 @@ def _file_refs(rec: dict[str, Any]) -> list[tuple[str, str | None, str | None, b
     art = rec.get("artifact")
     if isinstance(art, dict) and art.get("path"):
         refs.append(("run artifact", art.get("path"), art.get("sha256"), False))
+    ref = rec.get("reference")
+    if isinstance(ref, dict) and ref.get("path"):  # monitoring needs a seated model's reference
+        seated = rec.get("decision") in ("promoted", "challenger")
+        refs.append(("drift reference", ref.get("path"), ref.get("sha256"), seated))
     return refs
 
 

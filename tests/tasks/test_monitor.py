@@ -183,3 +183,22 @@ def test_clean_outcomes_names_bad_columns() -> None:
             positive_label="yes",
             negative_label="no",
         )
+
+
+def test_reference_file_is_read_only_when_its_hash_matches(tmp_path: Path, rng) -> None:
+    from tasks.monitor import load_reference, reference_block, reference_document
+    from tasks.records import VerificationError
+
+    train = pd.DataFrame({"x": rng.normal(0, 1, 500), "c": rng.choice(["a", "b"], 500)})
+    ref = build_reference(train, _roles(), rng.random(100), rng.random(100) < 0.3)
+    data = reference_document(ref)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "reference.json").write_bytes(data)
+    block = reference_block("models/reference.json", data, ref)
+    assert set(block) == {"path", "sha256", "features", "rows"}  # the record stays small
+    assert load_reference(tmp_path, block) == json.loads(data)
+    (tmp_path / "models" / "reference.json").write_bytes(data.replace(b'"x"', b'"y"'))
+    with pytest.raises(VerificationError, match="drift reference"):
+        load_reference(tmp_path, block)
+    inline = {"features": {}, "score": {}, "contact_rate": 0.1, "rows": 3}
+    assert load_reference(tmp_path, inline) is inline  # records from before the file
