@@ -117,6 +117,33 @@ def signed_message(record: dict[str, Any]) -> bytes:
     return canonical({k: v for k, v in record.items() if k != "signature"}).encode()
 
 
+# sha256(record file bytes) -> (record_hash, id of the trusted key whose signature checked).
+# Files seen before are not hashed and verified again: a check of a long chain costs its new
+# records only. The key is the bytes themselves (read every time), never a file's name or
+# mtime, so an edited file is always checked afresh.
+_CHECKED: dict[bytes, tuple[str, str | None]] = {}
+_CHECKED_MAX = 50_000
+
+
+def _check_record(raw: bytes, rec: dict[str, Any], trust: TrustStore) -> tuple[str, str | None]:
+    """(content hash, signature problem or None) of a record parsed from ``raw``."""
+    digest = hashlib.sha256(raw).digest()
+    actual, verified_by = _CHECKED.get(digest) or (None, None)
+    if actual is None:
+        actual = record_hash(rec)
+    sig = rec.get("signature")
+    key_id = str(sig.get("key_id")) if isinstance(sig, dict) else None
+    if key_id is not None and verified_by == key_id and key_id in trust.keys:
+        problem = None  # these very bytes were verified with this same public key
+    else:
+        problem = trust.problem(signed_message(rec), sig)
+        verified_by = key_id if problem is None else None
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[digest] = (actual, verified_by)
+    return actual, problem
+
+
 def default_key_settings(workspace: Path) -> KeySettings:
     """Key settings from the config defaults and the environment (``BAYESPILOT__SIGNING__*``,
     ``BAYESPILOT_SIGNING_KEY``, ``XDG_CONFIG_HOME``), for callers without a config."""
@@ -196,13 +223,14 @@ class RecordStore:
             m = RECORD_NAME.match(path.name)
             assert m is not None
             try:
-                rec = self.load(path)
-            except ChainError as exc:
-                problems.append(str(exc))
+                raw = path.read_bytes()
+                rec = json.loads(raw, parse_constant=_no_constants)
+            except (OSError, ValueError) as exc:
+                problems.append(f"record {path.name} is unreadable: {exc}")
                 previous = None
                 continue
             records.append(rec)
-            actual = record_hash(rec)
+            actual, sig_problem = _check_record(raw, rec, trust)
             if rec.get("record_id") != actual:
                 problems.append(
                     f"{path.name}: content hash {actual[:12]} does not match its "
@@ -210,7 +238,6 @@ class RecordStore:
                 )
             if rec.get("kind") not in KINDS:
                 problems.append(f"{path.name}: unknown record kind {rec.get('kind')!r}")
-            sig_problem = trust.problem(signed_message(rec), rec.get("signature"))
             if sig_problem:
                 problems.append(f"{path.name}: {sig_problem}")
             if m["short"] != str(rec.get("record_id", ""))[:12]:

@@ -295,3 +295,35 @@ def test_signing_sign_unsigned_refuses_an_edited_legacy_chain(tmp_path: Path) ->
     with pytest.raises(ChainError, match="other problems.*edited"):
         store.sign_unsigned()
     assert "signature" not in json.loads(paths[0].read_text())  # nothing was signed
+
+
+def test_signing_checks_of_a_long_chain_cost_its_new_records_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.records as records
+
+    store = _store(tmp_path, _keys(tmp_path))
+    for _ in range(3):
+        store.append(_body)
+    assert store.verify().ok
+    calls: list[str] = []
+    real = records.signed_message
+
+    def counted(rec: dict[str, Any]) -> bytes:
+        calls.append(str(rec["record_id"]))
+        return real(rec)
+
+    monkeypatch.setattr(records, "signed_message", counted)
+    assert store.verify().ok
+    assert calls == []  # the same bytes, the same trusted key: nothing verified again
+    store.append(_body)
+    calls.clear()
+    assert store.verify().ok
+    assert len(calls) == 1  # only the new record
+    # an edit (new bytes) is always checked afresh, even with a recomputed hash
+    path = store.paths()[1]
+    rec = json.loads(path.read_text())
+    rec["decision"] = "promoted"
+    rec["record_id"] = record_hash(rec)
+    path.write_text(json.dumps(rec))
+    assert any("bad signature" in p for p in store.verify().problems)
