@@ -478,7 +478,8 @@ def cmd_shadow(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 
 
 def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
-    from serving.batch import count_rows, progress_printer, score_file
+    from flows.reports import row_progress
+    from serving.batch import count_rows, score_file
     from serving.loader import NotReady, load_champion
     from serving.settings import ServingSettings
     from tasks.load_data import DataError
@@ -490,19 +491,18 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         return EXIT_ERROR
     try:
         total = count_rows(args.input) if args.input.is_file() else None
-        summary = score_file(
-            champion,
-            args.input,
-            args.output,
-            rejects_path=args.rejects,
-            chunk_rows=config.serving.batch_chunk_rows,
-            progress=progress_printer(total),
-        )
+        with row_progress(total) as progress:
+            summary = score_file(
+                champion,
+                args.input,
+                args.output,
+                rejects_path=args.rejects,
+                chunk_rows=config.serving.batch_chunk_rows,
+                progress=progress,
+            )
     except DataError as exc:
         print(f"bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
     print(
         f"model {champion.model_name} v{champion.model_version}, policy {champion.policy_id[:12]}"
     )
@@ -510,13 +510,23 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     return EXIT_OK
 
 
+class RunFormatter(logging.Formatter):
+    """Log lines that name the Prefect task run (or flow run) they come from."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        if run:
+            kind = "task" if getattr(record, "task_run_name", None) else "flow"
+            line = line.replace(f"{record.name}: ", f"{record.name} {kind} {run!r}: ", 1)
+        return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RunFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

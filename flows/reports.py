@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +343,39 @@ def record_summary(record: dict[str, Any]) -> list[Any]:
             )
         out.append(table)
     return out
+
+
+@contextmanager
+def row_progress(
+    total: int | None, description: str = "scoring"
+) -> Iterator[Callable[[int], None]]:
+    """A callable taking rows done so far: a rich progress bar on a terminal (stderr); off a
+    terminal no bar is drawn, a log line per update instead."""
+    import logging
+    import sys
+
+    if not sys.stderr.isatty():
+        log = logging.getLogger("bayespilot.progress")
+
+        def note(done: int) -> None:
+            log.info("%s: %s%s rows", description, f"{done:,}", f"/{total:,}" if total else "")
+
+        yield note
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def show(done: int) -> None:
+            bar.update(task, completed=done)
+
+        yield show

@@ -75,7 +75,7 @@ def test_economics_challenger_and_promote_challenger_keep_policy_update(
         "profit_difference_usd_per_customer": 0.0,
         "profit_difference_interval": [-0.001, 0.001],
     }
-    body = MonitoringBody(decision="ok", monitoring={"challenger": shadow})
+    body = MonitoringBody(decision="ok", champion=chall.champion, monitoring={"challenger": shadow})
     store.append(lambda _h: body_dict(body))
     assert main(["promote-challenger", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
