@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -694,6 +695,41 @@ class ServingConfig(Section):
         50.0, gt=0, description="Rotate the prediction log past this size (MB)."
     )
     prediction_log_backups: int = Field(5, ge=1, description="Rotated log files kept.")
+    prediction_log_max_age_days: float | None = Field(
+        30.0,
+        gt=0,
+        description="Rotated prediction/shadow log files older than this (days, by last "
+        "write) are deleted at the next rotation and when the service starts; null: only "
+        "the size limit and prediction_log_backups apply.",
+    )
+    log_inputs: Literal["full", "hashed", "none"] = Field(
+        "full",
+        description="What the prediction and shadow logs keep of each request: full (every "
+        "feature value and the id), hashed (each value and the id as a keyed HMAC-SHA256 "
+        "with the workspace's secret log key: equal values stay equal, outcome joins work, "
+        "drift on inputs and shadow scoring do not) or none (no feature values; the id "
+        "hashed, so outcomes still join).",
+    )
+    log_file_mode: str = Field(
+        "0600",
+        pattern=r"^0?[0-7]{3}$",
+        description="Permission bits (octal) of the prediction and shadow logs and their "
+        "rotations when created.",
+    )
+    max_imputed_share: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share (0-1) of the model's features a customer may leave missing; "
+        "one with more missing is refused (422, listing the missing fields) rather than "
+        "scored on imputed values.",
+    )
+    max_abs_feature_value: float = Field(
+        1e12,
+        gt=0,
+        description="Largest absolute value (in the feature's unit) accepted for a numeric "
+        "input; larger ones (1e308, which overflows in the model's arithmetic) are refused.",
+    )
     admin_token_env: str = Field(
         "BAYESPILOT_ADMIN_TOKEN",
         description="Environment variable holding the bearer token "
@@ -815,12 +851,58 @@ class BayesPilotConfig(Section):
             or Workspace.from_setting(self.paths.workspace).mlflow_tracking_uri
         )
 
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON-ready data with secrets masked (see ``redact_secrets``): what
+        records store, ``bayespilot config`` prints and logs show."""
+        return redact_secrets(self.model_dump(mode="json"))
+
     def canonical_json(self) -> str:
-        """The config as sorted, compact JSON (what its hash is taken over)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The redacted config as sorted, compact JSON (what its hash is taken over), so a
+        record never carries, nor lets anyone confirm a guess of, a password or token."""
+        return json.dumps(self.redacted(), sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+REDACTED = "***"
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^@\s/]*)@")
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)=)"
+    r"(?P<pw>[^&;#\s]*)",
+    re.IGNORECASE,
+)
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|credential)", re.IGNORECASE)
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` and every
+    ``?password=``/``token=``/``secret=``/``api_key=`` query value replaced by ``***``."""
+    text = _URI_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{REDACTED}", text)
+
+
+def redact_secrets(tree: Any) -> Any:
+    """A copy of JSON-like ``tree`` with secrets masked: passwords inside URIs (any string
+    value), and the whole value of a key naming a secret (password, secret, token, api key,
+    credential), except keys ending in ``_env``, which name an environment variable rather
+    than hold its value. The one place redaction happens (records, printed config, logs)."""
+    if isinstance(tree, Mapping):
+        return {
+            k: REDACTED
+            if isinstance(k, str)
+            and _SECRET_KEY.search(k)
+            and not k.endswith("_env")
+            and tree[k] not in (None, "")
+            and not isinstance(tree[k], Mapping | list)
+            else redact_secrets(tree[k])
+            for k in tree
+        }
+    if isinstance(tree, list):
+        return [redact_secrets(v) for v in tree]
+    if isinstance(tree, str):
+        return redact_uri(tree)
+    return tree
 
 
 def _parse_scalar(text: str) -> Any:

@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
             return code
     _setup_env(config, use_prefect=not args.no_prefect)
     from flows.promotion import NoCandidate, ValidationFailed, run_direct, run_prefect
-    from flows.reports import gate_table_text
+    from flows.reports import console, gate_table
     from tasks.check_schema import FeatureSchemaMismatch
     from tasks.load_data import DataError
 
@@ -218,8 +218,7 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     assert isinstance(rec, PromotionRecord | ChallengerRecord)  # what a promotion run writes
     print(result.data_summary)
     print()
-    print(gate_table_text(result.gates))
-    print()
+    console().print(gate_table(result.gates))
     method = rec.calibration.method if rec.calibration else None
     print(
         f"decision: {rec.decision.upper()}  (record {rec.sequence:06d} "
@@ -378,7 +377,7 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
     _setup_env(config, use_prefect=not args.no_prefect)
     from flows.policy_update import NoChampion, run_policy_update
     from flows.promotion import ValidationFailed
-    from flows.reports import gate_table_text
+    from flows.reports import console, gate_table
 
     try:
         result = run_policy_update(config, use_prefect=not args.no_prefect)
@@ -389,7 +388,7 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     rec = parse_record(result.record)
-    print(gate_table_text(result.gates))
+    console().print(gate_table(result.gates))
     print(
         f"decision: {rec.decision.upper()}  (record {rec.sequence:06d} "
         f"{rec.record_id[:12]}, policy {result.policy.policy_id[:12]})"
@@ -538,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, config)
         if args.command == "config":
-            print(json.dumps(config.model_dump(mode="json"), indent=2))
+            print(json.dumps(config.redacted(), indent=2))
             return EXIT_OK
         if args.command == "verify":
             return cmd_verify(args, config)

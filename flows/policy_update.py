@@ -151,7 +151,7 @@ def _policy_update_run(
             run_id=run_id,
             flow_run_id=runner.flow_run_id,
             **git_state(),
-            config=config.model_dump(mode="json"),
+            config=config.redacted(),  # no password or token enters the chain
             config_sha256=config.sha256(),
             data=DataBlock(
                 source=loaded.source,

@@ -263,7 +263,7 @@ def _record_body(
         model_name=registration.model_name if registration else None,
         model_version=registration.model_version if registration else None,
         **git_state(),
-        config=ev.config.model_dump(mode="json"),
+        config=ev.config.redacted(),  # no password or token enters the chain
         config_sha256=ev.config.sha256(),
         data=DataBlock(
             source=ev.data_source,
