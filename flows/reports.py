@@ -83,17 +83,30 @@ def gate_rows(gates: tuple[GateResult, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def gate_table_text(gates: tuple[GateResult, ...] | list[dict[str, Any]]) -> str:
-    rows = [g.as_dict() if isinstance(g, GateResult) else g for g in gates]
-    out = [f"{'gate':<12} {'result':<6} {'value':>12}  reason", "-" * 100]
-    for g in rows:
-        v = g.get("value")
-        vtxt = f"{v:.4f}" if isinstance(v, int | float) else str(v)
-        out.append(
-            f"{g['gate']:<12} {'PASS' if g['passed'] else 'FAIL':<6} {vtxt:>12}  "
-            f"{g['reason'][:160]}"
+def gate_table(gates: tuple[GateResult, ...] | list[dict[str, Any]], title: str = "gates") -> Any:
+    """The gates as a rich table: gate, PASS/FAIL, value, threshold (in the gate metric's
+    unit) and the reason in full."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("gate", "left"),
+        ("result", "left"),
+        ("value", "right"),
+        ("threshold", "right"),
+        ("reason", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for g in (g.as_dict() if isinstance(g, GateResult) else g for g in gates):
+        value, threshold = g.get("value"), g.get("threshold")
+        table.add_row(
+            g["gate"],
+            "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]",
+            f"{value:.4g}" if isinstance(value, int | float) else str(value),
+            f"{threshold:.4g}" if isinstance(threshold, int | float) else str(threshold),
+            g.get("reason", ""),
         )
-    return "\n".join(out)
+    return table
 
 
 def gate_description(gate: GateResult) -> str:
@@ -293,8 +306,6 @@ def history_table(rows: list[dict[str, Any]]) -> Any:
 def record_summary(record: dict[str, Any]) -> list[Any]:
     """What ``bayespilot show`` prints: decision, reasons, gates, champion, economics, data
     (rich renderables; ``--json`` prints the full record instead)."""
-    from rich.table import Table
-
     champ = record.get("champion") or {}
     data = record.get("data") or {}
     head = [
@@ -324,24 +335,7 @@ def record_summary(record: dict[str, Any]) -> list[Any]:
         out.append("why:\n" + "\n".join(f"  - {r}" for r in why))
     gates = record.get("gates") or []
     if gates:
-        table = Table(title="gates", title_justify="left")
-        for name, justify in (
-            ("gate", "left"),
-            ("result", "left"),
-            ("value", "right"),
-            ("threshold", "right"),
-            ("reason", "left"),
-        ):
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for g in gates:
-            table.add_row(
-                g["gate"],
-                "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]",
-                str(_cell(g.get("value"))),
-                str(_cell(g.get("threshold"))),
-                g.get("reason", ""),
-            )
-        out.append(table)
+        out.append(gate_table(gates))
     return out
 
 
