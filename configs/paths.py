@@ -81,6 +81,12 @@ class Workspace:
         return self.root / "serving" / "generation"
 
     @property
+    def log_key(self) -> Path:
+        """Secret key (32 random bytes, mode 0600) of the hashed ids and values in the
+        prediction and shadow logs (``serving.log_inputs``), kept outside ``logs/``."""
+        return self.root / "serving" / "log.key"
+
+    @property
     def outcomes(self) -> Path:
         """Outcome labels ingested later, one Parquet file per ingest."""
         return self.root / "outcomes"

@@ -18,6 +18,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -38,8 +39,7 @@ from serving.loader import (
     store_for,
 )
 from serving.metrics import Metrics
-from serving.predlog import PredictionLog
-from serving.scoring import request_model
+from serving.scoring import example_customer, request_model, result_dicts, score_customers
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -88,23 +88,24 @@ def bump_generation(path: Path) -> int:
 
 @dataclass(frozen=True)
 class Loaded:
-    """What one reference swap replaces: champion plus the schema generated from it."""
+    """What one reference swap replaces: champion plus the schema generated from it, and an
+    example customer with the response the champion gave it (for the OpenAPI document)."""
 
     champion: Champion
     customer: type[BaseModel]
     adapter: TypeAdapter[Any]
     loaded_at: float
+    example: dict[str, Any]
+    example_result: dict[str, Any]
 
 
 class ServingState:
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.predictions = PredictionLog(
-            settings.prediction_log,
-            max_bytes=settings.prediction_log_max_bytes,
-            backups=settings.prediction_log_backups,
-        )
+        self.predictions = settings.open_log(settings.prediction_log)
+        self.predictions.expire_locked()  # age retention also when nothing rotates for long
+        self.inputs = settings.input_policy()
         self.current: Loaded | None = None
         self.last_error: str | None = None
         self.last_check_marker: str | None = None
@@ -151,8 +152,12 @@ class ServingState:
                 log.exception("champion load failed")
                 return False
             self.last_error = None
-            model = request_model(champ)
-            self.current = Loaded(champ, model, TypeAdapter(model), time.time())
+            model = request_model(champ, max_abs=self.settings.max_abs_feature_value)
+            example = example_customer(champ)
+            example_result = result_dicts(champ, score_customers(champ, [example]))[0]
+            self.current = Loaded(
+                champ, model, TypeAdapter(model), time.time(), example, example_result
+            )
             self.metrics.set_model(
                 champ.model_name, champ.model_version, champ.policy_id, champ.record.record_id
             )
@@ -219,7 +224,8 @@ def require_admin(request: Request) -> str:
     if not token:
         raise HTTPException(403, detail="admin routes are disabled: no admin token configured")
     header = request.headers.get("authorization", "")
-    if header != f"Bearer {token}":
+    # constant time: how much of a guess matched must not show in the response time
+    if not secrets.compare_digest(header.encode(), f"Bearer {token}".encode()):
         raise HTTPException(
             401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from serving.loader import Champion
 from tasks.select_policy import decide
@@ -36,30 +36,101 @@ def _safe(name: str, taken: set[str]) -> str:
     return out
 
 
-def request_model(champion: Champion) -> type[BaseModel]:
+MAX_ENUM_CATEGORIES = 30  # a categorical feature with more known categories gets no enum
+
+
+def _encodable(value: str) -> str:
+    """Text that can be written as UTF-8 (JSON's ``\\ud800`` decodes to a lone surrogate,
+    which no response or log line can carry)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text with a lone surrogate (not valid Unicode)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
+def known_categories(champion: Champion) -> dict[str, list[Any]]:
+    """Per categorical feature, the categories seen in training (one-hot order)."""
+    block = champion.scorer.categorical
+    return {
+        col: [c for c in cats if c != fill]
+        for col, cats, fill in zip(block.columns, block.categories, block.missing_fill, strict=True)
+    }
+
+
+def _category_schema(categories: list[Any]) -> dict[str, Any]:
+    """The JSON schema of a categorical input: the known categories as an enum when there are
+    at most ``MAX_ENUM_CATEGORIES``; any other text or number is accepted and scored as an
+    unknown category (with a warning), null as missing."""
+    other: list[dict[str, Any]] = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]
+    if 0 < len(categories) <= MAX_ENUM_CATEGORIES:
+        known = {"enum": categories, "title": "known category"}
+        return {
+            "anyOf": [known, *other, {"type": "null"}],
+            "description": "One of the categories seen in training; another value is scored "
+            "as an unknown category (warning), null or absent as missing.",
+        }
+    return {"anyOf": [*other, {"type": "null"}]}
+
+
+def request_model(champion: Champion, *, max_abs: float = 1e12) -> type[BaseModel]:
     """A pydantic model for one customer, generated from the record: the id, the model's
-    features (numeric: number or null; categorical: text, number or null) and, when value
-    comes from a column, that column (a non-negative number). Unknown fields are rejected."""
+    features (numeric: a finite number with |x| <= ``max_abs`` in the feature's unit, or
+    null; categorical: text, number or null, the known categories published as an enum)
+    and, when value comes from a column, that column (a number in [0, ``max_abs``]).
+    Unknown fields are rejected; text must be valid Unicode."""
+    number = Annotated[float, Field(allow_inf_nan=False, ge=-max_abs, le=max_abs)]
+    category = Annotated[
+        Text | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None,
+        Field(union_mode="left_to_right"),
+    ]
     taken: set[str] = set()
     fields: dict[str, Any] = {
-        _safe(champion.id_column, taken): (str | int, Field(alias=champion.id_column))
+        _safe(champion.id_column, taken): (
+            Annotated[Text, Field(min_length=1, max_length=200)] | int,
+            Field(alias=champion.id_column, description="The customer's id (echoed back)."),
+        )
     }
+    cats = known_categories(champion)
     for col in champion.numeric:
         if col == champion.value_column:
             continue
-        fields[_safe(col, taken)] = (float | None, Field(None, alias=col))
+        fields[_safe(col, taken)] = (number | None, Field(None, alias=col))
     for col in champion.categorical:
         if col == champion.value_column:
             continue
-        fields[_safe(col, taken)] = (str | int | float | bool | None, Field(None, alias=col))
+        fields[_safe(col, taken)] = (
+            category,
+            Field(None, alias=col, json_schema_extra=_category_schema(cats.get(col, []))),
+        )
     if champion.value_column:
         fields[_safe(champion.value_column, taken)] = (
-            float,
-            Field(alias=champion.value_column, ge=0),
+            Annotated[float, Field(allow_inf_nan=False, le=max_abs)],
+            Field(alias=champion.value_column, ge=0, description="Customer value (USD)."),
         )
     return create_model(  # type: ignore[call-overload,no-any-return]
         "Customer", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields
     )
+
+
+def example_customer(champion: Champion) -> dict[str, Any]:
+    """A typical customer for the API documentation: each numeric feature at its training
+    median, each categorical one at its first known category, and a generated id."""
+    num = champion.scorer.numeric
+    medians = dict(zip(num.columns, (float(m) for m in num.medians), strict=True))
+    cats = known_categories(champion)
+    row: dict[str, Any] = {champion.id_column: "C-0001"}
+    for col in champion.numeric:
+        row[col] = round(medians.get(col, 0.0), 2)
+    for col in champion.categorical:
+        known = cats.get(col) or [None]
+        row[col] = known[0]
+    if champion.value_column and row.get(champion.value_column) is None:
+        row[champion.value_column] = round(medians.get(champion.value_column, 0.0), 2)
+    return row
 
 
 @dataclass(frozen=True)

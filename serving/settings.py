@@ -10,6 +10,7 @@ from pathlib import Path
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
+from serving.predlog import InputPolicy, InputsMode, PredictionLog, log_key
 from tasks.signing import KeySettings
 
 
@@ -35,6 +36,11 @@ class ServingSettings:
     shadow_priority: str = "idle"
     shadow_defer_busy_pct: float | None = 50.0
     shadow_max_defer_s: float | None = None
+    prediction_log_max_age_days: float | None = None
+    log_inputs: InputsMode = "full"  # what the logs keep of inputs (serving.predlog)
+    log_file_mode: int = 0o600
+    max_imputed_share: float = 1.0  # share 0-1 of features a customer may leave missing
+    max_abs_feature_value: float = 1e12  # feature unit
     keys: KeySettings | None = None  # trusted public keys (None: config defaults + environment)
 
     @classmethod
@@ -65,6 +71,11 @@ class ServingSettings:
             shadow_priority=s.shadow_priority,
             shadow_defer_busy_pct=s.shadow_defer_busy_pct,
             shadow_max_defer_s=s.shadow_max_defer_s,
+            prediction_log_max_age_days=s.prediction_log_max_age_days,
+            log_inputs=s.log_inputs,
+            log_file_mode=int(s.log_file_mode, 8),
+            max_imputed_share=s.max_imputed_share,
+            max_abs_feature_value=s.max_abs_feature_value,
             # verifying needs public keys only; the service never mints a signing key
             keys=KeySettings.from_config(config.signing, ws.root, create_key=False),
         )
@@ -72,3 +83,18 @@ class ServingSettings:
     @property
     def workspace_paths(self) -> Workspace:
         return Workspace(self.workspace)
+
+    def input_policy(self) -> InputPolicy:
+        """What the prediction and shadow logs keep of each customer (``log_inputs``)."""
+        key = None if self.log_inputs == "full" else log_key(self.workspace_paths.log_key)
+        return InputPolicy(self.log_inputs, key)
+
+    def open_log(self, path: Path) -> PredictionLog:
+        """A prediction-style log at ``path`` with the service's size, age and mode limits."""
+        return PredictionLog(
+            path,
+            max_bytes=self.prediction_log_max_bytes,
+            backups=self.prediction_log_backups,
+            max_age_days=self.prediction_log_max_age_days,
+            file_mode=self.log_file_mode,
+        )

@@ -30,7 +30,6 @@ from types import FrameType
 from typing import Any
 
 from serving.loader import Champion, NotReady, head_marker, load, resolve_challenger
-from serving.predlog import PredictionLog
 from serving.scoring import score_customers
 from serving.settings import ServingSettings
 from tasks.package_model import atomic_write_bytes
@@ -257,6 +256,8 @@ class ShadowStatus:
     updated_at: str
     position: tuple[int, int] | None = None
     deferrals: int = 0  # checks that found the machine busy and waited
+    # logged without raw inputs (serving.log_inputs hashed/none): cannot be re-scored
+    unscorable: int = 0
 
 
 class ShadowSidecar:
@@ -267,12 +268,10 @@ class ShadowSidecar:
         self.settings = settings
         self.batch_bytes = batch_bytes
         ws = settings.workspace_paths
-        self.out = PredictionLog(
-            ws.shadow_log,
-            max_bytes=settings.prediction_log_max_bytes,
-            backups=settings.prediction_log_backups,
-        )
+        self.out = settings.open_log(ws.shadow_log)  # same size/age/mode limits
+        self.out.expire_locked()
         self.status_path = ws.shadow_status
+        self.inputs = settings.input_policy()
         self.follower: LogFollower | None = None
         self.challenger: Champion | None = None
         self._marker: str | None = None
@@ -346,8 +345,17 @@ class ShadowSidecar:
             except ValueError:
                 log.warning("unreadable prediction-log line skipped")
                 continue
-            if entry.get("role", "champion") == "champion" and "inputs" in entry:
+            if entry.get("role", "champion") != "champion" or "inputs" not in entry:
+                continue
+            if entry.get("inputs_mode", "full") == "full":
                 champion_lines.append(entry)
+            else:
+                self.status = replace(
+                    self.status,
+                    unscorable=self.status.unscorable + 1,
+                    last_error=f"logged with serving.log_inputs={entry['inputs_mode']}: no "
+                    "raw inputs to score the challenger on (shadow scoring needs full)",
+                )
         n = self._score(challenger, champion_lines) if champion_lines else 0
         self.status = replace(
             self.status,
@@ -378,7 +386,8 @@ class ShadowSidecar:
                 "role": "challenger",
                 "model_version": challenger.model_version,
                 "policy_id": challenger.policy_id,
-                "inputs": e["inputs"],
+                "inputs": self.inputs.apply(e["inputs"], challenger.id_column),
+                "inputs_mode": self.inputs.mode,
                 "probability": float(s.probability[i]),
                 "action": "contact" if s.contact[i] else "no_contact",
                 "tier": str(s.tier[i]),

@@ -21,6 +21,7 @@ from tasks.select_policy import Policy, decide
 from .conftest import customer, serving_config
 
 AUTH = {"Authorization": "Bearer s3cret"}
+JSON = {"Content-Type": "application/json"}
 
 
 def client_for(settings: ServingSettings, follow: bool = False) -> TestClient:
@@ -68,12 +69,13 @@ def test_service_invalid_input_422_names_fields(settings: ServingSettings) -> No
     with client_for(settings) as c:
         r = c.post("/v1/score", json={"customers": [customer(), bad]})
         assert r.status_code == 422
-        errors = {e["field"]: e for e in r.json()["detail"]}
+        errors = {e["field"]: e for e in r.json()["error"]["fields"]}
         assert errors["customers[1].tenure_months"]["expected"] == "number"
         assert errors["customers[1].monthly_charges_usd"]["expected"] == "a number >= 0"
         assert errors["customers[1].customer_id"]["expected"] == "a value"
         assert "customers[1].unexpected" in errors
-        assert c.post("/v1/score", content=b"{not json").status_code == 422
+        bad_json = c.post("/v1/score", content=b"{not json", headers=JSON)
+        assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
 
 
 def test_service_oversized_body_and_batch_413(workspace_copy: Path) -> None:
