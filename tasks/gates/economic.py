@@ -74,10 +74,11 @@ def gate_baseline(
         margin, sd_row, confidence=bootstrap.confidence, power=config.power
     )
     checks = {
-        f"PR-AUC gain over {best_ap} lower bound > {config.min_pr_auc_gain}": i_ap.low
-        > config.min_pr_auc_gain,
+        f"PR-AUC gain over {best_ap} lower bound > {config.min_pr_auc_gain} (measured "
+        f"{i_ap.low:.4f})": i_ap.low > config.min_pr_auc_gain,
         f"profit not worse than {best_prof} beyond {config.profit_margin_share:.0%} of the "
-        f"profit at stake ({margin:.4g} USD/customer)": i_pr.low > -margin,
+        f"profit at stake ({margin:.4g} USD/customer; gain lower bound measured "
+        f"{i_pr.low:.4g})": i_pr.low > -margin,
     }
     failed = failed_checks(checks)
     baseline_wins = i_pr.high < 0
@@ -176,10 +177,12 @@ def gate_business(
     margin = config.contact_all_margin_share * stake
     checks = {
         f"profit lower bound > {config.min_profit_share:.0%} of the profit at stake "
-        f"({floor:.4g} USD/customer)": i_p.low > floor,
+        f"({floor:.4g} USD/customer; measured {i_p.low:.4g})": i_p.low > floor,
         f"not worse than contact-all beyond {config.contact_all_margin_share:.0%} of the "
-        f"profit at stake ({margin:.4g} USD/customer)": i_all.low > -margin,
-        "capacity respected": cap_ok,
+        f"profit at stake ({margin:.4g} USD/customer; gain lower bound measured "
+        f"{i_all.low:.4g})": i_all.low > -margin,
+        f"capacity respected (contact rate {rate:.3f}"
+        + (f", limit {cap_limit:.3f} with allowance)" if cap_limit is not None else ")"): cap_ok,
     }
     failed = failed_checks(checks)
     return GateResult(
@@ -295,7 +298,8 @@ def gate_error_cost(
         seg[name]["significantly_above_limit"] = rejected.get(name, False)
     checks = {
         f"error cost not above {best} beyond {config.margin_share:.0%} of the profit at stake "
-        f"({margin:.4g} USD/customer)": i_d.high < margin,
+        f"({margin:.4g} USD/customer; difference upper bound measured {i_d.high:.4g})": i_d.high
+        < margin,
         f"no segment significantly above {limit_multiple}x the overall false-negative cost "
         f"(Holm, alpha {config.alpha})": not heavy,
     }

@@ -79,10 +79,12 @@ def gate_threshold(
     test_rate = float(test_contact.mean())
     checks = {
         f"expected profit lost across the cut-off interval <= {config.max_profit_loss_share:.0%} "
-        "of the profit at stake or within the test profit's noise": loss <= allowed,
-        "test profit interval overlaps selection interval": i_test.high >= i_sel.low
-        and i_test.low <= i_sel.high,
-        f"contact rate within [{config.min_contact_rate}, {config.max_contact_rate}]": (
+        f"of the profit at stake or within the test profit's noise (lost {loss:.4g} USD/customer, "
+        f"allowed {allowed:.4g})": loss <= allowed,
+        f"test profit interval {i_test.low:.4g}..{i_test.high:.4g} overlaps selection interval "
+        f"{i_sel.low:.4g}..{i_sel.high:.4g}": i_test.high >= i_sel.low and i_test.low <= i_sel.high,
+        f"contact rate {test_rate:.3f} within [{config.min_contact_rate}, "
+        f"{config.max_contact_rate}]": (
             config.min_contact_rate <= test_rate <= config.max_contact_rate
         ),
     }

@@ -226,7 +226,7 @@ def test_gate_threshold_stable_passes_contact_nobody_fails(world: World) -> None
         config=world.cfg.gates.threshold,
         bootstrap=world.cfg.bootstrap,
     )
-    assert not bad.passed and "contact rate within" in bad.reason
+    assert not bad.passed and "contact rate 0.000 within" in bad.reason
 
 
 def test_gate_segments_segment_without_signal_fails(world: World) -> None:
