@@ -157,6 +157,18 @@ def delete_newest_rejection_and_put_back_older_head(ws: Path, tmp_path: Path) ->
     return "newer records were deleted"
 
 
+def move_alias_by_hand(ws: Path, tmp_path: Path) -> str:
+    """The registry alias moved back to v1 outside BayesPilot (v2 was seated by its record,
+    so this is not the crash window between a record and its alias move)."""
+    from mlflow import MlflowClient
+
+    from configs.settings import build_config
+
+    uri = build_config({"paths": {"workspace": str(ws)}}).mlflow_uri()
+    MlflowClient(tracking_uri=uri).set_registered_model_alias("churn-risk", "champion", "1")
+    return "points at v1"
+
+
 CASES: list[Callable[[Path, Path], str]] = [
     flip_artifact_byte,
     edit_gate_recompute_hash,
@@ -167,6 +179,7 @@ CASES: list[Callable[[Path, Path], str]] = [
     delete_newest_rejection,
     delete_newest_promotion_and_put_back_older_head,
     delete_newest_rejection_and_put_back_older_head,
+    move_alias_by_hand,
 ]
 
 
