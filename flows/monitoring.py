@@ -126,6 +126,30 @@ def _plots(out_dir: Path, drift: list[dict[str, Any]], outcomes: OutcomeReport) 
     return paths
 
 
+def raw_inputs_mask(logged: pd.DataFrame) -> pd.Series:
+    """Logged predictions that keep raw inputs (``serving.log_inputs: full``; lines from
+    before the setting have no ``inputs_mode`` and are full)."""
+    if "inputs_mode" not in logged.columns:
+        return pd.Series(True, index=logged.index)
+    return logged["inputs_mode"].fillna("full") == "full"
+
+
+def join_ids(
+    ws: Workspace, logged: pd.DataFrame, outcomes: pd.DataFrame, id_col: str, raw: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """The ids outcomes are joined on. All raw: the ids as text. Otherwise the service
+    logged some ids as keyed hashes (``serving.predlog.hash_id`` with the workspace log
+    key): raw logged ids and the outcome ids are hashed the same way, so every line joins."""
+    ids = logged[id_col].astype(str)
+    if raw.all():
+        return ids, outcomes[id_col]
+    from serving.predlog import hash_id, log_key
+
+    key = log_key(ws.log_key)
+    logged_ids = ids.where(~raw, ids.map(lambda v: hash_id(key, v)))
+    return logged_ids, outcomes[id_col].astype(str).map(lambda v: hash_id(key, v))
+
+
 def monitoring_pipeline(
     config: BayesPilotConfig, *, runner: Runner, since: str | None = None, until: str | None = None
 ) -> MonitoringResult:
@@ -147,6 +171,18 @@ def monitoring_pipeline(
     expected = None if isinstance(value, str) else value  # USD per customer
 
     logged = read_prediction_log(ws.prediction_log, since=since, until=until)
+    raw = raw_inputs_mask(logged)
+    input_note = (
+        ""
+        if raw.all()
+        else f"{int((~raw).sum())} of {len(logged)} logged predictions keep no raw inputs "
+        "(serving.log_inputs hashed/none): input drift and skew are measured on the other "
+        f"{int(raw.sum())} only"
+        + (" - input drift cannot be measured" if not raw.any() else "")
+        + "; score and contact-rate drift use all"
+    )
+    if input_note:
+        log.warning("monitoring: %s", input_note)
     alerts: list[str] = []
     drift: list[dict[str, Any]] = []
     pred: dict[str, Any] = {}
@@ -156,8 +192,8 @@ def monitoring_pipeline(
     else:
         alerts_note = ""
         tested = drift_tests(
-            reference,
-            logged,
+            reference if raw.any() else {**reference, "features": {}},
+            logged[raw],
             logged["probability"].to_numpy(float),
             (logged["action"] == "contact").to_numpy(),
             config=config.monitoring,
@@ -168,7 +204,11 @@ def monitoring_pipeline(
             source = load_data(config).frame
             features = champ.features.columns
             id_column = config.data.effective_id_column
-            skew_report = skew(logged, source, id_column=id_column, features=features)
+            skew_report = (
+                skew(logged[raw], source, id_column=id_column, features=features)
+                if raw.any()
+                else {"error": input_note}
+            )
         except Exception as exc:  # the source may be gone; skew is then not measurable
             skew_report = {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -176,10 +216,11 @@ def monitoring_pipeline(
     joined = pd.DataFrame()
     if not outcomes_df.empty and not logged.empty:
         id_col = config.data.effective_id_column
-        last = logged.assign(**{id_col: logged[id_col].astype(str)}).drop_duplicates(
+        logged_ids, label_ids = join_ids(ws, logged, outcomes_df, id_col, raw)
+        last = logged.assign(**{id_col: logged_ids}).drop_duplicates(id_col, keep="last")
+        labels = outcomes_df.assign(**{id_col: label_ids}).drop_duplicates(
             id_col, keep="last"
         )
-        labels = outcomes_df.drop_duplicates(id_col, keep="last")
         joined = last.merge(labels, on=id_col, how="inner")
     outcome = outcome_metrics(
         joined,
@@ -207,6 +248,7 @@ def monitoring_pipeline(
         "until": until,
         "logged_predictions": len(logged),
         "note": alerts_note,
+        "input_privacy": input_note or "all logged predictions keep raw inputs",
         "feature_drift": drift,
         "prediction_drift": pred,
         "drift_rule": drift_rule(config.monitoring),
