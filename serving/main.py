@@ -151,12 +151,17 @@ def add_error_handlers(app: FastAPI) -> None:
         ]
         return error_response(422, "invalid_request", "invalid request", fields)
 
+    async def too_deep(request: Request, exc: Exception) -> Response:
+        # a body FastAPI parses itself (the admin rollback) nested past the parser's limit
+        return error_response(400, "too_deep", "JSON nested too deeply")
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error (logged by the service)")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RecursionError, too_deep)
     app.add_exception_handler(Exception, server_error)
 
 
@@ -254,10 +259,29 @@ def openapi_document(app: FastAPI, state: ServingState) -> dict[str, Any]:
         ok["example"] = loaded.example_result
         bad = op["responses"]["422"]["content"]["application/json"]
         bad["example"] = refusal_example(loaded)
+    over = f"{limit + 1} customers > limit {limit}"
+    too_many = _example_error("batch_too_large", over, "customers")
+    examples = {**STATIC_ERROR_EXAMPLES, "413": too_many}
+    for status, example in examples.items():
+        op["responses"][status]["content"]["application/json"]["example"] = example
     op["requestBody"] = {"required": True, "content": {"application/json": body}}
     app.openapi_schema = doc
     app.state.openapi_for = key
     return doc
+
+
+def _example_error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    fields = [] if field is None else [{"field": field, "problem": message}]
+    return {"error": {"code": code, "message": message, "fields": fields}}
+
+
+STATIC_ERROR_EXAMPLES = {
+    "400": _example_error("too_deep", "JSON nested too deeply", "body"),
+    "415": _example_error(
+        "unsupported_media_type", "send JSON (Content-Type: application/json), not text/plain"
+    ),
+    "503": _example_error("not_ready", "no verified champion is serving: no promoted record"),
+}
 
 
 def _second(loaded: Loaded) -> dict[str, Any]:

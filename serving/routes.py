@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
 from serving.loader import Champion
-from serving.scoring import reasons_for, result_dicts, score_customers
+from serving.scoring import Text, reasons_for, result_dicts, score_customers
 from serving.shadow import read_status
 
 log = logging.getLogger(__name__)
@@ -431,8 +431,8 @@ def readyz_with(state: ServingState, extra: dict[str, Any]) -> JSONResponse:
 
 
 class RollbackRequest(BaseModel):
-    reason: str = Field(min_length=3, description="Why the champion is rolled back.")
-    requested_by: str = Field(min_length=1, description="Who asked (name or ticket).")
+    reason: Text = Field(min_length=3, description="Why the champion is rolled back.")
+    requested_by: Text = Field(min_length=1, description="Who asked (name or ticket).")
 
 
 @router.post("/v1/admin/rollback", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)

@@ -178,6 +178,12 @@ def test_framework_errors_use_our_shape(client: TestClient) -> None:
     _assert_error(client.post("/v1/admin/reload", headers=wrong), 401, "unauthorized", None)
     r = client.post("/v1/admin/rollback", json={"reason": "x"}, headers=AUTH)
     _assert_error(r, 422, "invalid_request", "body.reason")
+    deep = b'{"reason":' * 100_000
+    r = client.post("/v1/admin/rollback", content=deep, headers={**AUTH, **JSON})
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    surrogate = b'{"reason": "bad \\ud800 week", "requested_by": "ops"}'
+    r = client.post("/v1/admin/rollback", content=surrogate, headers={**AUTH, **JSON})
+    _assert_error(r, 422, "invalid_request", "body.reason")
     r = client.post("/v1/score?explain=maybe", json=customer())
     _assert_error(r, 422, "invalid_request", "query.explain")
 
