@@ -708,7 +708,8 @@ class ServingConfig(Section):
         "feature value and the id), hashed (each value and the id as a keyed HMAC-SHA256 "
         "with the workspace's secret log key: equal values stay equal, outcome joins work, "
         "drift on inputs and shadow scoring do not) or none (no feature values; the id "
-        "hashed, so outcomes still join).",
+        "hashed, so outcomes still join). Both keep the policy's customer value column raw "
+        "(realised profit needs it).",
     )
     log_file_mode: str = Field(
         "0600",

@@ -95,6 +95,7 @@ def _plots(out_dir: Path, drift: list[dict[str, Any]], outcomes: OutcomeReport) 
     import matplotlib.pyplot as plt
 
     paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
     if drift:
         fig, ax = plt.subplots(figsize=(7, 4))
         rows = [r for r in drift if r["ks"] is not None or r["psi"] is not None][:15]
@@ -106,7 +107,6 @@ def _plots(out_dir: Path, drift: list[dict[str, Any]], outcomes: OutcomeReport) 
             title="feature drift (most significant first)",
         )
         path = out_dir / "drift.png"
-        out_dir.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(str(path))
@@ -322,6 +322,7 @@ def _markdown(record: MonitoringRecord, summary: dict[str, Any], alerts: list[st
         "",
         "## Drift (10 most significant)",
         f"Rule: {summary.get('drift_rule', '')}",
+        f"Inputs: {summary.get('input_privacy', '')}",
         "",
         "| feature | test | KS | PSI | p-value | alert |",
         "|---|---|---:|---:|---:|---|",

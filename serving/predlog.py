@@ -14,6 +14,9 @@ What a line keeps of the request is ``InputPolicy`` (``serving.log_inputs``):
   but nothing in the log can be read back or measured for drift;
 - ``none``: no feature value; only the hashed id, so outcomes still join.
 
+In ``hashed`` and ``none`` the customer value column (the policy's, e.g. monthly charges) stays
+raw: monitoring's realised profit per customer needs it.
+
 The log key is a random 32-byte file (mode 0600) beside the serving generation, outside
 ``logs/``: a copy of the logs alone cannot be brute-forced back to ids. Deleting it makes
 earlier hashed ids unjoinable (a deliberate way to forget them).
@@ -86,16 +89,25 @@ class InputPolicy:
     mode: InputsMode
     key: bytes | None = None  # required unless mode == "full"
 
-    def apply(self, row: Mapping[str, Any], id_column: str) -> dict[str, Any]:
-        """The ``inputs`` a log line keeps of ``row`` (a validated customer)."""
+    def apply(
+        self, row: Mapping[str, Any], id_column: str, value_column: str | None = None
+    ) -> dict[str, Any]:
+        """The ``inputs`` a log line keeps of ``row`` (a validated customer). The customer
+        value column (``value_column``), if any, stays raw in every mode: monitoring's
+        realised profit is computed from it."""
         if self.mode == "full":
             return dict(row)
         assert self.key is not None, "hashed/none logging needs the log key"
-        hashed_id = hash_id(self.key, row.get(id_column))
-        if self.mode == "none":
-            return {id_column: hashed_id}
-        out = {c: hash_value(self.key, v, field=c) for c, v in row.items() if c != id_column}
-        return {id_column: hashed_id, **out}
+        out: dict[str, Any] = {id_column: hash_id(self.key, row.get(id_column))}
+        if self.mode == "hashed":
+            out.update(
+                (c, hash_value(self.key, v, field=c))
+                for c, v in row.items()
+                if c not in (id_column, value_column)
+            )
+        if value_column is not None and value_column in row:
+            out[value_column] = row[value_column]
+        return out
 
 
 class PredictionLog:

@@ -343,7 +343,7 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
             "time": now,
             "model_version": champ.model_version,
             "policy_id": champ.policy_id,
-            "inputs": inputs.apply(row, champ.id_column),
+            "inputs": inputs.apply(row, champ.id_column, champ.value_column),
             "inputs_mode": inputs.mode,
             "probability": res["churn_probability"],
             "action": res["action"],

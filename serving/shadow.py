@@ -386,7 +386,9 @@ class ShadowSidecar:
                 "role": "challenger",
                 "model_version": challenger.model_version,
                 "policy_id": challenger.policy_id,
-                "inputs": self.inputs.apply(e["inputs"], challenger.id_column),
+                "inputs": self.inputs.apply(
+                    e["inputs"], challenger.id_column, challenger.value_column
+                ),
                 "inputs_mode": self.inputs.mode,
                 "probability": float(s.probability[i]),
                 "action": "contact" if s.contact[i] else "no_contact",

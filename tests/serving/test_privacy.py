@@ -26,6 +26,7 @@ from serving.settings import ServingSettings
 from serving.shadow import ShadowSidecar
 from tasks.records import RecordStore
 
+from ..conftest import small_layers
 from .conftest import customer, serving_config
 
 DAY_S = 86_400
@@ -110,6 +111,8 @@ def test_input_policy_hashed_and_none(tmp_path: Path) -> None:
     assert set(hashed) == set(row) and all(v.startswith("hmac:") for v in hashed.values())
     assert "north" not in json.dumps(hashed) and "C-7" not in json.dumps(hashed)
     assert none == {"customer_id": hash_id(key, "C-7")} == {"customer_id": hashed["customer_id"]}
+    kept = InputPolicy("none", key).apply(row, "customer_id", "tenure_months")
+    assert kept == {**none, "tenure_months": 3.0}  # the customer value column stays raw
     assert hash_id(key, 17) == hash_id(key, "17")  # ids join whatever their JSON type
     assert hash_id(b"another workspace key" * 2, "C-7") != hash_id(key, "C-7")
 
@@ -126,10 +129,12 @@ def test_service_logs_no_raw_inputs_when_hashed_or_none(workspace_copy: Path, mo
     assert line["inputs_mode"] == mode
     key = log_key(Workspace(workspace_copy).log_key)
     assert line["inputs"]["customer_id"] == hash_id(key, "Alice-4711")
+    value = line["inputs"].pop("monthly_charges_usd")  # the customer value stays raw
+    assert value == customer()["monthly_charges_usd"]
     if mode == "none":
         assert set(line["inputs"]) == {"customer_id"}
     else:
-        assert set(line["inputs"]) == set(customer())
+        assert set(line["inputs"]) == set(customer()) - {"monthly_charges_usd"}
     assert _mode(s.prediction_log) == 0o600
 
 
@@ -226,3 +231,34 @@ def test_promotion_record_stores_the_redacted_config(promoted_workspace: Path) -
     assert redact_secrets(stored) == stored
     canonical = json.dumps(stored, sort_keys=True, separators=(",", ":"))
     assert hashlib.sha256(canonical.encode()).hexdigest() == rec["config_sha256"]
+
+
+def test_monitoring_on_hashed_logs_says_input_drift_unmeasurable_and_joins(
+    workspace_copy: Path,
+) -> None:
+    from flows.monitoring import ingest_outcomes, run_monitoring
+
+    layers = small_layers(workspace_copy)
+    layers["serving"] = {"log_inputs": "none"}
+    layers["monitoring"] = {"min_rows": 10}
+    config = build_config(layers)
+    s = ServingSettings.from_config(config, environ={})
+    ids = [f"P{i}" for i in range(30)]
+    with TestClient(create_app(s, follow=False)) as c:
+        batch = {"customers": [customer(customer_id=i, tenure_months=n) for n, i in enumerate(ids)]}
+        assert c.post("/v1/score", json=batch).status_code == 200
+    labels = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "churned": ["yes" if n % 3 == 0 else "no" for n in range(30)],
+            "observed_at": "2026-12-01T00:00:00Z",
+        }
+    )
+    ingest_outcomes(labels, ws=Workspace(workspace_copy), config=config)
+    summary = run_monitoring(config, use_prefect=False).record["monitoring"]
+    assert "input drift cannot be measured" in summary["input_privacy"]
+    assert summary["feature_drift"] == [] or all(
+        r["feature"] in ("score", "contact_rate") for r in summary["feature_drift"]
+    )
+    assert summary["prediction_drift"]  # the score and contact rate are still tested
+    assert summary["outcomes"]["rows"] == 30  # joined on the hashed ids
