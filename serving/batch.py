@@ -5,7 +5,6 @@ silently. Outputs are written to temp files and renamed when complete."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -177,22 +176,6 @@ class _Writer:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
-
-
-def progress_printer(total: int | None) -> Callable[[int], None]:
-    """A progress bar on a terminal, a line per chunk otherwise (stderr)."""
-    tty = sys.stderr.isatty()
-
-    def show(done: int) -> None:
-        if total:
-            share = min(1.0, done / total)
-            bar = "#" * int(share * 30)
-            msg = f"[{bar:<30}] {share:6.1%} {done:,}/{total:,} rows"
-        else:
-            msg = f"{done:,} rows"
-        print(("\r" + msg) if tty else msg, file=sys.stderr, end="" if tty else "\n", flush=True)
-
-    return show
 
 
 def score_file(
