@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-lock
 CONFIG ?= configs/default.yaml
 ARGS ?=
+# pytest-xdist workers (one per core on the 2-core CI machine; 0 runs in this process)
+PYTEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_NUM_THREADS ?= 1
@@ -26,7 +28,7 @@ run: $(STAMP)
 	$(BIN)/bayespilot run --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks schemas serving configs tests benchmarks
