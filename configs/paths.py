@@ -65,6 +65,12 @@ class Workspace:
         return self.logs / "predictions.jsonl"
 
     @property
+    def decisions(self) -> Path:
+        """The decision store (``tasks/decision_store.py``): every HTTP, batch and challenger
+        decision, Parquet partitioned by hour (``date=YYYY-MM-DD/hour=HH``)."""
+        return self.root / "decisions"
+
+    @property
     def shadow_log(self) -> Path:
         """The shadow challenger's scores of the logged requests (written by the sidecar)."""
         return self.logs / "shadow.jsonl"

@@ -773,6 +773,38 @@ class ServingConfig(Section):
     )
 
 
+class DecisionsConfig(Section):
+    """The decision store (tasks/decision_store.py): every HTTP, batch and challenger decision
+    in hourly Parquet partitions under the workspace's decisions/."""
+
+    retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Hour partitions that ended more than this many days ago are deleted "
+        "(at service start, hourly by each serving worker, and by `bayespilot monitor`).",
+    )
+    flush_rows: int = Field(
+        50_000,
+        ge=1,
+        description="A serving worker writes its buffered decisions once it holds this many "
+        "rows; with flush_interval_s the most a killed worker can lose (rows).",
+    )
+    flush_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="A serving worker writes its buffered decisions at the latest this many "
+        "seconds after the first one; the most a killed worker can lose (seconds).",
+    )
+    batch_flush_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Batch `score` writes its decisions in files of this many rows.",
+    )
+    compression: Literal["zstd", "snappy", "lz4", "none"] = Field(
+        "zstd", description="Parquet compression codec of the decision files."
+    )
+
+
 class SigningConfig(Section):
     """Promotion-record signatures (Ed25519). Paths null: the defaults under
     $XDG_CONFIG_HOME/bayespilot (~/.config/bayespilot), outside the workspace."""
@@ -833,6 +865,7 @@ class BayesPilotConfig(Section):
     explain: ExplainConfig = ExplainConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     signing: SigningConfig = SigningConfig()
+    decisions: DecisionsConfig = DecisionsConfig()
     # dotted ``economics`` keys given for this run by the environment or ``--set`` (not the
     # YAML file): set by ``load_config``, not part of the dumped config or its hash
     _explicit_economics: frozenset[str] = PrivateAttr(default_factory=frozenset)
