@@ -83,9 +83,54 @@ class DataConfig(Section):
         return self.id_column if self.id_column is not None else ROW_ID_COLUMN
 
 
+class TreatmentResponseConfig(Section):
+    """Known-truth response of synthetic customers to a retention contact (``tasks.
+    simulate_campaign``): a heterogeneous save rate driven by features (persuadables, sure
+    things, lost causes) and a share of sleeping dogs whom a contact pushes out. The truth is
+    returned apart from the features, never as one."""
+
+    mean_save_rate: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Mean over customers (not sleeping dogs) of the share (0-1) of their churn "
+        "probability a delivered contact removes.",
+    )
+    save_rate_spread: float = Field(
+        1.0,
+        ge=0,
+        description="Heterogeneity of the save rate: scale (log-odds units) of its "
+        "feature-driven variation across customers; 0 makes it the same for everyone.",
+    )
+    sleeping_dog_share: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share (0-1) of customers whom a contact pushes out (0: none).",
+    )
+    sleeping_dog_churn_increase: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Share (0-1) of a sleeping dog's probability of staying that a delivered "
+        "contact removes.",
+    )
+    delivery_rate: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share (0-1) of contacts assigned in a campaign that are actually delivered.",
+    )
+    seed: int = 13
+
+
 class SyntheticConfig(Section):
     rows: int = Field(20_000, gt=0, description="Number of customers (rows).")
     seed: int = 7
+    treatment: TreatmentResponseConfig | None = Field(
+        None,
+        description="Optional treatment-response model for simulated campaigns (null: none).",
+    )
 
 
 class SplitConfig(Section):
@@ -525,6 +570,98 @@ class GatesConfig(Section):
     robustness: RobustnessGateConfig = RobustnessGateConfig()
 
 
+class ImpactConfig(Section):
+    """Measured retention impact from randomized outcomes (``tasks.impact``): the holdout
+    (never contacted) against the group assigned to contact, among customers the policy would
+    contact."""
+
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Two-sided confidence level (0-1) of every interval."
+    )
+    min_segment_customers: int = Field(
+        100,
+        ge=1,
+        description="A segment is reported only with at least this many customers in each arm "
+        "(holdout and assigned).",
+    )
+    conservative: Literal["lower_bound", "posterior", "point"] = Field(
+        "lower_bound",
+        description="Save rate handed to a policy update: the interval's lower bound, the mean "
+        "of a Beta posterior shrunk towards economics.save_rate, or the point estimate.",
+    )
+    prior_strength_customers: float = Field(
+        400.0,
+        gt=0,
+        description="Weight of the configured save rate in the Beta posterior, in "
+        "pseudo-customers (the posterior mean moves halfway to the data when the data carry "
+        "as much information).",
+    )
+    min_save_rate: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Floor (0-1) of the save rate handed to a policy update when the evidence "
+        "shows no positive effect (economics.save_rate must be positive).",
+    )
+    cace_resamples: int = Field(
+        2000, ge=100, description="Parametric bootstrap draws for the complier (CACE) interval."
+    )
+    seed: int = 17
+
+
+class UpliftGatesConfig(Section):
+    """Gates of a treatment-effect (uplift) candidate, judged on randomized rows held out from
+    fitting (``tasks.gates.uplift``)."""
+
+    enabled: bool = True
+    min_qini_gain: float = Field(
+        0.0,
+        description="The lower bound of the Qini-coefficient gain of the uplift ranking over the "
+        "churn-risk ranking must exceed this (retained customers per customer, 0-1 scale).",
+    )
+    min_profit_gain_usd: float = Field(
+        0.0,
+        description="The lower bound of the incremental profit per customer (USD) of the uplift "
+        "policy over the current policy must exceed this.",
+    )
+    calibration_deciles: int = Field(
+        10, ge=2, le=50, description="Bins (by predicted effect) of the effect calibration check."
+    )
+    calibration_alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Level of the chi-square test that the predicted effect per bin matches the "
+        "observed effect (holdout vs assigned churn); fails when p < alpha.",
+    )
+
+
+class UpliftConfig(Section):
+    """Treatment-effect candidates (``tasks.uplift``) fitted on randomized outcomes."""
+
+    learners: list[Literal["t_learner", "x_learner"]] = Field(
+        ["t_learner", "x_learner"], min_length=1, description="Uplift learners fitted."
+    )
+    base_model: Literal["logistic_regression", "random_forest", "gradient_boosting"] = Field(
+        "gradient_boosting", description="candidates.* model each learner's outcome models use."
+    )
+    min_randomized_customers: int = Field(
+        2000,
+        ge=10,
+        description="Fewest customers in the smaller arm (holdout or assigned) before uplift "
+        "candidates are fitted.",
+    )
+    evaluation_share: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="Share (0-1) of randomized customers held out from fitting to judge the "
+        "uplift gates.",
+    )
+    gates: UpliftGatesConfig = UpliftGatesConfig()
+    seed: int = 19
+
+
 class PromotionConfig(Section):
     model_name: str = "churn-risk"
     register_as: Literal["champion", "challenger"] = Field(
@@ -859,6 +996,8 @@ class BayesPilotConfig(Section):
     bootstrap: BootstrapConfig = BootstrapConfig()
     gates: GatesConfig = GatesConfig()
     promotion: PromotionConfig = PromotionConfig()
+    impact: ImpactConfig = ImpactConfig()
+    uplift: UpliftConfig = UpliftConfig()
     serving: ServingConfig = ServingConfig()
     backends: BackendsConfig = BackendsConfig()
     scaleout: ScaleOutConfig = ScaleOutConfig()
