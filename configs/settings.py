@@ -877,6 +877,23 @@ class ServingConfig(Section):
         True, description="Cross-check the record's champion against the MLflow alias."
     )
     batch_chunk_rows: int = Field(200_000, ge=1, description="Rows per chunk in batch scoring.")
+    holdout_share: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Share (0-1) of customers held out of contact in the randomized holdout "
+        "experiment (issue 17; serving/experiment.py states the assignment rule). It takes "
+        "effect only together with serving.experiment_id; 0 switches the holdout off. "
+        "A share without an experiment id: no holdout (logged once at start).",
+    )
+    experiment_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Id of the running holdout experiment, hashed with each customer id to "
+        "assign the holdout (a new id draws a new holdout). Set together with "
+        "holdout_share > 0; an id with holdout_share 0 is a config error.",
+    )
     shadow_interval_s: float = Field(
         0.2,
         gt=0,
@@ -908,6 +925,16 @@ class ServingConfig(Section):
         "scores until caught up even under load; null: it waits as long as it takes (the "
         "backlog stays in the prediction log; /readyz shows the lag).",
     )
+
+    @model_validator(mode="after")
+    def _experiment_has_a_holdout(self) -> ServingConfig:
+        if self.experiment_id is not None and self.holdout_share == 0:
+            raise ValueError(
+                "serving.experiment_id is set but serving.holdout_share is 0: an experiment "
+                "without a holdout measures nothing; set holdout_share > 0 (e.g. 0.05) or "
+                "remove experiment_id"
+            )
+        return self
 
 
 class DecisionsConfig(Section):

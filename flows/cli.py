@@ -483,8 +483,9 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from serving.settings import ServingSettings
     from tasks.load_data import DataError
 
+    settings = ServingSettings.from_config(config)
     try:
-        champion = load_champion(ServingSettings.from_config(config), pin=False)
+        champion = load_champion(settings, pin=False)
     except NotReady as exc:
         print(f"not ready: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -498,6 +499,7 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
                 rejects_path=args.rejects,
                 chunk_rows=config.serving.batch_chunk_rows,
                 progress=progress,
+                experiment=settings.experiment,
             )
     except DataError as exc:
         print(f"bad input: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from schemas.churn import build_scoring_schema
+from serving.experiment import Experiment
 from serving.loader import Champion
 from serving.scoring import RESULT_COLUMNS, score_frame
 from tasks.load_data import ColumnRoles, DataError
@@ -32,11 +33,20 @@ class BatchSummary:
     expected_profit_usd: float
     output: Path
     rejects: Path | None
+    holdout: int = 0  # scored customers in the randomized holdout
+    held_back: int = 0  # holdout customers the policy would have contacted
+    experiment_id: str | None = None
 
     def text(self) -> str:
+        held = (
+            f", holdout {self.holdout} of experiment {self.experiment_id} "
+            f"({self.held_back} the policy would have contacted)"
+            if self.experiment_id
+            else ""
+        )
         return (
             f"rows {self.rows}, scored {self.scored}, rejected {self.rejected}, contacts "
-            f"{self.contacts}, expected profit {self.expected_profit_usd:,.2f} USD -> "
+            f"{self.contacts}{held}, expected profit {self.expected_profit_usd:,.2f} USD -> "
             f"{self.output}" + (f" (rejects: {self.rejects})" if self.rejects else "")
         )
 
@@ -186,22 +196,29 @@ def score_file(
     rejects_path: Path | None = None,
     chunk_rows: int = 200_000,
     progress: Callable[[int], None] | None = None,
+    experiment: Experiment | None = None,
 ) -> BatchSummary:
+    """Score ``input_path`` into ``output_path`` chunk by chunk, with the randomized holdout
+    of ``experiment`` applied exactly as the service does (same hash of the experiment id and
+    the customer id; a table without ids uses each row's position in the file as its id)."""
     rejects_path = rejects_path or output_path.with_name(
         f"{output_path.stem}.rejects{output_path.suffix}"
     )
     out, rej = _Writer(output_path, arrow_csv=True), _Writer(rejects_path)
-    rows = contacts = 0
+    rows = contacts = holdout = held_back = 0
     profit = 0.0
     ok = False
     try:
         for chunk in read_chunks(input_path, chunk_rows):
             good, bad = validate_chunk(with_row_positions(chunk, champion, rows), champion)
             if len(good):
-                scored = score_frame(champion, good)
+                scored = score_frame(champion, good, experiment)
                 out.write(scored)
                 contacted = scored["action"].to_numpy() == "contact"
                 contacts += int(contacted.sum())
+                held = scored["holdout"].to_numpy(bool)
+                holdout += int(held.sum())
+                held_back += int((held & scored["would_contact"].to_numpy(bool)).sum())
                 profit += float(scored["expected_value_usd"].to_numpy()[contacted].sum())
             if len(bad):
                 rej.write(bad)
@@ -215,5 +232,14 @@ def score_file(
         out.close(keep=ok)
         rej.close(keep=ok and rej.rows > 0)
     return BatchSummary(
-        rows, out.rows, rej.rows, contacts, profit, output_path, rejects_path if rej.rows else None
+        rows,
+        out.rows,
+        rej.rows,
+        contacts,
+        profit,
+        output_path,
+        rejects_path if rej.rows else None,
+        holdout,
+        held_back,
+        None if experiment is None else experiment.experiment_id,
     )

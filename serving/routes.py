@@ -60,11 +60,21 @@ class ScoreResult(BaseModel):
     customer_id: str | int
     churn_probability: float = Field(ge=0, le=1)
     expected_value_usd: float = Field(description="Expected value of contacting (USD).")
-    action: Literal["contact", "no_contact"]
-    tier: str
+    action: Literal["contact", "no_contact"] = Field(
+        description="What is done: no_contact for a customer in the randomized holdout."
+    )
+    tier: str = Field(description="The policy's tier; `holdout` for a holdout customer.")
     model_name: str
     model_version: str
     policy_id: str
+    would_contact: bool = Field(
+        description="What the policy decided, before the holdout (== action == contact when "
+        "the customer is not held out)."
+    )
+    holdout: bool = Field(description="The customer is in the randomized holdout.")
+    experiment_id: str | None = Field(
+        description="The holdout experiment (GET /v1/model describes it); null when none runs."
+    )
     warnings: list[str]
     reasons: list[Reason] | None = Field(None, description="Only with ?explain=true.")
 
@@ -317,10 +327,11 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
         return error_response(
             422, code, f"{len(errors)} field(s) refused; nothing was scored", errors
         )
+    experiment = state.settings.experiment
     if len(rows) > INLINE_ROWS:
-        scored = await run_in_threadpool(score_customers, champ, rows)
+        scored = await run_in_threadpool(score_customers, champ, rows, experiment)
     else:
-        scored = score_customers(champ, rows)
+        scored = score_customers(champ, rows, experiment)
     bad = ~(np.isfinite(scored.probability) & np.isfinite(scored.expected_value))
     if bad.any():  # values within range that still overflow the model's arithmetic
         fields = [
@@ -348,6 +359,9 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
             "probability": res["churn_probability"],
             "action": res["action"],
             "tier": res["tier"],
+            "would_contact": res["would_contact"],
+            "holdout": res["holdout"],
+            "experiment_id": res["experiment_id"],
             "latency_ms": round(latency_ms, 3),
         }
         for row, res in zip(rows, results, strict=True)
@@ -370,11 +384,14 @@ def served_by(state: ServingState, loaded: Loaded) -> dict[str, str]:
 
 
 @router.get("/v1/model", responses={503: ERRORS[503]})
-def model_card(loaded: LoadedDep) -> dict[str, Any]:
-    """What is serving and why."""
+def model_card(loaded: LoadedDep, state: StateDep) -> dict[str, Any]:
+    """What is serving and why, and the randomized holdout experiment in force (``null``
+    when none: serving.experiment_id unset)."""
+    experiment = state.settings.experiment
     return {
         **loaded.champion.info,
         "loaded_at": datetime.fromtimestamp(loaded.loaded_at, UTC).isoformat(),
+        "experiment": None if experiment is None else experiment.describe(),
     }
 
 

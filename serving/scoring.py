@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from serving.experiment import HOLDOUT_TIER, Experiment, apply_holdout
 from serving.loader import Champion
 from tasks.select_policy import decide
 
@@ -22,6 +23,9 @@ RESULT_COLUMNS = (
     "tier",
     "model_version",
     "policy_id",
+    "would_contact",
+    "holdout",
+    "experiment_id",
 )
 
 
@@ -135,12 +139,20 @@ def example_customer(champion: Champion) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Scored:
+    """Scores and decisions of a batch. ``contact``: what is done (holdout applied);
+    ``would_contact``: what the policy decided; ``holdout``: the randomized holdout mask;
+    ``tier``: the policy's tier, ``holdout`` for a holdout customer; ``experiment_id``:
+    None when no experiment runs (serving/experiment.py)."""
+
     ids: list[Any]
     probability: np.ndarray
     expected_value: np.ndarray
     contact: np.ndarray
     tier: np.ndarray
     warnings: list[list[str]]
+    would_contact: np.ndarray
+    holdout: np.ndarray
+    experiment_id: str | None = None
 
 
 def score_columns(
@@ -149,8 +161,10 @@ def score_columns(
     ids: Sequence[Any],
     *,
     with_warnings: bool = True,
+    experiment: Experiment | None = None,
 ) -> Scored:
-    """Score column arrays (features + value column) for the given ids."""
+    """Score column arrays (features + value column) for the given ids, with the holdout of
+    ``experiment`` (if any) applied to the policy's contacts."""
     n = len(ids)
     out = champion.scorer.score(columns)
     raw_values = columns.get(champion.value_column) if champion.value_column else None
@@ -158,6 +172,8 @@ def score_columns(
         None if raw_values is None else np.asarray(raw_values, dtype=float), n
     )
     d = decide(out.probability, values, champion.policy.document)
+    arm = apply_holdout(experiment, ids, d.contact)
+    tier = np.where(arm.holdout, HOLDOUT_TIER, d.tier) if arm.holdout.any() else d.tier
     warnings: list[list[str]] = [[] for _ in range(n if with_warnings else 0)]
     for col, mask in out.imputed.items() if with_warnings else ():
         for i in np.nonzero(mask)[0]:
@@ -165,17 +181,31 @@ def score_columns(
     for col, mask in out.unknown.items() if with_warnings else ():
         for i in np.nonzero(mask)[0]:
             warnings[i].append(f"{col}: unknown category ignored")
-    return Scored(list(ids), out.probability, d.expected_value_usd, d.contact, d.tier, warnings)
+    return Scored(
+        list(ids),
+        out.probability,
+        d.expected_value_usd,
+        arm.contact,
+        tier,
+        warnings,
+        arm.would_contact,
+        arm.holdout,
+        arm.experiment_id,
+    )
 
 
-def score_customers(champion: Champion, customers: Sequence[Mapping[str, Any]]) -> Scored:
+def score_customers(
+    champion: Champion,
+    customers: Sequence[Mapping[str, Any]],
+    experiment: Experiment | None = None,
+) -> Scored:
     """Score validated customer dicts (keys are the original column names)."""
     cols = list(champion.scorer.features)
     if champion.value_column and champion.value_column not in cols:
         cols.append(champion.value_column)
     columns = {c: [row.get(c) for row in customers] for c in cols}
     ids = [row[champion.id_column] for row in customers]
-    return score_columns(champion, columns, ids)
+    return score_columns(champion, columns, ids, experiment=experiment)
 
 
 def result_dicts(champion: Champion, scored: Scored) -> list[dict[str, Any]]:
@@ -191,18 +221,30 @@ def result_dicts(champion: Champion, scored: Scored) -> list[dict[str, Any]]:
                 "model_name": champion.model_name,
                 "model_version": champion.model_version,
                 "policy_id": champion.policy_id,
+                "would_contact": bool(scored.would_contact[i]),
+                "holdout": bool(scored.holdout[i]),
+                "experiment_id": scored.experiment_id,
                 "warnings": scored.warnings[i],
             }
         )
     return out
 
 
-def score_frame(champion: Champion, frame: pd.DataFrame) -> pd.DataFrame:
-    """Batch scoring of a clean frame: id column plus the result columns."""
+def score_frame(
+    champion: Champion, frame: pd.DataFrame, experiment: Experiment | None = None
+) -> pd.DataFrame:
+    """Batch scoring of a clean frame: id column plus the result columns, the holdout of
+    ``experiment`` applied as in the service."""
     columns = {c: frame[c] for c in champion.scorer.features}
     if champion.value_column:
         columns[champion.value_column] = frame[champion.value_column]
-    s = score_columns(champion, columns, frame[champion.id_column].tolist(), with_warnings=False)
+    s = score_columns(
+        champion,
+        columns,
+        frame[champion.id_column].tolist(),
+        with_warnings=False,
+        experiment=experiment,
+    )
     return pd.DataFrame(
         {
             champion.id_column: frame[champion.id_column].to_numpy(),
@@ -212,6 +254,9 @@ def score_frame(champion: Champion, frame: pd.DataFrame) -> pd.DataFrame:
             "tier": s.tier,
             "model_version": champion.model_version,
             "policy_id": champion.policy_id,
+            "would_contact": s.would_contact,
+            "holdout": s.holdout,
+            "experiment_id": pd.array([s.experiment_id] * len(frame), dtype="string"),
         }
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig
+from serving.experiment import Experiment, experiment_from_config
 from serving.predlog import InputPolicy, InputsMode, PredictionLog, log_key
 from tasks.signing import KeySettings
 
@@ -42,6 +43,7 @@ class ServingSettings:
     max_imputed_share: float = 1.0  # share 0-1 of features a customer may leave missing
     max_abs_feature_value: float = 1e12  # feature unit
     keys: KeySettings | None = None  # trusted public keys (None: config defaults + environment)
+    experiment: Experiment | None = None  # the randomized holdout (serving/experiment.py)
 
     @classmethod
     def from_config(
@@ -78,6 +80,7 @@ class ServingSettings:
             max_abs_feature_value=s.max_abs_feature_value,
             # verifying needs public keys only; the service never mints a signing key
             keys=KeySettings.from_config(config.signing, ws.root, create_key=False),
+            experiment=experiment_from_config(s),
         )
 
     @property

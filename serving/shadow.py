@@ -394,7 +394,9 @@ class ShadowSidecar:
                 "action": "contact" if s.contact[i] else "no_contact",
                 "tier": str(s.tier[i]),
                 "champion_model_version": e.get("model_version"),
-                "champion_action": e.get("action"),
+                # the champion policy's decision: a holdout customer's logged action is
+                # no_contact whatever the policy said (serving/experiment.py)
+                "champion_action": _policy_action(e),
             }
             for i, e in enumerate(lines)
         )
@@ -474,3 +476,12 @@ def run_sidecar(settings: ServingSettings, *, priority: str) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _policy_action(entry: dict[str, Any]) -> Any:
+    """What the champion's policy decided for a logged line (``would_contact`` when the line
+    has it, i.e. before the randomized holdout; else the logged action)."""
+    would = entry.get("would_contact")
+    if would is None:
+        return entry.get("action")
+    return "contact" if would else "no_contact"

@@ -50,6 +50,9 @@ def test_batch_scoring_equals_service(
         "tier",
         "model_version",
         "policy_id",
+        "would_contact",
+        "holdout",
+        "experiment_id",
     ]
     payload = json.loads(df.to_json(orient="records"))
     with TestClient(create_app(settings, follow=False)) as c:
