@@ -733,6 +733,21 @@ class MonitoringConfig(Section):
         "start the promotion deployment (run_deployment).",
     )
     deployment: str = Field("churn-promotion/adhoc", description="Deployment to start.")
+    contacted_column: str = Field(
+        "contacted",
+        min_length=1,
+        description="Column of an outcomes file saying whether each customer was actually "
+        "contacted (true/false, 1/0, yes/no), used when the file has it (`bayespilot outcomes "
+        "--contacted-column` makes one required); measures non-compliance (CACE).",
+    )
+    impact_min_events: int = Field(
+        10,
+        ge=1,
+        description="Fewest churners and fewest stayers (customers) in each arm of the holdout "
+        "experiment (holdout, assigned; among customers the policy would contact) before the "
+        "measured save rate counts as evidence for policy-update --from-outcomes (what the "
+        "normal approximation of its interval needs).",
+    )
 
 
 class ExplainConfig(Section):

@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pol)
     pol.add_argument("--fail-on-reject", action="store_true", help="exit 3 when rejected")
     pol.add_argument("--no-prefect", action="store_true", help="call the stages directly")
+    pol.add_argument(
+        "--from-outcomes",
+        action="store_true",
+        help="use the save rate measured by the randomized holdout (latest monitoring record "
+        "that measured it), made conservative by impact.conservative; refused when there is "
+        "no randomized evidence or too little",
+    )
+    pol.add_argument(
+        "--monitoring-record",
+        default=None,
+        help="with --from-outcomes: the monitoring record (id prefix) whose measurement to use",
+    )
     hist = sub.add_parser("history", help="the decision history (one row per record)")
     _common(hist)
     hist.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -114,7 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         required=True,
         type=Path,
-        help="CSV or Parquet with the id column, the label column, observed_at",
+        help="CSV or Parquet with the id column, the label column, observed_at and, for the "
+        "holdout experiment, whether each customer was actually contacted",
+    )
+    outc.add_argument(
+        "--contacted-column",
+        default=None,
+        help="column saying whether each customer was actually contacted (true/false, 1/0, "
+        "yes/no); required when given (default: monitoring.contacted_column, used when the "
+        "file has it)",
     )
     serve = sub.add_parser("serve", help="serve the verified champion over HTTP (uvicorn)")
     _common(serve)
@@ -375,16 +395,21 @@ def cmd_replay(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 
 def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     _setup_env(config, use_prefect=not args.no_prefect)
-    from flows.policy_update import NoChampion, run_policy_update
+    from flows.policy_update import NoChampion, NoEvidence, run_policy_update
     from flows.promotion import ValidationFailed
     from flows.reports import console, gate_table
 
     try:
-        result = run_policy_update(config, use_prefect=not args.no_prefect)
+        result = run_policy_update(
+            config,
+            use_prefect=not args.no_prefect,
+            from_outcomes=args.from_outcomes,
+            monitoring_record=args.monitoring_record,
+        )
     except ValidationFailed as exc:
         print(exc.report.summary(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except NoChampion as exc:
+    except (NoChampion, NoEvidence) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     rec = parse_record(result.record)
@@ -393,6 +418,8 @@ def cmd_policy_update(args: argparse.Namespace, config: BayesPilotConfig) -> int
         f"decision: {rec.decision.upper()}  (record {rec.sequence:06d} "
         f"{rec.record_id[:12]}, policy {result.policy.policy_id[:12]})"
     )
+    if isinstance(rec, PolicyUpdateRecord) and rec.save_rate_evidence is not None:
+        print(f"save rate from outcomes: {rec.save_rate_evidence.reason}")
     if isinstance(rec, PolicyUpdateRecord) and rec.economics is not None:
         print(rec.economics.message)
     if rec.decision == "rejected" and args.fail_on_reject:
@@ -440,7 +467,7 @@ def cmd_outcomes(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     ws = Workspace.from_setting(config.paths.workspace)
     try:
         frame = read_table(args.input)
-        path = ingest_outcomes(frame, ws=ws, config=config)
+        path = ingest_outcomes(frame, ws=ws, config=config, contacted_column=args.contacted_column)
     except (DataError, ValueError) as exc:
         print(f"bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import flow
 
@@ -27,8 +28,10 @@ from tasks.monitor import (
     read_prediction_log,
     skew,
 )
+from tasks.outcome_impact import measure_impact
 from tasks.package_model import atomic_write_bytes
 from tasks.record_models import (
+    MeasuredImpact,
     MonitoringBody,
     MonitoringRecord,
     Record,
@@ -68,9 +71,19 @@ def read_outcomes(ws: Workspace) -> pd.DataFrame:
     return df.sort_values("observed_at")
 
 
-def ingest_outcomes(frame: pd.DataFrame, *, ws: Workspace, config: BayesPilotConfig) -> Path:
-    """Validate and store outcome labels (one Parquet file per ingest, written atomically)."""
+def ingest_outcomes(
+    frame: pd.DataFrame,
+    *,
+    ws: Workspace,
+    config: BayesPilotConfig,
+    contacted_column: str | None = None,
+) -> Path:
+    """Validate and store outcome labels (one Parquet file per ingest, written atomically).
+    Whether each customer was actually contacted is stored too (column ``contacted``) from
+    ``contacted_column`` (required when given) or, when the file has it,
+    ``monitoring.contacted_column``; a bad value is an error naming the column."""
     from tasks.monitor import clean_outcomes
+    from tasks.outcome_impact import clean_contacted
 
     d = config.data
     clean = clean_outcomes(
@@ -80,6 +93,9 @@ def ingest_outcomes(frame: pd.DataFrame, *, ws: Workspace, config: BayesPilotCon
         positive_label=str(d.positive_label),
         negative_label=None if d.negative_label is None else str(d.negative_label),
     )
+    column = contacted_column or config.monitoring.contacted_column
+    if contacted_column is not None or column in frame.columns:
+        clean = clean.assign(contacted=clean_contacted(frame, column).to_numpy(bool))
     ws.outcomes.mkdir(parents=True, exist_ok=True)
     path = ws.outcomes / f"{now_iso().replace(':', '')}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = path.with_suffix(".tmp")
@@ -195,7 +211,7 @@ def monitoring_pipeline(
             reference if raw.any() else {**reference, "features": {}},
             logged[raw],
             logged["probability"].to_numpy(float),
-            (logged["action"] == "contact").to_numpy(),
+            policy_contacts(logged),
             config=config.monitoring,
         )
         drift, pred = tested["features"], tested["prediction"]
@@ -232,6 +248,9 @@ def monitoring_pipeline(
         bootstrap=config.bootstrap,
     )
     alerts += [a for a in outcome.alerts if outcome.rows]
+    # ---- the randomized holdout's measured effect (issue 17; tasks/outcome_impact.py)
+    impact = _measured_impact(config, policy, logged, joined, raw)
+    alerts += _impact_alerts(impact, float(policy.document["economics"]["save_rate"]))
     shadow = read_prediction_log(ws.shadow_log, since=since, until=until, role="challenger")
     challenger = challenger_comparison(
         shadow,
@@ -256,6 +275,7 @@ def monitoring_pipeline(
         "outcomes": asdict(outcome),
         "challenger": challenger,
         "plots": plots,
+        "impact": None if impact is None else impact.model_dump(mode="json"),
     }
     retrain = config.monitoring.retrain if alerts else "off"
 
@@ -268,8 +288,9 @@ def monitoring_pipeline(
             monitored_policy_id=champ.policy_id,
             run_id=run_id,
             flow_run_id=runner.flow_run_id,
-            monitoring=summary,
+            monitoring={k: v for k, v in summary.items() if k != "impact"},
             retrain=retrain,
+            **({} if impact is None else {"impact": impact}),
             **git_state(),
             finished_at=now_iso(),
         )
@@ -292,6 +313,10 @@ def monitoring_pipeline(
         outcome.segments or [{"rows": outcome.rows}],
         "Realised outcomes by segment",
     )
+    if impact is not None:
+        runner.table(
+            "monitoring-impact", _impact_rows(impact), "Measured impact of the holdout experiment"
+        )
     runner.markdown(
         "monitoring-report",
         _markdown(typed, summary, alerts),
@@ -299,6 +324,134 @@ def monitoring_pipeline(
     )
     retrain_record = _retrain(config, record, alerts, runner) if retrain != "off" else None
     return MonitoringResult(decision, alerts, record, retrain_record)
+
+
+# ---- measured impact of the randomized holdout (issue 17)
+def policy_contacts(logged: pd.DataFrame) -> np.ndarray:
+    """What the policy decided per logged decision: ``would_contact`` where logged (the
+    randomized holdout turns some of those contacts into no_contact, which is no drift),
+    else the action."""
+    acted = (logged["action"] == "contact").to_numpy()
+    if "would_contact" not in logged.columns:
+        return acted
+    would = logged["would_contact"]
+    return np.where(would.notna().to_numpy(), would.fillna(False).astype(bool).to_numpy(), acted)
+
+
+def _measured_impact(
+    config: BayesPilotConfig,
+    policy: Policy,
+    logged: pd.DataFrame,
+    joined: pd.DataFrame,
+    raw: pd.Series,
+) -> MeasuredImpact | None:
+    """The holdout experiment's effect among customers the policy would contact (None when
+    no decision in the window ran under an experiment)."""
+    from serving.experiment import HASH_RULE
+
+    s = config.serving
+    configured = {s.experiment_id: s.holdout_share} if s.experiment_id else {}
+    segments = tuple(config.data.segment_columns) if raw.all() else ()
+
+    def values(rows: pd.DataFrame) -> np.ndarray:
+        col = policy.value_column
+        raw_values = None if col is None else pd.to_numeric(rows[col]).to_numpy(float)
+        return np.asarray(policy.values(raw_values, len(rows)), dtype=float)
+
+    return measure_impact(
+        logged,
+        joined,
+        values_usd=values,
+        contact_cost_usd=float(policy.document["economics"]["contact_cost_usd"]),
+        configured=configured,
+        hash_rule=HASH_RULE,
+        impact=config.impact,
+        prior_save_rate=float(policy.document["economics"]["save_rate"]),
+        min_events=config.monitoring.impact_min_events,
+        segment_columns=segments,
+    )
+
+
+def _impact_alerts(impact: MeasuredImpact | None, assumed: float) -> list[str]:
+    """A sample-ratio mismatch, and a measured save rate whose interval lies wholly below the
+    save rate the served policy assumes."""
+    if impact is None:
+        return []
+    out = []
+    e = impact.experiment
+    if e.sample_ratio_ok is False:
+        out.append(
+            f"experiment {e.experiment_id}: sample ratio mismatch ({e.holdout_decisions} of "
+            f"{e.decisions} held out vs share {e.holdout_share}, p={e.sample_ratio_p_value})"
+        )
+    est = impact.estimate or {}
+    itt = (est.get("overall") or {}).get("save_rate_itt") or {}
+    if impact.sufficient and itt.get("high") is not None and itt["high"] < assumed:
+        out.append(
+            f"experiment {e.experiment_id}: measured save rate {itt['point']:.3f} (upper bound "
+            f"{itt['high']:.3f}) is below the served policy's save rate {assumed}; consider "
+            "`bayespilot policy-update --from-outcomes`"
+        )
+    return out
+
+
+def _impact_rows(impact: MeasuredImpact) -> list[dict[str, Any]]:
+    """One table row per population (all would-contact customers, then segments)."""
+    est = impact.estimate or {}
+    arms = [est["overall"], *est.get("segments", [])] if est.get("overall") else []
+
+    def interval(d: dict[str, Any] | None) -> str:
+        if not d:
+            return ""
+        lo = "?" if d.get("low") is None else f"{d['low']:.4g}"
+        hi = "?" if d.get("high") is None else f"{d['high']:.4g}"
+        return f"{d['point']:.4g} [{lo}, {hi}]"
+
+    rows = [
+        {
+            "population": a["name"],
+            "holdout": a["holdout_customers"],
+            "assigned": a["assigned_customers"],
+            "churn holdout": round(a["holdout_churn_rate"], 4),
+            "churn assigned": round(a["assigned_churn_rate"], 4),
+            "save rate (ITT)": interval(a["save_rate_itt"]),
+            "profit USD/customer": interval(a["incremental_profit_per_customer_usd"]),
+            "profit USD total": interval(a["incremental_profit_total_usd"]),
+        }
+        for a in arms
+    ]
+    return rows or [{"population": "all", "note": impact.reason}]
+
+
+def _impact_markdown(impact: MeasuredImpact | None) -> list[str]:
+    if impact is None:
+        return []
+    e = impact.experiment
+    lines = [
+        "",
+        f"## Holdout experiment `{e.experiment_id}`",
+        f"- decisions {e.decisions}, held out {e.holdout_decisions} (observed share "
+        f"{e.observed_holdout_share}, configured {e.holdout_share}, sample-ratio p "
+        f"{e.sample_ratio_p_value})",
+        f"- would-contact customers with outcomes: {impact.joined_customers}; evidence "
+        f"{'sufficient' if impact.sufficient else 'NOT sufficient'}: {impact.reason}",
+    ]
+    est = impact.estimate or {}
+    if est.get("overall"):
+        rows = _impact_rows(impact)
+        o = rows[0]
+        lines.append(
+            f"- realised save rate (ITT, primary) {o['save rate (ITT)']}; incremental profit "
+            f"{o['profit USD/customer']} USD per contacted-arm customer, "
+            f"{o['profit USD total']} USD in total"
+        )
+        cace = est.get("cace_save_rate")
+        if cace:
+            lines.append(f"- save rate among compliers (CACE, secondary): {cace}")
+    if impact.conservative_save_rate:
+        lines.append(f"- a policy update would use: {impact.conservative_save_rate['reason']}")
+    lines += [f"- note: {n}" for n in impact.notes]
+    return lines
 
 
 def _challenger_policy(ws: Workspace, records: list[Record]) -> Policy | None:
@@ -341,6 +494,7 @@ def _markdown(record: MonitoringRecord, summary: dict[str, Any], alerts: list[st
             f"(interval {o['profit_interval']}; promoted expectation "
             f"{o['expected_profit_per_customer_usd']})",
         ]
+    lines += _impact_markdown(record.impact)
     return "\n".join(lines)
 
 

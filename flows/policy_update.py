@@ -22,6 +22,7 @@ from flows.promotion import decision_state, prepare_data
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from tasks.economics import resolve_for_run
 from tasks.gates import GateResult, run_gates
+from tasks.outcome_impact import NoEvidence, save_rate_from_outcomes
 from tasks.package_model import atomic_write_bytes, file_sha256
 from tasks.promote import reconcile_at_start
 from tasks.reconcile import run_alive
@@ -30,6 +31,7 @@ from tasks.record_models import (
     DataBlock,
     GateRecord,
     PolicyUpdateBody,
+    SaveRateEvidence,
     body_dict,
     parse_record,
     parse_records,
@@ -54,6 +56,9 @@ class NoChampion(RuntimeError):
     pass
 
 
+__all__ = ["NoChampion", "NoEvidence", "policy_update_pipeline", "run_policy_update"]
+
+
 @dataclass(frozen=True)
 class PolicyUpdateResult:
     decision: str
@@ -62,18 +67,49 @@ class PolicyUpdateResult:
     policy: Policy
 
 
-def policy_update_pipeline(config: BayesPilotConfig, *, runner: Runner) -> PolicyUpdateResult:
+def policy_update_pipeline(
+    config: BayesPilotConfig,
+    *,
+    runner: Runner,
+    from_outcomes: bool = False,
+    monitoring_record: str | None = None,
+) -> PolicyUpdateResult:
     """Holding a liveness lock on ``models/<run>/`` for the run's life, after reconciling
-    what killed runs left (``tasks/reconcile.py``; the report goes to the record's notes)."""
+    what killed runs left (``tasks/reconcile.py``; the report goes to the record's notes).
+    ``from_outcomes``: the save rate is the one measured by the randomized holdout (the
+    latest monitoring record with impact evidence, or ``monitoring_record`` (an id prefix)),
+    made conservative by ``impact.conservative``; ``NoEvidence`` when there is none or too
+    little (raised before anything is written)."""
     ws = Workspace.from_setting(config.paths.workspace)
+    evidence = None
+    if from_outcomes:
+        records = parse_records(RecordStore.for_config(config).records())
+        evidence = save_rate_from_outcomes(
+            records,
+            config=config.impact,
+            prior_save_rate=config.economics.save_rate,
+            record_id=monitoring_record,
+        )
+        log.info("save rate from outcomes: %s", evidence.reason)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     cleanup = reconcile_at_start(config, ws, own_run=run_id)
     with run_alive(ws.run_models(run_id)):
-        return _policy_update_run(config, runner=runner, run_id=run_id, cleanup=cleanup.notes())
+        return _policy_update_run(
+            config,
+            runner=runner,
+            run_id=run_id,
+            cleanup=cleanup.notes(),
+            save_rate_evidence=evidence,
+        )
 
 
 def _policy_update_run(
-    config: BayesPilotConfig, *, runner: Runner, run_id: str, cleanup: tuple[str, ...]
+    config: BayesPilotConfig,
+    *,
+    runner: Runner,
+    run_id: str,
+    cleanup: tuple[str, ...],
+    save_rate_evidence: SaveRateEvidence | None = None,
 ) -> PolicyUpdateResult:
     ws = Workspace.from_setting(config.paths.workspace)
     started = now_iso()
@@ -82,7 +118,17 @@ def _policy_update_run(
     champ = None if head is None else champion_of(parse_record(head))
     if champ is None:
         raise NoChampion("no champion to re-select a policy for: promote a model first")
-    economics = resolve_for_run(config, parse_records(store.records()), policy_update=True)
+    economics = resolve_for_run(
+        config,
+        parse_records(store.records()),
+        policy_update=True,
+        measured=None
+        if save_rate_evidence is None
+        else {"save_rate": save_rate_evidence.save_rate},
+        measured_by_record=(
+            None if save_rate_evidence is None else save_rate_evidence.monitoring_record
+        ),
+    )
     log.info("%s", economics.message)
     config = economics.apply(config)
     model = load_verified_model(ws.root, champ)
@@ -128,6 +174,8 @@ def _policy_update_run(
         current = None if current_head is None else champion_of(parse_record(current_head))
         decision: Literal["policy-updated", "rejected"] = "policy-updated"
         reasons = [f"{g.gate}: {g.reason}" for g in gates]
+        if save_rate_evidence is not None:
+            reasons.insert(0, f"save rate from outcomes: {save_rate_evidence.reason}")
         if failed:
             decision, reasons = "rejected", [f"{g.gate} failed: {g.reason}" for g in failed]
         elif current != champ:
@@ -165,6 +213,7 @@ def _policy_update_run(
             previous_policy_id=old.policy_id,
             calibration=Calibration(method=old.document["calibration_method"]),
             economics=economics.lineage,
+            **({} if save_rate_evidence is None else {"save_rate_evidence": save_rate_evidence}),
             notes=list(cleanup),
             started_at=started,
             finished_at=now_iso(),
@@ -184,11 +233,20 @@ def _policy_update_run(
 
 @flow(name=FLOW_NAME, persist_result=False)
 def churn_policy_update(
-    config_path: str | None = None, overrides: list[str] | None = None
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    from_outcomes: bool = False,
+    monitoring_record: str | None = None,
 ) -> dict[str, Any]:
-    """Prefect entry point for a policy-only update."""
+    """Prefect entry point for a policy-only update (``from_outcomes``: with the save rate
+    measured by the randomized holdout)."""
     config = load_config(config_path, overrides=overrides or [])
-    result = policy_update_pipeline(config, runner=PrefectRunner())
+    result = policy_update_pipeline(
+        config,
+        runner=PrefectRunner(),
+        from_outcomes=from_outcomes,
+        monitoring_record=monitoring_record,
+    )
     summary = {
         "decision": result.decision,
         "record_id": result.record["record_id"],
@@ -197,14 +255,21 @@ def churn_policy_update(
     return decision_state(result.record, summary)  # type: ignore[return-value]
 
 
-def run_policy_update(config: BayesPilotConfig, *, use_prefect: bool) -> PolicyUpdateResult:
+def run_policy_update(
+    config: BayesPilotConfig,
+    *,
+    use_prefect: bool,
+    from_outcomes: bool = False,
+    monitoring_record: str | None = None,
+) -> PolicyUpdateResult:
+    opts: dict[str, Any] = {"from_outcomes": from_outcomes, "monitoring_record": monitoring_record}
     if not use_prefect:
-        return policy_update_pipeline(config, runner=DirectRunner())
+        return policy_update_pipeline(config, runner=DirectRunner(), **opts)
     holder: dict[str, PolicyUpdateResult] = {}
 
     @flow(name=FLOW_NAME, persist_result=False)
     def _inner() -> State:
-        holder["r"] = policy_update_pipeline(config, runner=PrefectRunner())
+        holder["r"] = policy_update_pipeline(config, runner=PrefectRunner(), **opts)
         return decision_state(holder["r"].record, {"decision": holder["r"].decision})
 
     _inner()

@@ -11,6 +11,11 @@ The rule (README "Decision history and policy-only updates"):
   ``BAYESPILOT__ECONOMICS__…``), or a config-file value that differs from both the replaced
   and the in-force one, is **used**; when it differs from the in-force value the run says so:
   which key, from what, to what, and which record had set it.
+* A value **measured** from randomized outcomes (``policy-update --from-outcomes``: the save
+  rate) is used like an explicit one; the record says it came from outcomes (source
+  ``outcomes``) and names the monitoring record that measured it. As for any policy update,
+  the config-file value it replaced is recorded, so later runs whose file still has it adopt
+  the measured value.
 
 Keys are dotted paths below ``economics`` (``contact_cost_usd``, ``customer_value.multiplier``);
 values in the units of ``configs.settings.EconomicsConfig`` (USD, shares). Pure functions.
@@ -33,7 +38,7 @@ from tasks.record_models import (
 )
 from tasks.records import RecordNotFound, current_champion, introducing_record, model_record
 
-Source = Literal["config", "policy-update", "override"]
+Source = Literal["config", "policy-update", "override", "outcomes"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,7 @@ class EconomicsResolution:
 
     def apply(self, config: BayesPilotConfig) -> BayesPilotConfig:
         """``config`` with these economics (everything else, and its provenance, kept)."""
-        return config.model_copy(
-            update={"economics": EconomicsConfig.model_validate(self.values)}
-        )
+        return config.model_copy(update={"economics": EconomicsConfig.model_validate(self.values)})
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -144,22 +147,30 @@ def resolve_economics(
     explicit: frozenset[str],
     in_force: InForceEconomics | None,
     policy_update: bool = False,
+    measured: Mapping[str, Any] | None = None,
+    measured_by_record: str | None = None,
 ) -> EconomicsResolution:
     """The economics a run uses, by the module's rule. ``requested``: the run's config
     economics (nested, as ``EconomicsConfig.model_dump(mode="json")``); ``explicit``: the
     dotted keys of it given by the environment or an override rather than the config file;
     ``in_force``: ``in_force_economics(records)``; ``policy_update``: the run is a policy
-    update (the values it changes are then recorded as ``replaced`` for later runs)."""
+    update (the values it changes are then recorded as ``replaced`` for later runs);
+    ``measured``: dotted keys -> values measured from randomized outcomes (used over the
+    config, like explicit ones), by the monitoring record ``measured_by_record``."""
     wanted = flatten(requested)
+    measured = dict(measured or {})
+    wanted.update(measured)
+    explicit = explicit | frozenset(measured)
     if in_force is None:
-        source: Source = "override" if explicit else "config"
+        source: Source = "outcomes" if measured else "override" if explicit else "config"
+        origin = "measured outcomes" if measured else "overrides" if explicit else "config"
+        values = unflatten(wanted)
         lineage = EconomicsLineage(
-            values=dict(requested),
+            values=values,
             source=source,
-            message=f"economics: from the {'overrides' if explicit else 'config'} "
-            f"({_summary(wanted)}); none were in force before",
+            message=f"economics: from the {origin} ({_summary(wanted)}); none were in force before",
         )
-        return EconomicsResolution(dict(requested), lineage)
+        return EconomicsResolution(values, lineage)
 
     used: dict[str, Any] = {}
     adopted: list[str] = []
@@ -185,7 +196,9 @@ def resolve_economics(
                 )
             )
     changed_keys = {c.key for c in changes}
-    if changed_keys & explicit:
+    if changed_keys & set(measured):
+        source = "outcomes"
+    elif changed_keys & explicit:
         source = "override"
     elif changes:
         source = "config"
@@ -204,14 +217,18 @@ def resolve_economics(
     if adopted:
         parts.append(
             "adopted "
-            + ", ".join(
-                f"{k}={_fmt(used[k])} (config file has {_fmt(wanted[k])})" for k in adopted
-            )
+            + ", ".join(f"{k}={_fmt(used[k])} (config file has {_fmt(wanted[k])})" for k in adopted)
             + f" in force since policy update {by}"
         )
     for c in changes:
         verb = "REVERTS" if in_force.replaced.get(c.key) == c.used else "CHANGES"
-        how = "an override" if c.key in explicit else "the config file"
+        how = (
+            f"measured outcomes, monitoring record {(measured_by_record or '?')[:12]}"
+            if c.key in measured
+            else "an override"
+            if c.key in explicit
+            else "the config file"
+        )
         parts.append(
             f"{verb} {c.key} {_fmt(c.in_force)} -> {_fmt(c.used)} (from {how}; "
             f"the in-force value was set by record {by})"
@@ -240,7 +257,12 @@ def _summary(flat: Mapping[str, Any]) -> str:
 
 
 def resolve_for_run(
-    config: BayesPilotConfig, records: Sequence[Record], *, policy_update: bool = False
+    config: BayesPilotConfig,
+    records: Sequence[Record],
+    *,
+    policy_update: bool = False,
+    measured: Mapping[str, Any] | None = None,
+    measured_by_record: str | None = None,
 ) -> EconomicsResolution:
     """``resolve_economics`` for a run of ``config`` on a chain of ``records``."""
     return resolve_economics(
@@ -248,4 +270,6 @@ def resolve_for_run(
         explicit=config.explicit_economics,
         in_force=in_force_economics(records),
         policy_update=policy_update,
+        measured=measured,
+        measured_by_record=measured_by_record,
     )

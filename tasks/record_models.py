@@ -156,7 +156,8 @@ class EconomicsLineage(_Frozen):
 
     ``source``: ``config`` (the run's config file), ``policy-update`` (adopted from the
     economics a policy update put in force, directly or inherited by a later run) or
-    ``override`` (given for this run: ``--set``, deployment overrides, environment).
+    ``override`` (given for this run: ``--set``, deployment overrides, environment) or
+    ``outcomes`` (measured from randomized outcomes: ``policy-update --from-outcomes``).
     ``set_by_record``: the record that set the economics adopted (None: this record or the
     config). ``adopted``: keys taken from the in-force economics instead of the config file.
     ``changed``: keys whose used value differs from the in-force one. ``replaced``: the
@@ -164,12 +165,69 @@ class EconomicsLineage(_Frozen):
     the in-force values)."""
 
     values: dict[str, Any]  # the economics used, as in ``EconomicsConfig``
-    source: Literal["config", "policy-update", "override"]
+    source: Literal["config", "policy-update", "override", "outcomes"]
     set_by_record: str | None = None
     adopted: list[str] = Field(default_factory=list)
     changed: list[EconomicsChange] = Field(default_factory=list)
     replaced: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
+
+
+class ExperimentSummary(_Frozen):
+    """A randomized holdout experiment as the decisions in a monitoring window show it
+    (``tasks/outcome_impact.py``): counts, the observed holdout share and the sample-ratio
+    check (exact binomial test against the configured share; ``None`` when the monitoring
+    config does not name this experiment). Shares 0-1, times ISO 8601."""
+
+    experiment_id: str
+    holdout_share: float | None = None  # configured share, when known
+    hash_rule: str | None = None
+    decisions: int = 0
+    holdout_decisions: int = 0
+    would_contact_decisions: int = 0
+    held_back_contacts: int = 0  # holdout customers the policy would have contacted
+    observed_holdout_share: float | None = None
+    sample_ratio_p_value: float | None = None
+    sample_ratio_ok: bool | None = None
+    first_decision: str | None = None
+    last_decision: str | None = None
+
+
+class MeasuredImpact(_Frozen):
+    """What a monitoring run measured of the holdout experiment: the realised save rate
+    (ITT primary, CACE secondary), incremental profit per customer and in total (USD) with
+    intervals, per segment with support (``estimate``: ``tasks.impact.ImpactEstimate``), and
+    whether the evidence suffices for ``policy-update --from-outcomes`` (``sufficient``,
+    ``reason``). ``conservative_save_rate``: what a policy update would use under the
+    monitoring config's rule (``impact.conservative``)."""
+
+    experiment: ExperimentSummary
+    experiments: list[ExperimentSummary] = Field(default_factory=list)  # all in the window
+    joined_customers: int = 0  # would-contact customers of the experiment with outcomes
+    contacted_reported: bool = False  # the outcomes said who was actually contacted
+    sufficient: bool = False
+    reason: str = ""
+    estimate: dict[str, Any] | None = None
+    conservative_save_rate: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class SaveRateEvidence(_Frozen):
+    """The measured save rate a policy update used (``policy-update --from-outcomes``): from
+    which monitoring record and experiment, the estimate with its interval (shares 0-1), the
+    rule that turned it into the value used, and ``details``
+    (``tasks.impact.SaveRateEvidence``)."""
+
+    monitoring_record: str
+    experiment_id: str
+    rule: str  # lower_bound | posterior | point (impact.conservative)
+    save_rate: float  # the value used as economics.save_rate
+    estimate: float | None = None  # measured ITT save rate
+    interval: list[float | None] | None = None
+    confidence: float | None = None
+    prior_save_rate: float | None = None
+    reason: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- bodies (what builders write)
@@ -257,6 +315,7 @@ class PolicyUpdateBody(_Body):
     previous_policy_id: str | None = None
     calibration: Calibration | None = None
     economics: EconomicsLineage | None = None  # the economics used and where they came from
+    save_rate_evidence: SaveRateEvidence | None = None  # --from-outcomes: what was measured
     started_at: str | None = None
     notes: list[str] = Field(default_factory=list)  # e.g. what the run's reconcile repaired
 
@@ -283,6 +342,7 @@ class MonitoringBody(_Body):
     flow_run_id: str | None = None
     monitoring: dict[str, Any] | None = None
     retrain: str | None = None  # the retrain mode that followed ("off" when none)
+    impact: MeasuredImpact | None = None  # the randomized holdout's measured effect
 
 
 # ---------------------------------------------------------------- stored records
