@@ -248,6 +248,17 @@ def main() -> None:
                 f"oracle, beats risk in {beats:.0%} of seeds)"
             )
         print("; ".join(line))
+        for name in uplift.learners:
+            ratio = g[name].mean() / g.oracle.mean()
+            beats = bool((g[name] > g.risk).all())
+            print(
+                f"  target {name}: >= 0.85 of oracle: {'met' if ratio >= 0.85 else 'NOT met'}"
+                + (
+                    f"; beats churn-risk in every seed: {'met' if beats else 'NOT met'}"
+                    if g.dogs.iloc[0] > 0
+                    else ""
+                )
+            )
 
     cov_all = []
     for dogs in args.dogs:
@@ -267,7 +278,8 @@ def main() -> None:
             f"true {cov.true.mean():.4f} (sd {cov.true.std():.4f}), measured mean "
             f"{cov.measured.mean():.4f} (sd {cov.measured.std():.4f}), mean width "
             f"{(cov.high - cov.low).mean():.4f}, holdout customers "
-            f"{cov.holdout_customers.mean():.0f}, coverage {cov.covered.mean():.3f}"
+            f"{cov.holdout_customers.mean():.0f}, coverage {cov.covered.mean():.3f} "
+            f"(target >= 0.9: {'met' if cov.covered.mean() >= 0.9 else 'NOT met'})"
         )
     print(f"\n{time.perf_counter() - t0:.0f} s")
 

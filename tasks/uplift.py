@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -37,10 +38,14 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegresso
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
-from configs.settings import BootstrapConfig, CandidatesConfig
+from configs.settings import BayesPilotConfig, BootstrapConfig, CandidatesConfig
 from tasks.evaluate import EPS, Interval, PairedBootstrap, interval
 from tasks.load_data import ColumnRoles
+from tasks.select_policy import Policy, decide, policy_values
 from tasks.train_candidates import build_candidate, build_preprocessor
+
+if TYPE_CHECKING:
+    from tasks.gates.result import GateResult
 
 log = logging.getLogger(__name__)
 
@@ -419,4 +424,178 @@ def effect_calibration(
         degrees_of_freedom=dof,
         p_value=float(chi2.sf(stat, dof)),
         max_abs_gap=float((table["observed_effect"] - table["predicted_effect"]).abs().max()),
+    )
+
+
+# ---------------------------------------------------------------- the uplift challenge
+@dataclass(frozen=True)
+class UpliftCandidate:
+    """One fitted learner and its uplift gates (on randomized rows held out from fitting)."""
+
+    learner: str
+    model: UpliftModel | None
+    gates: tuple[GateResult, ...]
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.model is not None and bool(self.gates) and all(g.passed for g in self.gates)
+
+    def profit_gain_usd(self) -> float:
+        for g in self.gates:
+            if g.gate == "uplift-profit" and g.value is not None:
+                return float(g.value)
+        return -math.inf
+
+
+@dataclass(frozen=True)
+class UpliftChallenge:
+    """Whether an uplift candidate replaces the churn-risk policy, and why. ``status`` is
+    ``not_enough_randomized_outcomes`` (nothing fitted) or ``evaluated``; ``winner`` the passing
+    learner with the largest profit gain (``None``: the churn-risk policy stays)."""
+
+    status: Literal["not_enough_randomized_outcomes", "evaluated"]
+    holdout_customers: int
+    assigned_customers: int
+    fit_rows: int
+    judge_rows: int
+    candidates: tuple[UpliftCandidate, ...]
+    winner: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "holdout_customers": self.holdout_customers,
+            "assigned_customers": self.assigned_customers,
+            "fit_rows": self.fit_rows,
+            "judge_rows": self.judge_rows,
+            "winner": self.winner,
+            "reason": self.reason,
+            "candidates": [
+                {
+                    "learner": c.learner,
+                    "passed": c.passed,
+                    "error": c.error,
+                    "gates": [g.as_dict() for g in c.gates],
+                }
+                for c in self.candidates
+            ],
+        }
+
+
+def challenge_uplift(
+    frame: pd.DataFrame,
+    churned: np.ndarray,
+    assigned: np.ndarray,
+    contacted: np.ndarray,
+    *,
+    roles: ColumnRoles,
+    risk: Callable[[pd.DataFrame], np.ndarray],
+    policy: Policy,
+    config: BayesPilotConfig,
+    would_contact: np.ndarray | None = None,
+) -> UpliftChallenge:
+    """Fit every configured uplift learner on randomized outcomes and judge it against the
+    churn-risk model ``risk`` (calibrated churn probability) and its current ``policy``.
+
+    ``frame`` holds the features (and the policy's value column) per customer; ``churned``
+    (0/1), ``assigned`` (randomized to contact; False: holdout) and ``contacted`` (delivered)
+    are per row. With ``would_contact`` (the policy's decision before the holdout, as a serving
+    holdout records it) only those rows are used: a contact was randomized there alone, so the
+    uplift policy can only re-rank within them. ``uplift.evaluation_share`` of the rows (seeded)
+    are held out from fitting for the gates. Nothing is fitted when either arm has fewer than
+    ``uplift.min_randomized_customers``.
+    """
+    from tasks.gates.uplift import UpliftGateInputs, run_uplift_gates
+
+    n = len(frame)
+    y = np.asarray(churned).astype(np.int64)
+    a = np.asarray(assigned, dtype=bool)
+    d = np.asarray(contacted, dtype=bool)
+    for name, arr in (("churned", y), ("assigned", a), ("contacted", d)):
+        if arr.shape != (n,):
+            raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
+    keep = np.ones(n, bool) if would_contact is None else np.asarray(would_contact, dtype=bool)
+    frame = frame[keep].reset_index(drop=True)
+    y, a, d = y[keep], a[keep], d[keep]
+    uc = config.uplift
+    nh, nt = int((~a).sum()), int(a.sum())
+    if min(nh, nt) < uc.min_randomized_customers:
+        return UpliftChallenge(
+            "not_enough_randomized_outcomes",
+            nh,
+            nt,
+            0,
+            0,
+            (),
+            None,
+            f"{nh} holdout and {nt} assigned customers with outcomes; uplift candidates need "
+            f"at least {uc.min_randomized_customers} in each arm "
+            "(uplift.min_randomized_customers)",
+        )
+    judge = np.random.default_rng(uc.seed).random(len(y)) < uc.evaluation_share
+    econ = policy.document["economics"]
+    cost = float(econ["contact_cost_usd"])
+    jf = frame[judge]
+    values = policy_values(jf, policy)
+    p_risk = np.asarray(risk(jf[list(roles.features)]), dtype=float)
+    current = decide(p_risk, values, policy.document).contact
+    if would_contact is not None:
+        current = np.ones(len(jf), bool)  # every row here was a would-contact customer
+    out: list[UpliftCandidate] = []
+    for learner in uc.learners:
+        try:
+            model = fit_uplift(
+                learner,
+                frame[~judge],
+                y[~judge],
+                a[~judge],
+                roles=roles,
+                base_model=uc.base_model,
+                config=config.candidates,
+            )
+        except Exception as exc:  # a failed learner is recorded; the others go on
+            log.exception("uplift learner %s failed", learner)
+            out.append(UpliftCandidate(learner, None, (), error=f"{type(exc).__name__}: {exc}"))
+            continue
+        gates = run_uplift_gates(
+            UpliftGateInputs(
+                effect=model.predict_effect(jf),
+                risk=p_risk,
+                current_contact=current,
+                churned=y[judge],
+                assigned=a[judge],
+                contacted=d[judge],
+                values_usd=values,
+                contact_cost_usd=cost,
+                cutoff_usd=policy.cutoff_usd,
+                bootstrap=config.bootstrap,
+                config=uc.gates,
+            )
+        )
+        out.append(UpliftCandidate(learner, model, gates))
+    passing = [c for c in out if c.passed]
+    winner = max(passing, key=lambda c: c.profit_gain_usd()) if passing else None
+    if winner is not None:
+        reason = (
+            f"{winner.learner} passes every uplift gate with a profit gain of "
+            f"{winner.profit_gain_usd():.2f} USD per customer over the current policy"
+        )
+    else:
+        failed = [
+            f"{c.learner}: "
+            + ("; ".join(g.reason for g in c.gates if not g.passed) or str(c.error))
+            for c in out
+        ]
+        reason = "the churn-risk policy stays: " + " | ".join(failed)
+    return UpliftChallenge(
+        "evaluated",
+        nh,
+        nt,
+        int((~judge).sum()),
+        int(judge.sum()),
+        tuple(out),
+        None if winner is None else winner.learner,
+        reason,
     )

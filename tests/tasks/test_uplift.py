@@ -5,9 +5,11 @@ import pandas as pd
 import pytest
 
 from configs.settings import (
+    BayesPilotConfig,
     BootstrapConfig,
     CandidatesConfig,
     DataConfig,
+    EconomicsConfig,
     TreatmentResponseConfig,
     UpliftGatesConfig,
 )
@@ -15,8 +17,11 @@ from tasks.gates import GATE_IDS
 from tasks.gates.uplift import UPLIFT_GATE_IDS, UpliftGateInputs, run_uplift_gates
 from tasks.generate_data import LABEL_COLUMN, TRUTH_COLUMN, generate_data
 from tasks.load_data import ColumnRoles, resolve_roles
+from tasks.select_policy import Policy
 from tasks.simulate_campaign import EFFECT, P_NOT_CONTACTED, Campaign, simulate_campaign
 from tasks.uplift import (
+    UpliftChallenge,
+    challenge_uplift,
     effect_calibration,
     fit_uplift,
     policy_profit,
@@ -165,7 +170,7 @@ def test_uplift_fit_bad_input_is_named() -> None:
         )
     with pytest.raises(ValueError, match="unknown uplift learner"):
         fit_uplift(
-            "s_learner",
+            "s_learner",  # type: ignore[arg-type]
             frame,
             y,
             a,
@@ -226,3 +231,75 @@ def test_uplift_effect_calibration_per_decile() -> None:
     assert bad.p_value < 1e-6 and bad.max_abs_gap > 0.1
     with pytest.raises(ValueError, match="both arms"):
         effect_calibration(tau, y, np.ones(len(tau), bool), bins=10)
+
+
+def _policy() -> Policy:
+    econ = EconomicsConfig(customer_value={"column": "monthly_charges_usd", "multiplier": 3.0})
+    return Policy(
+        {
+            "economics": econ.model_dump(mode="json"),
+            "cutoff_expected_value_usd": 0.0,
+            "tiers": [
+                {"name": "no_action", "min_expected_value_usd": None, "contact": False},
+                {"name": "contact", "min_expected_value_usd": 0.0, "contact": True},
+            ],
+        }
+    )
+
+
+def _challenge(c: Campaign, config: BayesPilotConfig, rows: slice) -> UpliftChallenge:
+    f = c.frame.iloc[rows].reset_index(drop=True)
+    p0 = c.truth[P_NOT_CONTACTED].to_numpy()[rows]
+    lookup = pd.Series(p0, index=f["customer_id"])
+    return challenge_uplift(
+        f,
+        (f[LABEL_COLUMN] == "yes").to_numpy(int),
+        f["assigned_contact"].to_numpy(),
+        f["contacted"].to_numpy(),
+        roles=_roles(generate_data(rows=10, seed=1)),
+        risk=lambda X: lookup.loc[f.loc[X.index, "customer_id"]].to_numpy(),
+        policy=_policy(),
+        config=config,
+    )
+
+
+def test_uplift_challenge_needs_enough_randomized_outcomes(campaign: Campaign) -> None:
+    cfg = BayesPilotConfig(uplift={"min_randomized_customers": 5_000})
+    result = _challenge(campaign, cfg, slice(0, 6_000))
+    assert result.status == "not_enough_randomized_outcomes" and result.winner is None
+    assert result.candidates == () and "min_randomized_customers" in result.reason
+
+
+def test_uplift_challenge_replaces_risk_policy_only_beyond_noise(campaign: Campaign) -> None:
+    # many sleeping dogs whom a contact clearly pushes out: the gain is beyond noise
+    dogs = simulate_campaign(
+        generate_data(rows=60_000, seed=23),
+        config=TreatmentResponseConfig(sleeping_dog_share=0.3, sleeping_dog_churn_increase=0.5),
+        holdout_share=0.5,
+        seed=8,
+    )
+    cfg = BayesPilotConfig(bootstrap={"resamples": 200}, uplift={"evaluation_share": 0.4})
+    result = _challenge(dogs, cfg, slice(0, 60_000))
+    assert result.status == "evaluated"
+    assert result.fit_rows + result.judge_rows == 60_000
+    assert {c.learner for c in result.candidates} == {"t_learner", "x_learner"}
+    assert result.winner == "x_learner", result.reason
+    assert "passes every uplift gate" in result.reason
+    record = result.as_dict()
+    assert isinstance(record["candidates"], list)
+    assert record["candidates"][1]["gates"][0]["gate"] == "uplift-qini"
+    # the same campaign where contacts hardly matter: nothing wins on ranking
+    flat = simulate_campaign(
+        generate_data(rows=30_000, seed=22),
+        config=TreatmentResponseConfig(mean_save_rate=0.001, sleeping_dog_share=0.0),
+        holdout_share=0.5,
+        seed=7,
+    )
+    weak = _challenge(
+        flat,
+        BayesPilotConfig(
+            bootstrap={"resamples": 200}, uplift={"base_model": "logistic_regression"}
+        ),
+        slice(0, 30_000),
+    )
+    assert weak.winner is None and weak.reason.startswith("the churn-risk policy stays")
