@@ -759,6 +759,58 @@ class ExplainConfig(Section):
     min_slice_rows: int = Field(100, ge=1, description="Smallest slice reported (rows).")
 
 
+class ScaleConfig(Section):
+    """Large tables: candidates train on a sample, calibration, selection and the gates judge
+    on enough rows, and the data passes work in chunks. Nothing here changes a run whose splits
+    are at or below the thresholds (the default 20k run uses every row, as before).
+
+    The size rule: a split larger than its cap is replaced by a seeded sample of exactly the
+    cap, stratified by label (each class keeps its share, rounded), drawn from that split only
+    (so train, selection and test stay disjoint). The record's ``data.plan`` states, per split,
+    the rows available, the rows used, the seed and the reason. The caps are compute budgets,
+    not statistics fitted to any data set: a model with a few dozen features gains little past
+    a few hundred thousand fitting rows, while cross-fitted calibration costs ``cv_folds`` more
+    fits on every fitting row; the judging caps keep a standard error of a rate or of a profit
+    per customer under about 1/sqrt(cap) of its spread (0.1 % at 1M rows). Raise them where a
+    learning curve on your data still climbs. The existing per-stage caps still apply inside
+    the sample: ``candidates.random_forest.max_train_rows``, ``bootstrap.max_rows``,
+    ``gates.stability.max_rows``, ``explain.max_rows``."""
+
+    train_sample_above_rows: int = Field(
+        400_000,
+        gt=0,
+        description="When the train split has more than this many rows, candidates, their "
+        "cross-fitted calibrators, the baselines, stability folds and the monitoring reference "
+        "use a label-stratified seeded sample of train_sample_rows train rows (rows).",
+    )
+    train_sample_rows: int = Field(
+        250_000, gt=0, description="Size of that train sample (rows); at most the threshold."
+    )
+    judge_max_rows: int = Field(
+        1_000_000,
+        gt=0,
+        description="Selection and test splits above this many rows are judged (calibration "
+        "method, candidate and policy selection, the gates) on a label-stratified seeded "
+        "sample of this many rows each (rows).",
+    )
+    seed: int = Field(17, description="Seed of the samples (split seed-independent).")
+    chunk_rows: int = Field(
+        250_000,
+        gt=0,
+        description="Rows per chunk for validation and data hashing (memory per chunk grows "
+        "with it; results do not depend on it).",
+    )
+
+    @model_validator(mode="after")
+    def _sample_within_threshold(self) -> ScaleConfig:
+        if self.train_sample_rows > self.train_sample_above_rows:
+            raise ValueError(
+                "scale.train_sample_rows must be <= scale.train_sample_above_rows (a table "
+                "just above the threshold would otherwise be sampled to more rows than it has)"
+            )
+        return self
+
+
 class ScaleOutConfig(Section):
     """Where concurrent task runs (candidates, calibration, stability folds) execute."""
 
@@ -1043,6 +1095,7 @@ class BayesPilotConfig(Section):
     serving: ServingConfig = ServingConfig()
     backends: BackendsConfig = BackendsConfig()
     scaleout: ScaleOutConfig = ScaleOutConfig()
+    scale: ScaleConfig = ScaleConfig()
     explain: ExplainConfig = ExplainConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     signing: SigningConfig = SigningConfig()

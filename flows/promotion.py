@@ -184,7 +184,12 @@ def prepare_data(
         )
         raise ValidationFailed(report, path)
     splits: Splits = runner.call(
-        "split-data", split_data, table.validated.frame, roles=table.roles, config=config.split
+        "split-data",
+        split_data,
+        table.validated.frame,
+        roles=table.roles,
+        config=config.split,
+        scale=config.scale,
     )
     summary = reports.data_summary(loaded.source, table.roles, splits, report)
     runner.markdown("data-summary", summary, "Rows, column roles, base rate, split sizes/hashes")
@@ -244,7 +249,7 @@ def evaluate(
         economics=config.economics,
         policy=config.policy,
         bootstrap=config.bootstrap,
-        population_rows=sum(splits.rows.values()),
+        population_rows=splits.table_rows,
     )
     chosen = next(c for c in calibrated if c.name == selection.chosen)
     policy_ev = selection.evidence[chosen.name]
@@ -456,6 +461,7 @@ def _promotion_run(
         reference=reference_block(rel(reference_file), reference_bytes, reference),
         trigger=trigger,
         economics=economics.lineage,
+        data_plan=splits.plan,
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(
@@ -584,7 +590,11 @@ def _candidates_summary(
 
 
 def _notes(splits: Splits, config: BayesPilotConfig, stability: Any) -> tuple[str, ...]:
-    notes = []
+    notes = [
+        f"{name}: {entry['rows_used']:,} of {entry['rows_available']:,} rows ({entry['reason']})"
+        for name, entry in splits.plan.items()
+        if entry.get("sampled")
+    ]
     cap = config.candidates.random_forest.max_train_rows
     if splits.rows["train"] > cap:
         notes.append(f"random_forest trained on a seeded subsample of {cap} train rows")

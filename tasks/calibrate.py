@@ -330,6 +330,14 @@ def calibrate(
         else (np.zeros(0), response_method(candidate.estimator))
     )
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
+    # one pass of the pipeline over selection per response (not one per method): each
+    # method's selection probabilities are its calibrator applied to the same raw scores
+    p_none = raw_scores(candidate.estimator, X_sel, "predict_proba") if "none" in methods else None
+    raw_sel: np.ndarray | None = None
+    if needs_oof:
+        same = response == "predict_proba" and p_none is not None
+        raw_sel = p_none if same else raw_scores(candidate.estimator, X_sel, response)
+    sel_segments = {c: X_sel[c] for c in segments}
     fitted: dict[str, object] = {}
     metrics: dict[str, dict[str, float]] = {}
     oof_loss: dict[str, float] = {}
@@ -355,7 +363,12 @@ def calibrate(
             oof_loss[method] = round(
                 probability_metrics(y_tr, p_oof, n_bins=config.n_bins).log_loss, 6
             )
-        p = est.predict_proba(X_sel)[:, 1]  # type: ignore[attr-defined]
+        if method == "none":
+            assert p_none is not None
+            p = p_none
+        else:
+            assert raw_sel is not None and isinstance(est, CalibratedPipeline)
+            p = est.calibrate_scores(raw_sel, sel_segments)
         fitted[method] = est
         metrics[method] = probability_metrics(y_sel, p, n_bins=config.n_bins).as_dict()
         row_losses[method] = row_log_loss(y_sel, p)

@@ -9,6 +9,9 @@ resolver drops it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -41,8 +44,76 @@ def generate_data(*, rows: int, seed: int) -> pd.DataFrame:
     """
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
-    rng = np.random.default_rng(seed)
-    n = rows
+    return _draw(np.random.default_rng(seed), rows, first_id=1)
+
+
+CATEGORY_COLUMNS = (
+    "region",
+    "contract",
+    "plan",
+    "payment_method",
+    "acquisition_channel",
+    "paperless_billing",
+    LABEL_COLUMN,
+)
+
+
+def generate_blocks(*, rows: int, seed: int, block_rows: int) -> Iterator[pd.DataFrame]:
+    """Draw ``rows`` customers in seeded blocks of at most ``block_rows`` rows (typed mode).
+
+    Block ``i`` is drawn from the seed sequence ``(seed, i)``, so the table depends only on
+    ``rows``, ``seed`` and ``block_rows`` and memory stays at one block. Ids run on across
+    blocks (``CUST-00000001`` ..., Arrow strings); text columns are ``category`` dtype (no
+    object columns).
+    The rows differ from ``generate_data(rows=rows, seed=seed)``, which draws in one block.
+    """
+    if rows <= 0:
+        raise ValueError(f"rows must be positive, got {rows}")
+    if block_rows <= 0:
+        raise ValueError(f"block_rows must be positive, got {block_rows}")
+    for i, start in enumerate(range(0, rows, block_rows)):
+        n = min(block_rows, rows - start)
+        frame = _draw(np.random.default_rng([seed, i]), n, first_id=start + 1)
+        typed = {c: "category" for c in CATEGORY_COLUMNS}
+        yield frame.astype({**typed, ID_COLUMN: "string[pyarrow]"})
+
+
+def write_parquet(
+    path: str | Path, *, rows: int, seed: int, block_rows: int = 250_000, truth: bool = False
+) -> Path:
+    """Write ``generate_blocks`` to a Parquet file, one row group per block, through a temp
+    file and a rename. The true probability column is left out unless ``truth``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp")
+    writer: pq.ParquetWriter | None = None
+    try:
+        for block in generate_blocks(rows=rows, seed=seed, block_rows=block_rows):
+            if not truth:
+                block = block.drop(columns=[TRUTH_COLUMN])
+            table = pa.Table.from_pandas(block, preserve_index=False)
+            table = table.cast(
+                pa.schema(
+                    [
+                        pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
+                        for f in table.schema
+                    ]
+                )
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, use_dictionary=True)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    tmp.replace(out)
+    return out
+
+
+def _draw(rng: np.random.Generator, n: int, *, first_id: int) -> pd.DataFrame:
+    """``n`` customers from ``rng``, ids numbered from ``first_id``."""
 
     region = _choice(
         rng, ["north", "south", "east", "west", "islands"], [0.29, 0.25, 0.23, 0.20, 0.03], n
@@ -101,7 +172,7 @@ def generate_data(*, rows: int, seed: int) -> pd.DataFrame:
     prob = _sigmoid(logit)
     churned = np.where(rng.random(n) < prob, "yes", "no")
 
-    ids = pd.Series(np.arange(1, n + 1)).astype(str).str.zfill(8)
+    ids = pd.Series(np.arange(first_id, first_id + n)).astype(str).str.zfill(8)
     frame = pd.DataFrame(
         {
             ID_COLUMN: ("CUST-" + ids).to_numpy(),
@@ -125,14 +196,6 @@ def generate_data(*, rows: int, seed: int) -> pd.DataFrame:
             TRUTH_COLUMN: prob,
         }
     )
-    for col in (
-        "region",
-        "contract",
-        "plan",
-        "payment_method",
-        "acquisition_channel",
-        "paperless_billing",
-        LABEL_COLUMN,
-    ):
+    for col in CATEGORY_COLUMNS:
         frame[col] = frame[col].astype(str)
     return frame

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from configs.settings import (
@@ -22,6 +23,9 @@ from configs.settings import (
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 
 MAX_LISTED_COLUMNS = 40
+# A text column with at most this share (0-1) of distinct values among its cells is held as
+# categories; one with more (an id, free text) as Arrow strings. Either way no object column.
+CATEGORY_MAX_DISTINCT_SHARE = 0.5
 
 
 class DataError(ValueError):
@@ -71,13 +75,50 @@ class ColumnRoles:
         return cols
 
 
-def frame_sha256(frame: pd.DataFrame) -> str:
-    """SHA-256 of a canonical serialization: column names, dtypes, then row hashes in order."""
+def hash_dtype_name(dtype: object, *, categories: str = "str") -> str:
+    """The dtype as the hash names it, so a typed table hashes as the untyped one did: text
+    held as Arrow or pandas strings is ``str`` (pandas' text dtype); text held as categories
+    is ``categories``: ``str`` for a loaded table (read untyped, text was ``str``), ``object``
+    for the clean table (which held categorical features as objects)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = dtype.categories.dtype
+        is_text = pd.api.types.is_object_dtype(cats) or isinstance(cats, pd.StringDtype)
+        return categories if is_text else str(dtype)
+    if isinstance(dtype, pd.StringDtype) or (
+        isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype)
+    ):
+        return "str"
+    return str(dtype)
+
+
+def frame_sha256(
+    frame: pd.DataFrame,
+    *,
+    positions: np.ndarray | None = None,
+    chunk_rows: int | None = None,
+    categories: str = "str",
+) -> str:
+    """SHA-256 of a canonical serialization: column names, dtypes, then row hashes in order.
+
+    ``positions`` hashes those rows of ``frame`` (in that order) as if they were a frame of
+    their own, without building it; ``chunk_rows`` streams the row hashes in chunks of that
+    many rows (same digest, memory per chunk); ``categories``: see :func:`hash_dtype_name`."""
     digest = hashlib.sha256()
     cols = sorted(frame.columns)
-    digest.update("\x1f".join(f"{c}:{frame[c].dtype}" for c in cols).encode())
-    if len(frame):
-        row_hashes = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
+    digest.update(
+        "\x1f".join(
+            f"{c}:{hash_dtype_name(frame[c].dtype, categories=categories)}" for c in cols
+        ).encode()
+    )
+    n = len(frame) if positions is None else len(positions)
+    step = chunk_rows or max(n, 1)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        if positions is None:
+            part = frame.iloc[start:stop][cols] if step < n else frame[cols]
+        else:
+            part = frame.take(positions[start:stop])[cols]
+        row_hashes = pd.util.hash_pandas_object(part, index=False).to_numpy()
         digest.update(np.ascontiguousarray(row_hashes).tobytes())
     return digest.hexdigest()
 
@@ -141,6 +182,65 @@ def _check_csv_header(p: Path) -> None:
         )
 
 
+def typed_text(series: pd.Series) -> pd.Series:
+    """A text column held lean: ``category`` when at most ``CATEGORY_MAX_DISTINCT_SHARE`` of
+    its cells are distinct values, Arrow strings otherwise. Cells are unchanged; a column that
+    is not all text (numbers mixed with text, booleans) is returned as it is."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series
+    if series.dtype == object:
+        if pd.api.types.infer_dtype(series, skipna=True) not in {"string", "empty"}:
+            return series
+    elif not isinstance(series.dtype, pd.StringDtype):
+        return series
+    distinct = series.nunique(dropna=True)
+    if distinct <= max(1, CATEGORY_MAX_DISTINCT_SHARE * len(series)):
+        return series.astype("category")
+    return series.astype("string[pyarrow]")
+
+
+def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its text columns typed by :func:`typed_text` (a new frame; the numbers
+    are shared, not copied)."""
+    text = [
+        c
+        for c in frame.columns
+        if frame[c].dtype == object or isinstance(frame[c].dtype, pd.StringDtype)
+    ]
+    if not text:
+        return frame
+    out = frame.copy(deep=False)
+    for c in text:
+        out[c] = typed_text(frame[c])
+    return out
+
+
+def _read_parquet_typed(p: Path) -> pd.DataFrame:
+    """Read a Parquet file with text columns as categories (read as dictionaries) when the
+    first row group shows few distinct values, as Arrow strings otherwise: never as Python
+    objects."""
+    pf = pq.ParquetFile(p)
+    text = [
+        f.name
+        for f in pf.schema_arrow
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    few: list[str] = []
+    if text and pf.metadata.num_row_groups:
+        first = pf.read_row_group(0, columns=text)
+        for name in text:
+            distinct = len(pc.unique(first.column(name)))
+            if distinct <= max(1, CATEGORY_MAX_DISTINCT_SHARE * first.num_rows):
+                few.append(name)
+        del first
+    table = pq.read_table(p, read_dictionary=few) if few else pq.read_table(p)
+    arrow_text = pd.StringDtype("pyarrow")
+    mapper = {pa.string(): arrow_text, pa.large_string(): arrow_text}
+    frame = table.to_pandas(types_mapper=mapper.get, self_destruct=True)
+    del table
+    return frame
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file; blank cells stay as read (validation decides).
 
@@ -155,10 +255,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     try:
         if suffix in {".parquet", ".pq"}:
             _check_parquet_schema(p)
-            frame = pd.read_parquet(p)
+            frame = _read_parquet_typed(p)
         elif suffix in {".csv", ".txt"} or suffix.endswith("csv"):
             _check_csv_header(p)
-            frame = pd.read_csv(p, low_memory=False)
+            frame = typed_frame(pd.read_csv(p, low_memory=False))
         else:
             raise DataError(f"data.path: expected a .csv or .parquet file, got {p.name!r}")
     except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
@@ -196,7 +296,7 @@ def load_data(config: BayesPilotConfig) -> LoadedData:
     if config.data.source == "synthetic":
         frame = generate_data(rows=config.synthetic.rows, seed=config.synthetic.seed)
         truth = frame[TRUTH_COLUMN]
-        frame = frame.drop(columns=[TRUTH_COLUMN])
+        frame = typed_frame(frame.drop(columns=[TRUTH_COLUMN]))
         source = f"synthetic(rows={config.synthetic.rows}, seed={config.synthetic.seed})"
         sha256 = frame_sha256(frame)
         frame = with_row_id(frame, data=config.data)

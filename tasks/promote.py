@@ -82,6 +82,7 @@ class RunEvidence:
     reference: dict[str, Any] = field(default_factory=dict)  # drift baseline for monitoring
     trigger: dict[str, Any] | None = None  # what started this run (e.g. a monitoring alert)
     economics: EconomicsLineage | None = None  # the economics used and their source
+    data_plan: dict[str, Any] | None = None  # per split: rows available/used, sampled, why
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,7 @@ def _record_body(
             sha256=ev.data_sha256,
             split_hashes=ev.split_hashes,
             split_rows=ev.split_rows,
+            **({"plan": ev.data_plan} if ev.data_plan is not None else {}),
         ),
         features=ev.features,
         schema=ev.schema,

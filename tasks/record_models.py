@@ -113,6 +113,11 @@ class DataBlock(_Frozen):
     sha256: str
     split_hashes: dict[str, str] = Field(default_factory=dict)
     split_rows: dict[str, int] = Field(default_factory=dict)
+    plan: dict[str, Any] | None = Field(
+        None,
+        description="Per split: rows available and used, whether it was sampled (label-"
+        "stratified, seeded) and why (configs.settings.ScaleConfig); absent on older records.",
+    )
 
 
 class ArtifactRef(_Frozen):

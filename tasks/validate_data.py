@@ -30,6 +30,9 @@ from tasks.load_data import MAX_LISTED_COLUMNS, ColumnRoles, load_data, resolve_
 log = logging.getLogger(__name__)
 
 BLANK = r"^\s*$"
+# schema checks that judge a whole column (a share, a count of values): in chunked
+# validation they run once per column on all its rows, the others chunk by chunk
+WHOLE_COLUMN_CHECKS = ("max_missing_share", "max_categories")
 MAX_EXAMPLES = 5
 MISSING_COLUMN = "column missing from the data"
 
@@ -310,15 +313,18 @@ def validate_data(
     validation: ValidationConfig,
     split: SplitConfig,
     economics: EconomicsConfig | None = None,
+    chunk_rows: int | None = None,
 ) -> ValidatedData:
     """Validate ``frame`` lazily; never mutates it. Returns the report and a clean copy.
 
     A table without rows gets one issue and nothing else. ``economics``, when given, has its
     contact capacity checked against the rows: a count (>= 1) larger than the table fails.
+    With ``chunk_rows`` and a longer table the schema runs chunk by chunk (see
+    :func:`schema_failures`): the same issues, at most a chunk of rows coerced at a time.
     """
     if len(frame) == 0:
         return _no_rows(frame)
-    work = frame.copy()
+    work = frame.copy(deep=False)  # copy-on-write: changing a column of work leaves frame as is
     issues: list[ValidationIssue] = _duplicate_issues(frame, roles=roles)
     capacity = economics.capacity if economics is not None else None
     if capacity is not None and capacity >= 1 and capacity > len(frame):
@@ -339,8 +345,7 @@ def validate_data(
     blanks: dict[str, int] = {}
     for col in text_cols:
         if not pd.api.types.is_numeric_dtype(work[col]):
-            as_text = work[col].astype("string")
-            mask = as_text.str.match(BLANK).fillna(False).to_numpy(dtype=bool)
+            mask = _blank_cells(work[col])
             if mask.any():
                 blanks[col] = int(mask.sum())
                 work[col] = work[col].where(~mask, np.nan)
@@ -372,12 +377,11 @@ def validate_data(
         max_categories=validation.max_categories,
         unique_id=False,  # _duplicate_issues tells exact duplicate rows from conflicting ids
     )
-    try:
-        schema.validate(work, lazy=True)
-    except pa.errors.SchemaErrors as exc:
+    failures = schema_failures(work, schema, chunk_rows=chunk_rows)
+    if failures is not None:
         issues.extend(
             i
-            for i in _issues_from_pandera(exc.failure_cases, work, roles=roles, data=data)
+            for i in _issues_from_pandera(failures, work, roles=roles, data=data)
             if not (i.column == roles.id_column and i.check.startswith(MISSING_COLUMN))
         )
 
@@ -439,6 +443,86 @@ def validate_data(
     return ValidatedData(report=report, frame=clean)
 
 
+def _blank_cells(series: pd.Series) -> np.ndarray:
+    """Cells that are blank text (empty or only whitespace). A categorical column is tested
+    on its categories once, not cell by cell."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        cats = pd.Series(series.cat.categories).astype("string")
+        blank = cats.str.match(BLANK).fillna(False).to_numpy(dtype=bool)
+        codes = series.cat.codes.to_numpy()
+        return np.isin(codes, np.flatnonzero(blank)) if blank.any() else np.zeros(len(series), bool)
+    as_text = series.astype("string")
+    out: np.ndarray = as_text.str.match(BLANK).fillna(False).to_numpy(dtype=bool)
+    return out
+
+
+def _validate_chunk(chunk: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame | None:
+    """Pandera's failure cases of ``schema`` on ``chunk`` (lazy: all at once), or None."""
+    try:
+        schema.validate(chunk, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        failures: pd.DataFrame = exc.failure_cases
+        return failures
+    return None
+
+
+def _split_schema(
+    schema: pa.DataFrameSchema,
+) -> tuple[pa.DataFrameSchema, dict[str, pa.Column]]:
+    """The schema without its whole-column checks, and per column a one-column schema's
+    column holding just those checks."""
+    row_columns: dict[str, pa.Column] = {}
+    whole: dict[str, pa.Column] = {}
+    for name, col in schema.columns.items():
+        keep = [c for c in col.checks if c.name not in WHOLE_COLUMN_CHECKS]
+        judged = [c for c in col.checks if c.name in WHOLE_COLUMN_CHECKS]
+        row_columns[name] = col.set_checks(keep)
+        if judged:
+            whole[name] = col.set_checks(judged)
+    row_schema = pa.DataFrameSchema(row_columns, strict=schema.strict, name=schema.name)
+    return row_schema, whole
+
+
+def schema_failures(
+    work: pd.DataFrame, schema: pa.DataFrameSchema, *, chunk_rows: int | None
+) -> pd.DataFrame | None:
+    """Pandera failure cases of ``schema`` on ``work`` (None when it passes).
+
+    Up to ``chunk_rows`` rows (or without it): one lazy pass over the whole table. Longer
+    tables go chunk by chunk (a chunk-level function: ``validate a chunk``), so pandera never
+    coerces more than a chunk; the whole-column checks (missing share, number of categories)
+    run on one column at a time; table-level failures (a missing column, a failed dtype) that
+    every chunk repeats are kept once. The failure cases are the whole pass's, grouped by the
+    schema's column order (within a column, in chunk order)."""
+    if chunk_rows is None or len(work) <= chunk_rows:
+        return _validate_chunk(work, schema)
+    row_schema, whole = _split_schema(schema)
+    parts = [
+        f
+        for start in range(0, len(work), chunk_rows)
+        if (f := _validate_chunk(work.iloc[start : start + chunk_rows], row_schema)) is not None
+    ]
+    for name, col in whole.items():
+        if name not in work.columns:
+            continue
+        one = pa.DataFrameSchema({name: col}, strict=False)
+        f = _validate_chunk(work[[name]], one)
+        if f is not None:
+            judged = {str(c.error or c.name) for c in col.checks}
+            parts.append(f[f["check"].astype(str).isin(judged) & f["index"].isna()])
+    if not parts:
+        return None
+    out = pd.concat(parts, ignore_index=True)
+    once = out["index"].isna()
+    key = out["column"].astype(str) + "\x1f" + out["check"].astype(str) + "\x1f"
+    key += out["failure_case"].astype(str)
+    out = out[~(once & key.duplicated())]
+    order = {name: i for i, name in enumerate(schema.columns)}
+    column = out["column"].where(out["column"].notna(), out["failure_case"])
+    rank = column.map(lambda c: order.get(str(c), len(order))).astype(int)
+    return out.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
 def _no_rows(frame: pd.DataFrame) -> ValidatedData:
     issue = ValidationIssue(
         "(table)",
@@ -451,10 +535,14 @@ def _no_rows(frame: pd.DataFrame) -> ValidatedData:
 
 
 def _clean(work: pd.DataFrame, *, roles: ColumnRoles, positive: str) -> pd.DataFrame:
-    out = work.copy()
+    out = work.copy(deep=False)  # copy-on-write: assigning columns leaves work as is
     for col in roles.numeric:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     for col in roles.categorical:
+        as_categories = _text_categories(out[col])
+        if as_categories is not None:
+            out[col] = as_categories
+            continue
         missing = out[col].isna().to_numpy()
         text = out[col].astype(str).to_numpy(dtype=object)
         text[missing] = np.nan
@@ -465,6 +553,23 @@ def _clean(work: pd.DataFrame, *, roles: ColumnRoles, positive: str) -> pd.DataF
     keep = [roles.id_column, *roles.features, roles.label_column]
     extra = [c for c in (*roles.segment_columns, roles.value_column) if c and c not in keep]
     return out[keep + extra].reset_index(drop=True)
+
+
+def _text_categories(series: pd.Series) -> pd.Series | None:
+    """A categorical column with its categories as text (the same cells as the object column
+    ``_clean`` otherwise builds, held as codes), or None when the column is not categorical or
+    two categories would read alike as text."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return None
+    cats = series.cat.categories
+    text = [str(c) for c in cats]
+    if len(set(text)) != len(text):
+        return None
+    if list(cats) == text and (
+        pd.api.types.is_object_dtype(cats.dtype) or isinstance(cats.dtype, pd.StringDtype)
+    ):
+        return series
+    return series.cat.rename_categories(text)
 
 
 def _leakage(
@@ -511,6 +616,7 @@ def validate_table(frame: pd.DataFrame, *, config: BayesPilotConfig) -> Validate
         validation=config.validation,
         split=config.split,
         economics=config.economics,
+        chunk_rows=config.scale.chunk_rows,
     )
     return ValidatedTable(roles, validated)
 

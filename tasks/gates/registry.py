@@ -157,7 +157,7 @@ def gate_inputs(
         selection=sel_scores,
         selection_profit_if_contacted=realised_profit(y_sel, sel_scores.values, economics=econ),
         stake=profit_at_stake(y, cand.values, economics=econ),
-        capacity_share=capacity_share(econ, sum(splits.rows.values())),
+        capacity_share=capacity_share(econ, splits.table_rows),
         economics=econ,
         n_bins=config.calibration.n_bins,
         gates=config.gates,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -103,14 +104,8 @@ def test_choose_method_keeps_the_simpler_method_unless_beaten_beyond_noise() -> 
 
 def test_calibrate_leaves_out_segment_sigmoid_without_categorical_segments(splits) -> None:
     cfg, s = splits
-    no_segments = type(s)(
-        s.train,
-        s.selection,
-        s.test,
-        s.roles.__class__(**{**s.roles.__dict__, "segment_columns": ()}),
-        s.hashes,
-        s.rows,
-        s.positive_rate,
+    no_segments = dataclasses.replace(
+        s, roles=s.roles.__class__(**{**s.roles.__dict__, "segment_columns": ()})
     )
     cand = train_candidate(no_segments, name="logistic_regression", config=cfg.candidates)
     c = calibrate(cand, no_segments, config=cfg.calibration)

@@ -1,0 +1,317 @@
+"""Benchmark: the promotion flow on a large Parquet file, per stage wall time and peak RSS.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_scale.py --rows 1000000 [--engine local|dask]
+        [--block-rows 250000] [--workdir DIR] [--keep] [--config configs/default.yaml]
+        [--dask-workers 4] [--dask-memory-limit 2GiB] [--set section.key=value ...]
+
+1. The synthetic generator writes ``--rows`` customers to a Parquet file in seeded blocks of
+   ``--block-rows`` (one row group each; memory stays at one block). Timed, peak RSS shown.
+2. A child process (this script with ``--child``) runs the promotion flow on that file
+   (``data.source: file``) with direct calls and a timing runner: for every stage it prints
+   the wall time (seconds) and the peak RSS (MiB) reached during the stage, sampled every
+   20 ms from ``/proc/self/status`` (plus ``ru_maxrss`` as the process peak). Concurrent
+   stages (candidates, calibration, stability folds) are one stage each; work the flow does
+   between stages is listed as ``(between stages)``.
+3. The decision: promoted/rejected, the chosen candidate, the policy's contact threshold, and
+   what the record says was sampled (``data_plan``).
+
+Targets on the 2-core machine (issue 16): 1M rows <= 120 s; 10M rows <= 1200 s and peak RSS
+<= 8 GiB. The figures are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+T = TypeVar("T")
+log = logging.getLogger("bench_scale")
+TARGET_S = {1_000_000: 120.0, 10_000_000: 1200.0}
+TARGET_RSS_MIB = 8 * 1024.0
+SAMPLE_S = 0.02
+
+
+def rss_mib() -> float:
+    """Current resident set size (MiB) of this process, from ``/proc/self/status``."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def max_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak RSS (MiB) of this process (or its largest waited-for child) so far."""
+    return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+class RssWatcher:
+    """A daemon thread sampling RSS; ``take()`` returns the peak since the last ``take()``."""
+
+    def __init__(self, interval_s: float = SAMPLE_S) -> None:
+        self.interval_s = interval_s
+        self._peak = rss_mib()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            now = rss_mib()
+            with self._lock:
+                self._peak = max(self._peak, now)
+
+    def take(self) -> float:
+        now = rss_mib()
+        with self._lock:
+            peak, self._peak = max(self._peak, now), now
+        return peak
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class TimedRunner:
+    """``flows.runner.DirectRunner`` that records wall time and peak RSS per stage."""
+
+    def __init__(self, watcher: RssWatcher) -> None:
+        from flows.runner import DirectRunner
+
+        self.inner = DirectRunner()
+        self.flow_run_id: str | None = None
+        self.watcher = watcher
+        self.stages: list[dict[str, Any]] = []
+        self._last = time.perf_counter()
+
+    def _between(self) -> None:
+        now = time.perf_counter()
+        self.stages.append(
+            {
+                "stage": "(between stages)",
+                "wall_s": now - self._last,
+                "peak_rss_mib": self.watcher.take(),
+            }
+        )
+
+    def _timed(self, name: str, fn: Callable[[], T]) -> T:
+        self._between()
+        start = time.perf_counter()
+        out = fn()
+        self._last = time.perf_counter()
+        self.stages.append(
+            {"stage": name, "wall_s": self._last - start, "peak_rss_mib": self.watcher.take()}
+        )
+        log.info("stage %s: %.1f s", name, self._last - start)
+        return out
+
+    def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return self._timed(name, lambda: self.inner.call(name, fn, *args, **kwargs))
+
+    def concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> list[T]:
+        return self._timed(name, lambda: self.inner.concurrent(name, fn, calls, labels))
+
+    def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
+        return None
+
+    def markdown(self, key: str, text: str, description: str) -> None:
+        return None
+
+    def finish(self) -> None:
+        self._between()
+
+    def merged(self) -> list[dict[str, Any]]:
+        """Stages in order, with the time between stages summed into one line."""
+        out: dict[str, dict[str, Any]] = {}
+        for s in self.stages:
+            row = out.setdefault(
+                s["stage"], {"stage": s["stage"], "wall_s": 0.0, "peak_rss_mib": 0.0}
+            )
+            row["wall_s"] += s["wall_s"]
+            row["peak_rss_mib"] = max(row["peak_rss_mib"], s["peak_rss_mib"])
+        between = out.pop("(between stages)", None)
+        return [*out.values(), *([between] if between else [])]
+
+
+def child(args: argparse.Namespace) -> int:
+    """Hidden entry point: one promotion run on ``--data`` in this process; prints JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    watcher = RssWatcher()
+    from configs.settings import load_config
+    from flows.promotion import promotion_pipeline
+
+    overrides = [
+        f"paths.workspace={args.workspace}",
+        "data.source=file",
+        f"data.path={args.data}",
+        f"scaleout.engine={'dask' if args.engine == 'dask' else 'threads'}",
+        *([f"scaleout.dask_workers={args.dask_workers}"] if args.engine == "dask" else []),
+        *(
+            [f"scaleout.dask_memory_limit={args.dask_memory_limit}"]
+            if args.engine == "dask"
+            else []
+        ),
+        *args.set,
+    ]
+    config = load_config(args.config, overrides=overrides)
+    runner = TimedRunner(watcher)
+    start = time.perf_counter()
+    result = promotion_pipeline(config, runner=runner)
+    runner.finish()
+    wall = time.perf_counter() - start
+    rec = result.outcome.record
+    summary = {
+        "rows": args.rows,
+        "engine": args.engine,
+        "wall_s": wall,
+        "peak_rss_mib": max_rss_mib(),
+        "peak_rss_children_mib": max_rss_mib(resource.RUSAGE_CHILDREN),
+        "stages": runner.merged(),
+        "decision": rec["decision"],
+        "candidate": rec["candidate"],
+        "policy_threshold": {
+            k: (rec.get("policy") or {}).get(k)
+            for k in ("cutoff_expected_value_usd", "probability_threshold", "calibration_method")
+        },
+        "failed_gates": [g["gate"] for g in rec["gates"] if not g["passed"]],
+        "data_plan": rec.get("data_plan"),
+        "reasons": rec.get("reasons"),
+    }
+    watcher.stop()
+    Path(args.out).write_text(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def generate(path: Path, rows: int, seed: int, block_rows: int) -> dict[str, float]:
+    from tasks.generate_data import write_parquet
+
+    start = time.perf_counter()
+    write_parquet(path, rows=rows, seed=seed, block_rows=block_rows)
+    return {
+        "wall_s": time.perf_counter() - start,
+        "peak_rss_mib": max_rss_mib(),
+        "file_mib": path.stat().st_size / 2**20,
+    }
+
+
+def report(gen: dict[str, float], summary: dict[str, Any]) -> None:
+    rows, wall = summary["rows"], summary["wall_s"]
+    print(f"\nbench_scale: {rows:,} rows, engine {summary['engine']}")
+    print(
+        f"  generate Parquet: {gen['wall_s']:.1f} s, peak RSS {gen['peak_rss_mib']:.0f} MiB, "
+        f"file {gen['file_mib']:.0f} MiB"
+    )
+    print(f"  {'stage':<24}{'wall s':>10}{'peak RSS MiB':>14}")
+    for s in summary["stages"]:
+        print(f"  {s['stage']:<24}{s['wall_s']:>10.1f}{s['peak_rss_mib']:>14.0f}")
+    print(f"  {'promotion total':<24}{wall:>10.1f}{summary['peak_rss_mib']:>14.0f}")
+    print(f"  largest child process peak RSS: {summary['peak_rss_children_mib']:.0f} MiB")
+    target = TARGET_S.get(rows)
+    if target is not None:
+        print(
+            f"  target: <= {target:.0f} s -> {'met' if wall <= target else 'MISSED'}; "
+            f"peak <= {TARGET_RSS_MIB:.0f} MiB -> "
+            f"{'met' if summary['peak_rss_mib'] <= TARGET_RSS_MIB else 'MISSED'}"
+        )
+    print(
+        f"  decision: {summary['decision']}, candidate {summary['candidate']}, policy threshold "
+        f"{summary['policy_threshold']}, failed gates {summary['failed_gates'] or 'none'}"
+    )
+    if summary.get("reasons"):
+        print(f"  reasons: {summary['reasons']}")
+    print(f"  data plan: {json.dumps(summary['data_plan'], default=str)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--engine", choices=("local", "dask"), default="local")
+    parser.add_argument("--block-rows", type=int, default=250_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "default.yaml"))
+    parser.add_argument("--set", action="append", default=[], help="config override k=v")
+    parser.add_argument("--workdir", default=None, help="keep data and workspace here")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--dask-workers", type=int, default=4)
+    parser.add_argument("--dask-memory-limit", default="2GiB")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--workspace", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        data = root / f"churn-{args.rows}-{args.seed}-{args.block_rows}.parquet"
+        if data.exists():
+            gen = {"wall_s": 0.0, "peak_rss_mib": 0.0, "file_mib": data.stat().st_size / 2**20}
+            log.info("reusing %s", data)
+        else:
+            gen = generate(data, args.rows, args.seed, args.block_rows)
+        workspace = root / f"workspace-{args.engine}-{int(time.time())}"
+        out = workspace.with_suffix(".json")
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            "--rows",
+            str(args.rows),
+            "--engine",
+            args.engine,
+            "--data",
+            str(data),
+            "--workspace",
+            str(workspace),
+            "--out",
+            str(out),
+            "--config",
+            args.config,
+            "--dask-workers",
+            str(args.dask_workers),
+            "--dask-memory-limit",
+            args.dask_memory_limit,
+            *[x for kv in args.set for x in ("--set", kv)],
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
+        if proc.returncode != 0:
+            log.error("child exited %d", proc.returncode)
+            return proc.returncode
+        report(gen, json.loads(out.read_text()))
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
