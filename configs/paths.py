@@ -71,16 +71,6 @@ class Workspace:
         return self.root / "decisions"
 
     @property
-    def shadow_log(self) -> Path:
-        """The shadow challenger's scores of the logged requests (written by the sidecar)."""
-        return self.logs / "shadow.jsonl"
-
-    @property
-    def shadow_status(self) -> Path:
-        """The shadow sidecar's last status (challenger, scored, lag), rewritten atomically."""
-        return self.logs / "shadow-status.json"
-
-    @property
     def serving_generation(self) -> Path:
         """Serving generation counter, rewritten atomically by /v1/admin/reload; every worker
         of `bayespilot serve` watches it (and the chain head marker) and re-checks on change."""
@@ -89,7 +79,7 @@ class Workspace:
     @property
     def log_key(self) -> Path:
         """Secret key (32 random bytes, mode 0600) of the hashed ids and values in the
-        prediction and shadow logs (``serving.log_inputs``), kept outside ``logs/``."""
+        prediction log (``serving.log_inputs``), kept outside ``logs/``."""
         return self.root / "serving" / "log.key"
 
     @property

@@ -667,7 +667,8 @@ class PromotionConfig(Section):
     register_as: Literal["champion", "challenger"] = Field(
         "champion",
         description="challenger: a passing candidate is registered with alias "
-        "'challenger' and scored in shadow next to the champion instead of replacing it.",
+        "'challenger' and scored on the champion's stored decisions (monitoring or "
+        "`bayespilot challenger-score`) instead of replacing it.",
     )
     experiment: str = "churn-promotion"
     lock_timeout_s: float = Field(60.0, gt=0, description="Wait for the record lock (seconds).")
@@ -747,6 +748,18 @@ class MonitoringConfig(Section):
         "experiment (holdout, assigned; among customers the policy would contact) before the "
         "measured save rate counts as evidence for policy-update --from-outcomes (what the "
         "normal approximation of its interval needs).",
+    )
+    score_challenger: bool = Field(
+        True,
+        description="Each monitoring run first scores the active challenger, in batch, on "
+        "the window's stored champion decisions not scored yet (the evidence "
+        "promote-challenger gates on); off: only `bayespilot challenger-score` does.",
+    )
+    challenger_batch_rows: int = Field(
+        65_536,
+        ge=1,
+        description="Stored champion decisions (rows) read and scored per batch by the "
+        "challenger scoring: memory grows with this, not with the window.",
     )
 
 
@@ -877,7 +890,7 @@ class ServingConfig(Section):
     restart_backoff_s: float = Field(
         0.5,
         gt=0,
-        description="`bayespilot serve` restarts a crashed worker or shadow sidecar after "
+        description="`bayespilot serve` restarts a crashed worker after "
         "this delay (seconds), doubled for each further crash of the same process within "
         "crash_window_s, up to restart_backoff_max_s.",
     )
@@ -902,24 +915,24 @@ class ServingConfig(Section):
     prediction_log_max_age_days: float | None = Field(
         30.0,
         gt=0,
-        description="Rotated prediction/shadow log files older than this (days, by last "
+        description="Rotated prediction log files older than this (days, by last "
         "write) are deleted at the next rotation and when the service starts; null: only "
         "the size limit and prediction_log_backups apply.",
     )
     log_inputs: Literal["full", "hashed", "none"] = Field(
         "full",
-        description="What the prediction and shadow logs keep of each request: full (every "
+        description="What the prediction log keeps of each request: full (every "
         "feature value and the id), hashed (each value and the id as a keyed HMAC-SHA256 "
         "with the workspace's secret log key: equal values stay equal, outcome joins work, "
-        "drift on inputs and shadow scoring do not) or none (no feature values; the id "
+        "drift on inputs and challenger scoring do not) or none (no feature values; the id "
         "hashed, so outcomes still join). Both keep the policy's customer value column raw "
         "(realised profit needs it).",
     )
     log_file_mode: str = Field(
         "0600",
         pattern=r"^0?[0-7]{3}$",
-        description="Permission bits (octal) of the prediction and shadow logs and their "
-        "rotations when created.",
+        description="Permission bits (octal) of the prediction log and its rotations (and of "
+        "challenger decision files) when created.",
     )
     max_imputed_share: float = Field(
         0.3,
@@ -960,37 +973,6 @@ class ServingConfig(Section):
         description="Id of the running holdout experiment, hashed with each customer id to "
         "assign the holdout (a new id draws a new holdout). Set together with "
         "holdout_share > 0; an id with holdout_share 0 is a config error.",
-    )
-    shadow_interval_s: float = Field(
-        0.2,
-        gt=0,
-        description="The shadow sidecar looks for new prediction-log lines this often "
-        "(seconds) when it has caught up.",
-    )
-    shadow_sidecar: bool = Field(
-        True,
-        description="`bayespilot serve` starts the shadow sidecar process, which scores a "
-        "registered challenger on the logged requests (idle while there is none).",
-    )
-    shadow_priority: Literal["idle", "low", "normal"] = Field(
-        "idle",
-        description="CPU priority of the shadow sidecar: idle (SCHED_IDLE: only CPU the "
-        "workers leave unused), low (nice 19) or normal.",
-    )
-    shadow_defer_busy_pct: float | None = Field(
-        50.0,
-        gt=0,
-        le=100,
-        description="The shadow sidecar waits while this share of all CPU cores (%) is "
-        "busy with other work (the workers); null: never waits. Scoring beside busy workers "
-        "costs their p99 even at idle priority (see benchmarks/bench_shadow.py).",
-    )
-    shadow_max_defer_s: float | None = Field(
-        None,
-        ge=0,
-        description="Longest wait (seconds) for a quiet machine, after which the sidecar "
-        "scores until caught up even under load; null: it waits as long as it takes (the "
-        "backlog stays in the prediction log; /readyz shows the lag).",
     )
 
     @model_validator(mode="after")

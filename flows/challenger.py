@@ -1,15 +1,28 @@
-"""``bayespilot promote-challenger``: promote the shadow challenger on its shadow evidence.
+"""``bayespilot challenger-score`` and ``promote-challenger``: the challenger's evidence and
+the gate on it.
 
-The champion gate decides on what the shadow run observed: the realised profit difference
-(challenger - champion, USD per customer) on the same labelled customers, from the latest
-monitoring record; its lower bound must exceed -margin. The challenger's own record supplies
-every other gate (all passed when it was registered)."""
+Evidence: the active challenger is scored in batch on the champion's stored decisions of a
+window (``run_challenger_scoring``; each monitoring run does it first, and the
+``churn-challenger-scoring`` flow/command does it alone), off the request path; its
+decisions go to the decision store with the champion's action beside them.
+
+Gate: the realised profit difference (challenger - champion, USD per customer) on the same
+labelled customers, from the latest monitoring record; its lower bound must exceed -margin.
+The challenger's own record supplies every other gate (all passed when it was registered)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import socket
 from typing import Any
 
-from configs.settings import BayesPilotConfig
+from prefect import flow
+
+from configs.paths import Workspace
+from configs.settings import BayesPilotConfig, load_config
+from tasks.challenger_scoring import ChallengerScoring, score_window
 from tasks.gates import GateResult
 from tasks.reconcile import MlflowRegistry, move_champion_alias
 from tasks.record_models import (
@@ -31,9 +44,63 @@ from tasks.records import (
     now_iso,
 )
 
+log = logging.getLogger(__name__)
+SCORING_FLOW_NAME = "churn-challenger-scoring"
+
 
 class ChallengerError(RuntimeError):
     pass
+
+
+def run_challenger_scoring(
+    config: BayesPilotConfig, *, since: str | None = None, until: str | None = None
+) -> ChallengerScoring | None:
+    """Score the active challenger on the stored champion decisions in [since, until) (ISO
+    times; None: open) not scored by it yet, and store its decisions. The challenger is
+    resolved and verified exactly as serving does (``serving.loader``). None when there is no
+    active challenger; ``serving.loader.NotReady`` when it fails verification."""
+    from serving.challenger_scoring import challenger_decisions
+    from serving.loader import load, resolve_challenger
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings.from_config(config)
+    resolved = resolve_challenger(settings)
+    if resolved is None:
+        log.info("no active challenger: nothing to score")
+        return None
+    challenger = load(settings, resolved, pin=False)
+
+    def score(rows: Any) -> tuple[Any, int]:
+        batch = challenger_decisions(challenger, rows)
+        return batch.decisions, batch.unscorable
+
+    ws = Workspace.from_setting(config.paths.workspace)
+    d = config.decisions
+    return score_window(
+        ws.decisions,
+        score,
+        challenger_version=challenger.model_version,
+        writer_id=re.sub(r"[^A-Za-z0-9_.-]", "_", f"{socket.gethostname()}-{os.getpid()}"),
+        since=since,
+        until=until,
+        batch_rows=config.monitoring.challenger_batch_rows,
+        flush_rows=d.batch_flush_rows,
+        file_mode=int(config.serving.log_file_mode, 8),
+        compression=d.compression,
+    )
+
+
+@flow(name=SCORING_FLOW_NAME, persist_result=False)
+def churn_challenger_scoring(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    """Prefect entry point of ``run_challenger_scoring`` (deployment ``challenger-scoring``)."""
+    config = load_config(config_path, overrides=overrides or [])
+    result = run_challenger_scoring(config, since=since, until=until)
+    return {"challenger": None} if result is None else {"challenger": result.text()}
 
 
 def stake_of(record: ChallengerRecord | SeatingRecord) -> float | None:
@@ -79,8 +146,9 @@ def shadow_champion_gate(
             interval=None,
             threshold=-margin,
             evidence={"shadow": comp},
-            reason=f"no labelled shadow evidence for challenger v{version} yet: serve it "
-            "in shadow, ingest outcomes and run monitoring first",
+            reason=f"no labelled shadow evidence for challenger v{version} yet: serve the "
+            "champion (its decisions are stored), ingest outcomes and run monitoring first "
+            "(it scores the challenger on the stored decisions)",
         )
     low, high = comp["profit_difference_interval"]
     ok = low > -margin

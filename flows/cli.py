@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="promote the shadow challenger through the champion gate on its shadow evidence",
     )
     _common(pc)
+    cs = sub.add_parser(
+        "challenger-score",
+        help="score the active challenger in batch on the stored champion decisions of a "
+        "window (what monitoring does first; the evidence promote-challenger uses)",
+    )
+    _common(cs)
+    cs.add_argument("--since", default=None, help="ISO time: first stored decision to score")
+    cs.add_argument("--until", default=None, help="ISO time: end of the window (exclusive)")
     outc = sub.add_parser("outcomes", help="ingest outcome labels that arrived later")
     _common(outc)
     outc.add_argument(
@@ -141,17 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default: serving.host)")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes")
-    serve.add_argument(
-        "--no-shadow",
-        action="store_true",
-        help="do not start the shadow sidecar (default: serving.shadow_sidecar)",
-    )
-    shadow = sub.add_parser(
-        "shadow",
-        help="run only the shadow sidecar: score a registered challenger on the prediction "
-        "log (for services started without `bayespilot serve`)",
-    )
-    _common(shadow)
     score = sub.add_parser("score", help="batch-score a CSV or Parquet file with the champion")
     _common(score)
     score.add_argument("--input", required=True, type=Path, help="CSV or Parquet to score")
@@ -489,17 +486,23 @@ def cmd_serve(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         args.host or s.host,
         args.port if args.port is not None else s.port,
         args.workers or s.workers or os.cpu_count() or 1,
-        shadow=s.shadow_sidecar and not args.no_shadow,
     )
     return EXIT_OK
 
 
-def cmd_shadow(args: argparse.Namespace, config: BayesPilotConfig) -> int:
-    from serving.settings import ServingSettings
-    from serving.shadow import run_sidecar
+def cmd_challenger_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from flows.challenger import run_challenger_scoring
+    from serving.loader import NotReady
 
-    settings = ServingSettings.from_config(config)
-    run_sidecar(settings, priority=settings.shadow_priority)
+    try:
+        result = run_challenger_scoring(config, since=args.since, until=args.until)
+    except NotReady as exc:
+        print(f"error: the challenger cannot be loaded: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("no active challenger" if result is None else result.text())
     return EXIT_OK
 
 
@@ -579,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "monitor": cmd_monitor,
             "outcomes": cmd_outcomes,
             "promote-challenger": cmd_promote_challenger,
-            "shadow": cmd_shadow,
+            "challenger-score": cmd_challenger_score,
         }
         if args.command in handlers:
             return handlers[args.command](args, config)

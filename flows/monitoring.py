@@ -17,6 +17,7 @@ from prefect import flow
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, load_config
 from flows.runner import DirectRunner, PrefectRunner, Runner
+from tasks.decision_store import read_decisions
 from tasks.load_data import load_data
 from tasks.monitor import (
     OutcomeReport,
@@ -234,9 +235,7 @@ def monitoring_pipeline(
         id_col = config.data.effective_id_column
         logged_ids, label_ids = join_ids(ws, logged, outcomes_df, id_col, raw)
         last = logged.assign(**{id_col: logged_ids}).drop_duplicates(id_col, keep="last")
-        labels = outcomes_df.assign(**{id_col: label_ids}).drop_duplicates(
-            id_col, keep="last"
-        )
+        labels = outcomes_df.assign(**{id_col: label_ids}).drop_duplicates(id_col, keep="last")
         joined = last.merge(labels, on=id_col, how="inner")
     outcome = outcome_metrics(
         joined,
@@ -251,15 +250,7 @@ def monitoring_pipeline(
     # ---- the randomized holdout's measured effect (issue 17; tasks/outcome_impact.py)
     impact = _measured_impact(config, policy, logged, joined, raw)
     alerts += _impact_alerts(impact, float(policy.document["economics"]["save_rate"]))
-    shadow = read_prediction_log(ws.shadow_log, since=since, until=until, role="challenger")
-    challenger = challenger_comparison(
-        shadow,
-        outcomes_df,
-        policy,
-        _challenger_policy(ws, records),
-        id_column=config.data.effective_id_column,
-        bootstrap=config.bootstrap,
-    )
+    challenger = _challenger_evidence(config, ws, records, outcomes_df, policy, since, until)
     plots = _plots(ws.run_reports(run_id), drift, outcome)
     decision = "alert" if alerts else "ok"
     summary = {
@@ -452,6 +443,46 @@ def _impact_markdown(impact: MeasuredImpact | None) -> list[str]:
         lines.append(f"- a policy update would use: {impact.conservative_save_rate['reason']}")
     lines += [f"- note: {n}" for n in impact.notes]
     return lines
+
+
+def _challenger_evidence(
+    config: BayesPilotConfig,
+    ws: Workspace,
+    records: list[Record],
+    outcomes: pd.DataFrame,
+    policy: Policy,
+    since: str | None,
+    until: str | None,
+) -> dict[str, Any]:
+    """The challenger comparison of the window (``tasks.monitor.challenger_comparison``):
+    first the active challenger is scored in batch on the window's stored champion decisions
+    not scored yet (``monitoring.score_challenger``), then every challenger decision of the
+    window is compared with the champion's. A scoring failure (a challenger that fails
+    verification, say) is reported in the comparison, not raised: monitoring goes on."""
+    from flows.challenger import run_challenger_scoring
+
+    challenger_policy = _challenger_policy(ws, records)
+    scoring: dict[str, Any] | None = None
+    if challenger_policy is not None and config.monitoring.score_challenger:
+        try:
+            done = run_challenger_scoring(config, since=since, until=until)
+            scoring = None if done is None else asdict(done)
+        except Exception as exc:  # e.g. NotReady: the evidence so far is still compared
+            log.warning("challenger scoring failed: %s", exc)
+            scoring = {"error": f"{type(exc).__name__}: {exc}"}
+    decisions = read_decisions(ws.decisions, since=since, until=until, sources=["challenger"])
+    id_column = config.data.effective_id_column
+    if not decisions.empty and id_column != "customer_id":
+        decisions = decisions.rename(columns={"customer_id": id_column})
+    comparison = challenger_comparison(
+        decisions,
+        outcomes,
+        policy,
+        challenger_policy,
+        id_column=id_column,
+        bootstrap=config.bootstrap,
+    )
+    return comparison if scoring is None else {**comparison, "scoring": scoring}
 
 
 def _challenger_policy(ws: Workspace, records: list[Record]) -> Policy | None:

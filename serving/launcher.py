@@ -4,9 +4,10 @@ Sockets: uvicorn's own multi-worker mode shares one listening socket, and whiche
 awake accepts: a client that opens its keep-alive connections at once can land all of them on
 one worker (seen here: 8 connections, 1 busy worker, p99 doubled). With one socket per worker
 and SO_REUSEPORT the kernel spreads new connections across the workers by their address hash.
-Beside the workers runs one shadow sidecar (``serving.shadow``) at idle CPU priority.
+Nothing else runs beside them: a registered challenger is scored in batch on the stored
+decisions, off the request path (``serving.challenger_scoring``).
 
-Supervision: a worker or the sidecar that exits while the service runs is restarted in the
+Supervision: a worker that exits while the service runs is restarted in the
 same slot after ``restart_backoff_s``, doubled for each further crash within
 ``crash_window_s`` (up to ``restart_backoff_max_s``), with a log line naming the slot, pid and
 exit code. A slot that crashes more than ``crash_loop_restarts`` times within
@@ -21,10 +22,9 @@ Why not gunicorn (26.2, the version in the lock) with uvicorn workers: its ``reu
 does keep per-worker sockets (with it the master binds nothing and each worker creates its own
 SO_REUSEPORT socket after the fork, ``Arbiter.spawn_worker``), so the spreading would fit. It
 does not fit the rest: it respawns a crashed worker at once, with no backoff and no crash-loop
-limit (only a worker failing to boot halts it); it does not supervise the shadow sidecar, so a
-second supervisor would remain; and uvicorn's ``UvicornWorker`` is deprecated in favour of a
-separate ``uvicorn-worker`` package (one more dependency). The supervisor below is small, and
-the tests kill workers to check it (tests/serving/test_workers.py).
+limit (only a worker failing to boot halts it); and uvicorn's ``UvicornWorker`` is deprecated
+in favour of a separate ``uvicorn-worker`` package (one more dependency). The supervisor below
+is small, and the tests kill workers to check it (tests/serving/test_workers.py).
 """
 
 from __future__ import annotations
@@ -72,12 +72,6 @@ def _worker(slot: int, host: str, port: int, log_level: str) -> None:
         "serving.main:app_from_env", factory=True, log_level=log_level, access_log=False
     )
     uvicorn.Server(config).run(sockets=[_bind(host, port)])
-
-
-def _sidecar() -> None:
-    from serving.main import sidecar_from_env
-
-    sidecar_from_env()
 
 
 @dataclass(frozen=True)
@@ -209,11 +203,9 @@ def serve(
     workers: int,
     log_level: str = "info",
     *,
-    shadow: bool = True,
     supervision: Supervision | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; each worker loads and verifies the champion itself.
-    ``shadow``: also run the shadow sidecar process (see ``serving.shadow``).
     ``supervision``: restart policy (None: from the config in the environment). Exits 1 on a
     crash loop."""
     from serving.metrics import MULTIPROC_ENV
@@ -224,8 +216,6 @@ def serve(
     slots = [
         _Slot(f"worker {i}", _worker, (i, host, port, log_level)) for i in range(max(workers, 1))
     ]
-    if shadow:
-        slots.append(_Slot("shadow sidecar", _sidecar, ()))
     supervisor = Supervisor(slots, policy, metrics_dir)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -233,12 +223,11 @@ def serve(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     log.info(
-        "serving on http://%s:%d with %d supervised workers (SO_REUSEPORT)%s; metrics of "
+        "serving on http://%s:%d with %d supervised workers (SO_REUSEPORT); metrics of "
         "every worker in %s",
         host,
         port,
-        len(slots) - int(shadow),
-        " and the shadow sidecar" if shadow else "",
+        len(slots),
         metrics_dir,
     )
     try:

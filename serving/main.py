@@ -333,11 +333,3 @@ def settings_from_env() -> ServingSettings:
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn serving.main:app_from_env --factory`` (one per worker)."""
     return create_app(settings_from_env())
-
-
-def sidecar_from_env() -> None:
-    """Entry point of the shadow sidecar process started by ``bayespilot serve``."""
-    from serving.shadow import run_sidecar
-
-    settings = settings_from_env()
-    run_sidecar(settings, priority=settings.shadow_priority)

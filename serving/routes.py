@@ -22,7 +22,6 @@ from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
 from serving.loader import Champion
 from serving.scoring import Text, reasons_for, result_dicts, score_customers
-from serving.shadow import read_status
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -422,8 +421,6 @@ def readyz(state: StateDep) -> JSONResponse:
                 "note": c.info.get("alias_note"),  # a lagging registry alias (reconcilable)
             }
         )
-    # the shadow sidecar (a separate process) scores the challenger from the prediction log
-    detail["shadow"] = read_status(state.settings)
     return JSONResponse(detail, status_code=200 if cur is not None else 503)
 
 

@@ -33,10 +33,6 @@ class ServingSettings:
     restart_backoff_max_s: float = 10.0
     crash_loop_restarts: int = 5
     crash_window_s: float = 60.0
-    shadow_interval_s: float = 0.2
-    shadow_priority: str = "idle"
-    shadow_defer_busy_pct: float | None = 50.0
-    shadow_max_defer_s: float | None = None
     prediction_log_max_age_days: float | None = None
     log_inputs: InputsMode = "full"  # what the logs keep of inputs (serving.predlog)
     log_file_mode: int = 0o600
@@ -69,10 +65,6 @@ class ServingSettings:
             restart_backoff_max_s=s.restart_backoff_max_s,
             crash_loop_restarts=s.crash_loop_restarts,
             crash_window_s=s.crash_window_s,
-            shadow_interval_s=s.shadow_interval_s,
-            shadow_priority=s.shadow_priority,
-            shadow_defer_busy_pct=s.shadow_defer_busy_pct,
-            shadow_max_defer_s=s.shadow_max_defer_s,
             prediction_log_max_age_days=s.prediction_log_max_age_days,
             log_inputs=s.log_inputs,
             log_file_mode=int(s.log_file_mode, 8),
@@ -88,7 +80,7 @@ class ServingSettings:
         return Workspace(self.workspace)
 
     def input_policy(self) -> InputPolicy:
-        """What the prediction and shadow logs keep of each customer (``log_inputs``)."""
+        """What the prediction log keeps of each customer (``log_inputs``)."""
         key = None if self.log_inputs == "full" else log_key(self.workspace_paths.log_key)
         return InputPolicy(self.log_inputs, key)
 

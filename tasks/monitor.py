@@ -601,10 +601,26 @@ def challenger_comparison(
     id_column: str,
     bootstrap: BootstrapConfig,
 ) -> dict[str, Any]:
-    """Shadow challenger vs champion on the same requests: action flip rate, and once outcomes
-    arrive the realised profit difference (challenger - champion, USD/customer) with interval."""
+    """Challenger vs champion on the same decisions (``shadow``: the challenger's decisions,
+    each with the champion's action on the same row in ``champion_action``): action flip rate,
+    and once outcomes arrive the realised profit difference (challenger - champion,
+    USD/customer) with interval. The rows are put in a canonical order first (time, request
+    id, customer id), so the evidence does not depend on the order they were stored or read
+    in (the paired bootstrap draws rows by position)."""
     if shadow.empty:
         return {"shadow_predictions": 0}
+    order = [c for c in ("time", "request_id", id_column) if c in shadow.columns]
+    if order:  # ids may be logged as numbers or text: ordered by their text
+        keys = pd.DataFrame(
+            {
+                c: shadow[c]
+                if pd.api.types.is_datetime64_any_dtype(shadow[c])
+                else shadow[c].astype(str)
+                for c in order
+            }
+        )
+        shadow = shadow.loc[keys.sort_values(order, kind="mergesort").index]
+        shadow = shadow.reset_index(drop=True)
     flips = (shadow["action"] != shadow["champion_action"]).to_numpy()
     out: dict[str, Any] = {
         "shadow_predictions": int(len(shadow)),

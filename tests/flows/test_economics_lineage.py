@@ -4,8 +4,8 @@ file still says 15, keep 20 and say so; an explicit override reverts it and says
 
 The tests share one workspace and run in order (each builds on the chain the previous left).
 The shadow stage between ``run --as-challenger`` and ``promote-challenger`` (serving, outcomes,
-monitoring: tests/serving/test_shadow.py) is stood in for by a monitoring record that holds
-labelled shadow evidence for the challenger."""
+monitoring: tests/serving/test_challenger_scoring.py) is stood in for by a monitoring record
+that holds labelled shadow evidence for the challenger."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Privacy and secrets (issue 14): log file modes, age retention, hashed/none inputs and the
-outcome join on hashed ids, the shadow log under the same settings, and redaction of
+outcome join on hashed ids, and redaction of
 passwords and tokens in the config records store and `bayespilot config` prints."""
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from flows.monitoring import join_ids, raw_inputs_mask
 from serving.main import create_app
 from serving.predlog import InputPolicy, PredictionLog, hash_id, log_key
 from serving.settings import ServingSettings
-from serving.shadow import ShadowSidecar
 from tasks.records import RecordStore
 
 from ..conftest import small_layers
@@ -145,14 +144,6 @@ def test_service_full_inputs_logged_0600(workspace_copy: Path) -> None:
     line = json.loads(s.prediction_log.read_text().splitlines()[-1])
     assert line["inputs"]["customer_id"] == "Bob" and line["inputs_mode"] == "full"
     assert _mode(s.prediction_log) == 0o600
-
-
-def test_shadow_log_obeys_the_same_settings(workspace_copy: Path) -> None:
-    s = _settings(workspace_copy, log_inputs="hashed", prediction_log_max_age_days=3)
-    sidecar = ShadowSidecar(s)
-    assert sidecar.out.path == Workspace(workspace_copy).shadow_log
-    assert sidecar.out.file_mode == 0o600 and sidecar.out.max_age_s == 3 * DAY_S
-    assert sidecar.inputs.mode == "hashed"
 
 
 def test_monitoring_joins_outcomes_on_hashed_ids(tmp_path: Path) -> None:

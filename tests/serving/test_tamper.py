@@ -282,7 +282,7 @@ def test_tamper_forged_challenger_is_refused_by_shadow_loader_and_batch_score(
     forged["champion"] = forged["previous_champion"]
     _write_record(ws, forged)
     with pytest.raises(NotReady, match="unsigned"):
-        load_challenger(settings)  # what the shadow sidecar loads
+        load_challenger(settings)  # what challenger scoring loads (resolve + load)
     cfg = tmp_path / "score.yaml"
     cfg.write_text(yaml.safe_dump({"paths": {"workspace": str(ws)}}))
     frame = tmp_path / "in.csv"

@@ -107,7 +107,7 @@ def server(promoted_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -
     )
     port = free_port()
     env = {**os.environ, "BAYESPILOT_ADMIN_TOKEN": TOKEN}
-    proc = start_serve(cfg, port, "--workers", "2", "--no-shadow", env=env)
+    proc = start_serve(cfg, port, "--workers", "2", env=env)
     srv = Server(f"http://127.0.0.1:{port}", proc)
     try:
         deadline = time.time() + WAIT_S
