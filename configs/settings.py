@@ -806,6 +806,14 @@ class ScaleConfig(Section):
         "method, candidate and policy selection, the gates) on a label-stratified seeded "
         "sample of this many rows each (rows).",
     )
+    calibration_max_rows: int = Field(
+        100_000,
+        gt=0,
+        description="Calibrators are cross-fitted on the out-of-fold scores of at most this "
+        "many of a candidate's train rows (a label-stratified seeded sample when it has more; "
+        "recorded in the calibration reason). A calibrator has a few to a few dozen "
+        "parameters; its cross-fit costs cv_folds model fits on every row it uses (rows).",
+    )
     seed: int = Field(17, description="Seed of the samples (split seed-independent).")
     chunk_rows: int = Field(
         250_000,

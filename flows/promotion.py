@@ -231,7 +231,16 @@ def evaluate(
     calibrated: list[CalibratedModel] = runner.concurrent(
         "calibrate",
         calibrate,
-        [{"candidate": t, "splits": splits, "config": config.calibration} for t in ok],
+        [
+            {
+                "candidate": t,
+                "splits": splits,
+                "config": config.calibration,
+                "max_rows": config.scale.calibration_max_rows,
+                "seed": config.scale.seed,
+            }
+            for t in ok
+        ],
         [t.name for t in ok],
     )
     if not calibrated:

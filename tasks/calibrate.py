@@ -31,7 +31,7 @@ from configs.settings import CalibrationConfig
 from tasks.evaluate import ProbabilityMetrics, ece_table, probability_metrics
 from tasks.load_data import ColumnRoles
 from tasks.select_policy import row_log_loss
-from tasks.split_data import Splits
+from tasks.split_data import Splits, stratified_sample
 from tasks.train_candidates import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -298,11 +298,20 @@ def out_of_fold_scores(
 
 
 def calibrate(
-    candidate: TrainedModel, splits: Splits, *, config: CalibrationConfig
+    candidate: TrainedModel,
+    splits: Splits,
+    *,
+    config: CalibrationConfig,
+    max_rows: int | None = None,
+    seed: int = 0,
 ) -> CalibratedModel:
     """Cross-fit each allowed method on the candidate's train rows, pick the simplest one
     within noise of the lowest selection log loss (:func:`choose_method`). The served
-    estimator wraps the candidate's own fitted pipeline."""
+    estimator wraps the candidate's own fitted pipeline.
+
+    ``max_rows`` (``scale.calibration_max_rows``): a candidate fitted on more train rows is
+    cross-fitted on a label-stratified sample of that many of them (seeded by ``seed``); the
+    reason says so. Without it, or at or below it, on all of them."""
     if not candidate.ok:
         raise ValueError(f"cannot calibrate failed candidate {candidate.name}: {candidate.error}")
     index = (
@@ -310,9 +319,16 @@ def calibrate(
         if candidate.train_index is not None
         else np.arange(splits.rows["train"])
     )
+    notes = []
+    if max_rows is not None and len(index) > max_rows:
+        available = len(index)
+        index = index[stratified_sample(splits.y("train")[index], max_rows, seed=seed)]
+        notes.append(
+            f"cross-fitted on a label-stratified seeded sample of {max_rows} of its "
+            f"{available} train rows (scale.calibration_max_rows)"
+        )
     X_tr, y_tr = splits.X("train").iloc[index], splits.y("train")[index]
     methods = list(config.methods)
-    notes = []
     if "isotonic" in methods and len(index) < config.min_rows_for_isotonic:
         methods.remove("isotonic")
         notes.append(

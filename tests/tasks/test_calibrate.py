@@ -111,3 +111,17 @@ def test_calibrate_leaves_out_segment_sigmoid_without_categorical_segments(split
     c = calibrate(cand, no_segments, config=cfg.calibration)
     assert "segment_sigmoid" not in c.selection_metrics
     assert "no categorical segment column" in c.reason
+
+
+def test_calibrate_cross_fits_on_a_seeded_stratified_sample_above_max_rows(splits) -> None:
+    cfg, s = splits
+    cand = train_candidate(s, name="logistic_regression", config=cfg.candidates)
+    n = len(cand.train_index) if cand.train_index is not None else s.rows["train"]
+    sampled = calibrate(cand, s, config=cfg.calibration, max_rows=n // 2, seed=3)
+    assert f"sample of {n // 2} of its {n} train rows" in sampled.reason
+    assert f"fitted on {n // 2} out-of-fold train rows" in sampled.reason
+    again = calibrate(cand, s, config=cfg.calibration, max_rows=n // 2, seed=3)
+    assert again.oof_log_loss == sampled.oof_log_loss  # seeded
+    every = calibrate(cand, s, config=cfg.calibration, max_rows=n)  # at the cap: all rows
+    assert "calibration_max_rows" not in every.reason
+    assert every.oof_log_loss == calibrate(cand, s, config=cfg.calibration).oof_log_loss
