@@ -505,7 +505,8 @@ def challenge_uplift(
     holdout records it) only those rows are used: a contact was randomized there alone, so the
     uplift policy can only re-rank within them. ``uplift.evaluation_share`` of the rows (seeded)
     are held out from fitting for the gates. Nothing is fitted when either arm has fewer than
-    ``uplift.min_randomized_customers``.
+    ``uplift.min_randomized_customers``. ``risk`` receives the judged rows' feature columns
+    (index renumbered from 0 within the rows used).
     """
     from tasks.gates.uplift import UpliftGateInputs, run_uplift_gates
 
@@ -598,4 +599,40 @@ def challenge_uplift(
         tuple(out),
         None if winner is None else winner.learner,
         reason,
+    )
+
+
+def challenge_from_outcomes(
+    joined: pd.DataFrame,
+    *,
+    roles: ColumnRoles,
+    risk: Callable[[pd.DataFrame], np.ndarray],
+    policy: Policy,
+    config: BayesPilotConfig,
+) -> UpliftChallenge:
+    """``challenge_uplift`` on served decisions joined with outcomes, as monitoring joins them:
+    the features, ``churned`` (0/1), ``holdout`` and ``would_contact`` (bool) and optionally
+    ``contacted`` (bool; missing: every assigned customer counts as contacted). Assigned =
+    would contact and not held out; only would-contact rows are used. Raises ``KeyError``
+    naming a missing column."""
+    for col in ("churned", "holdout", "would_contact", *roles.features):
+        if col not in joined.columns:
+            raise KeyError(f"column {col!r} is not in the joined outcomes")
+    would = joined["would_contact"].astype(bool).to_numpy()
+    assigned = would & ~joined["holdout"].astype(bool).to_numpy()
+    contacted = (
+        joined["contacted"].astype(bool).to_numpy() & assigned
+        if "contacted" in joined.columns and bool(joined["contacted"].notna().all())
+        else assigned
+    )
+    return challenge_uplift(
+        joined,
+        joined["churned"].astype(int).to_numpy(),
+        assigned,
+        contacted,
+        roles=roles,
+        risk=risk,
+        policy=policy,
+        config=config,
+        would_contact=would,
     )

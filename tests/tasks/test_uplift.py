@@ -21,6 +21,7 @@ from tasks.select_policy import Policy
 from tasks.simulate_campaign import EFFECT, P_NOT_CONTACTED, Campaign, simulate_campaign
 from tasks.uplift import (
     UpliftChallenge,
+    challenge_from_outcomes,
     challenge_uplift,
     effect_calibration,
     fit_uplift,
@@ -303,3 +304,43 @@ def test_uplift_challenge_replaces_risk_policy_only_beyond_noise(campaign: Campa
         slice(0, 30_000),
     )
     assert weak.winner is None and weak.reason.startswith("the churn-risk policy stays")
+
+
+def test_uplift_challenge_from_served_outcomes_uses_would_contact_rows(
+    campaign: Campaign,
+) -> None:
+    f = campaign.frame.iloc[:20_000]
+    p0 = campaign.truth[P_NOT_CONTACTED].to_numpy()[:20_000]
+    values = f["monthly_charges_usd"].to_numpy() * 3.0
+    would = p0 * 0.25 * values - COST > 0
+    served = simulate_campaign(
+        f.assign(true_churn_probability=p0),
+        config=TreatmentResponseConfig(sleeping_dog_share=0.2, seed=5),
+        holdout_share=0.3,
+        seed=9,
+        would_contact=would,
+    ).frame
+    joined = served.assign(churned=(served[LABEL_COLUMN] == "yes").astype(int))
+    cfg = BayesPilotConfig(
+        bootstrap={"resamples": 200},
+        uplift={"min_randomized_customers": 500, "base_model": "logistic_regression"},
+    )
+    result = challenge_from_outcomes(
+        joined,
+        roles=_roles(generate_data(rows=10, seed=1)),
+        risk=lambda X: p0[would][X.index.to_numpy()],  # rows renumbered within would-contact
+        policy=_policy(),
+        config=cfg,
+    )
+    assert result.status == "evaluated"
+    assert result.holdout_customers + result.assigned_customers == int(would.sum())
+    assert result.fit_rows + result.judge_rows == int(would.sum())
+    assert len(result.candidates) == 2 and all(c.gates for c in result.candidates)
+    with pytest.raises(KeyError, match="would_contact"):
+        challenge_from_outcomes(
+            joined.drop(columns=["would_contact"]),
+            roles=_roles(generate_data(rows=10, seed=1)),
+            risk=lambda X: p0[would][X.index.to_numpy()],  # rows renumbered within would-contact
+            policy=_policy(),
+            config=cfg,
+        )
