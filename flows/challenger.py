@@ -18,6 +18,7 @@ import re
 import socket
 from typing import Any
 
+import pandas as pd
 from prefect import flow
 
 from configs.paths import Workspace
@@ -70,7 +71,7 @@ def run_challenger_scoring(
         return None
     challenger = load(settings, resolved, pin=False)
 
-    def score(rows: Any) -> tuple[Any, int]:
+    def score(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         batch = challenger_decisions(challenger, rows)
         return batch.decisions, batch.unscorable
 

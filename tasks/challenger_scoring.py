@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 CHAMPION_SOURCES = ("http", "batch")
 KEY = ("request_id", "customer_id")
 SECONDS_PER_DAY = 86_400.0
+HOUR = pd.Timedelta(hours=1)  # the store's partition
 
 # (champion rows) -> (challenger decision rows, rows without raw inputs)
 ScoreFrame = Callable[[pd.DataFrame], tuple[pd.DataFrame, int]]
@@ -92,11 +93,24 @@ def score_window(
     """Score the champion decisions in [since, until) not yet scored by
     ``challenger_version`` (read ``batch_rows`` rows at a time, so memory stays flat in the
     window's size) and append the challenger's decisions to the store at ``root`` (in files
-    of at most ``flush_rows`` rows; they are readable once this returns)."""
+    of at most ``flush_rows`` rows; they are readable once this returns). A challenger
+    decision has its champion row's time, so the rows already scored are looked up per hour
+    of the rows at hand (only the hours being scored are held in memory)."""
     if batch_rows <= 0:
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     t0 = time.perf_counter()
-    done = scored_keys(root, challenger_version=challenger_version, since=since, until=until)
+    done_by_hour: dict[pd.Timestamp, set[tuple[str, str]]] = {}
+
+    def done_in(hours: list[pd.Timestamp]) -> set[tuple[str, str]]:
+        for h in [h for h in done_by_hour if h not in hours]:
+            del done_by_hour[h]  # the store is read hour by hour: earlier hours are done
+        for h in hours:
+            if h not in done_by_hour:
+                done_by_hour[h] = scored_keys(
+                    root, challenger_version=challenger_version, since=h, until=h + HOUR
+                )
+        return set().union(*done_by_hour.values()) if len(hours) > 1 else done_by_hour[hours[0]]
+
     seen = unscorable = already = scored = 0
     writer = DecisionWriter(
         root,
@@ -112,7 +126,11 @@ def score_window(
             root, since=since, until=until, sources=list(CHAMPION_SOURCES), batch_rows=batch_rows
         ):
             seen += len(chunk)
-            if done and len(chunk):
+            if chunk.empty:
+                continue
+            hours = sorted(pd.to_datetime(chunk["time"], utc=True).dt.floor("h").unique())
+            done = done_in(hours)
+            if done:
                 keys = pd.Series(
                     list(
                         zip(
