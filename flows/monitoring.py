@@ -29,7 +29,7 @@ from tasks.monitor import (
     read_prediction_log,
     skew,
 )
-from tasks.outcome_impact import measure_impact
+from tasks.outcome_impact import impact_from_dict, measure_impact
 from tasks.package_model import atomic_write_bytes
 from tasks.record_models import (
     MeasuredImpact,
@@ -237,6 +237,8 @@ def monitoring_pipeline(
         last = logged.assign(**{id_col: logged_ids}).drop_duplicates(id_col, keep="last")
         labels = outcomes_df.assign(**{id_col: label_ids}).drop_duplicates(id_col, keep="last")
         joined = last.merge(labels, on=id_col, how="inner")
+    # ---- the randomized holdout's measured effect (issue 17; tasks/outcome_impact.py)
+    impact = _measured_impact(config, policy, logged, joined, raw)
     outcome = outcome_metrics(
         joined,
         policy,
@@ -245,10 +247,12 @@ def monitoring_pipeline(
         expected_profit=expected,
         config=config.monitoring,
         bootstrap=config.bootstrap,
+        # realised profit of the programme from the randomized comparison when there is one
+        impact=None
+        if impact is None or impact.estimate is None
+        else impact_from_dict(impact.estimate),
     )
     alerts += [a for a in outcome.alerts if outcome.rows]
-    # ---- the randomized holdout's measured effect (issue 17; tasks/outcome_impact.py)
-    impact = _measured_impact(config, policy, logged, joined, raw)
     alerts += _impact_alerts(impact, float(policy.document["economics"]["save_rate"]))
     challenger = _challenger_evidence(config, ws, records, outcomes_df, policy, since, until)
     plots = _plots(ws.run_reports(run_id), drift, outcome)
@@ -524,6 +528,8 @@ def _markdown(record: MonitoringRecord, summary: dict[str, Any], alerts: list[st
             f"- realised profit {o['realised_profit_per_customer_usd']} USD/customer "
             f"(interval {o['profit_interval']}; promoted expectation "
             f"{o['expected_profit_per_customer_usd']})",
+            *([f"- profit basis: {o['profit_note']}"] if o.get("profit_note") else []),
+            *([f"- calibration: {o['calibration_note']}"] if o.get("calibration_note") else []),
         ]
     lines += _impact_markdown(record.impact)
     return "\n".join(lines)

@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,10 +36,15 @@ from tasks.load_data import ColumnRoles
 from tasks.records import read_verified, resolve_artifact
 from tasks.select_policy import Policy
 
+if TYPE_CHECKING:
+    from tasks.impact import ImpactEstimate
+
 EPS = 1e-6
 OTHER = "__other__"
 MISSING = "(missing)"
 QUANTILES = np.linspace(0, 1, 101)
+PROFIT_HOLDOUT = "randomized_holdout"  # OutcomeReport.profit_basis
+PROFIT_ASSUMED = "assumed_save_rate"
 MIN_EXPECTED = 5.0  # chi-square: pool values until every expected count reaches this
 
 
@@ -453,6 +458,14 @@ def read_prediction_log(
 
 @dataclass(frozen=True)
 class OutcomeReport:
+    """Realised outcomes of logged decisions (see ``outcome_metrics``). Money in USD per
+    customer, shares 0-1. ``profit_basis`` says where ``realised_profit_per_customer_usd``
+    comes from: ``randomized_holdout`` (the programme's incremental profit measured against
+    the holdout, ``tasks/impact.py``) or ``assumed_save_rate`` (the policy's profit with the
+    configured save rate; it cannot separate the contact's effect from the outcomes).
+    ``calibration_*`` and the mean churn figures are judged on untreated rows only (no contact
+    delivered); ``treated_rows`` were left out of them."""
+
     rows: int
     precision: float | None
     recall: float | None
@@ -462,6 +475,60 @@ class OutcomeReport:
     calibration: list[dict[str, Any]]
     segments: list[dict[str, Any]]
     alerts: list[str] = field(default_factory=list)
+    profit_basis: str = PROFIT_ASSUMED
+    profit_note: str = ""
+    assumed_save_rate: float | None = None
+    profit_at_assumed_save_rate_usd: float | None = None
+    treated_rows: int = 0
+    contacted_source: str = "none"
+    calibration_rows: int = 0
+    mean_predicted_churn: float | None = None
+    mean_observed_churn: float | None = None
+    calibration_note: str = ""
+
+
+def _bool_column(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """``frame[column]`` as (values, known): missing cells are unknown (``known`` False)."""
+    if column not in frame.columns:
+        n = len(frame)
+        return np.zeros(n, bool), np.zeros(n, bool)
+    raw = frame[column]
+    known = raw.notna().to_numpy()
+    return raw.where(raw.notna(), False).astype(bool).to_numpy(), known
+
+
+def treatment_of_rows(joined: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per joined row: the policy's decision (``would_contact`` where logged, else the
+    action; the randomized holdout turns some decisions into no_contact), whether a contact
+    was delivered (the outcomes' ``contacted`` where reported, else the served action is
+    taken as carried out) and where that came from (``reported`` / ``action`` / ``mixed`` /
+    ``none`` for no rows)."""
+    acted = (joined["action"] == "contact").to_numpy()
+    would, would_known = _bool_column(joined, "would_contact")
+    decision = np.where(would_known, would, acted)
+    contacted, reported = _bool_column(joined, "contacted")
+    treated = np.where(reported, contacted, acted)
+    if not len(joined):
+        source = "none"
+    elif reported.all():
+        source = "reported"
+    elif not reported.any():
+        source = "action"
+    else:
+        source = "mixed"
+    return decision, treated, source
+
+
+def _detreated_churn(y: np.ndarray, treated: np.ndarray, save_rate: float) -> np.ndarray | None:
+    """Each row's churn had it not been contacted, assuming the configured save rate (0-1):
+    untreated rows keep their label, a delivered contact's label is divided by
+    ``1 - save_rate`` (in expectation ``p0 (1 - s) / (1 - s) = p0``). ``None`` when the save
+    rate is 1 and a contact was delivered (nothing left to infer from)."""
+    if not treated.any():
+        return y.astype(float)
+    if save_rate >= 1:
+        return None
+    return np.where(treated, y / (1 - save_rate), y.astype(float))
 
 
 def outcome_metrics(
@@ -473,9 +540,31 @@ def outcome_metrics(
     expected_profit: float | None,
     config: MonitoringConfig,
     bootstrap: BootstrapConfig,
+    impact: ImpactEstimate | None = None,
 ) -> OutcomeReport:
     """Realised precision, recall, calibration by bin and profit (USD per customer) of
-    labelled, logged predictions; overall and per segment, with a bootstrap interval."""
+    labelled, logged predictions; overall and per segment, with an interval.
+
+    A delivered contact changes the label (a contact that works keeps some churners), so:
+
+    * calibration (bins, mean predicted vs observed churn, its alert) is judged on rows
+      where no contact happened: holdout customers, no_contact decisions and undelivered
+      contacts (the outcomes' ``contacted``; unreported, a served contact counts as made).
+    * precision (no-contact churn rate of the customers the policy would contact) and recall
+      (share of no-contact churners it would contact) use the untreated would-contact rows
+      when there are any (the holdout), else the labels with the contact's effect removed at
+      the configured save rate.
+    * realised profit: with ``impact`` (the randomized holdout's measured effect among
+      would-contact customers, ``tasks/impact.py``), the programme's incremental profit per
+      assigned customer times the would-contact share, so per customer like the promoted
+      expectation, with its interval. Without it, the policy's profit at the configured
+      save rate (delivered contacts' churn divided by ``1 - save_rate``), bootstrap
+      interval, and ``profit_note`` says the contact's effect cannot be separated.
+
+    With no contact delivered every figure is what it was before treatment was known.
+    """
+    econ = policy.document["economics"]
+    save_rate = float(econ["save_rate"])
     if joined.empty:
         return OutcomeReport(
             0,
@@ -487,36 +576,116 @@ def outcome_metrics(
             [],
             [],
             ["no outcomes joined to logged predictions yet"],
+            assumed_save_rate=save_rate,
         )
     y = joined["churned"].to_numpy(dtype=np.int64)
     p = joined["probability"].to_numpy(dtype=float)
-    contact = (joined["action"] == "contact").to_numpy()
+    decision, treated, source = treatment_of_rows(joined)
+    untreated = ~treated
     raw = joined[value_column].to_numpy(float) if value_column else None
     values = policy.values(raw, len(joined))
-    econ = policy.document["economics"]
-    profit = np.where(
-        contact, y * float(econ["save_rate"]) * values - float(econ["contact_cost_usd"]), 0.0
+    cost = float(econ["contact_cost_usd"])
+    y0 = _detreated_churn(y, treated, save_rate)
+    n_treated = int(treated.sum())
+    effect_note = (
+        f"{n_treated} of {len(y)} customers were contacted"
+        + (" (the served action, delivery not reported)" if source != "reported" else "")
+        + f"; their outcomes carry the contact's effect, removed at the assumed save rate "
+        f"{save_rate:g}"
     )
-    boot = PairedBootstrap(
-        len(y), config=bootstrap, resamples=min(bootstrap.resamples, 500), seed_offset=31
-    )
-    iv = interval(
-        boot.run(lambda c: weighted_mean(c, profit[boot.rows])),
-        float(profit.mean()),
-        bootstrap.confidence,
-    )
-    precision = float(y[contact].mean()) if contact.any() else None
-    recall = float(contact[y == 1].mean()) if (y == 1).any() else None
-    bins = np.clip((p * config.calibration_bins).astype(int), 0, config.calibration_bins - 1)
-    calib = [
-        {
-            "bin": int(b),
-            "rows": int((bins == b).sum()),
-            "predicted": round(float(p[bins == b].mean()), 4),
-            "observed": round(float(y[bins == b].mean()), 4),
-        }
-        for b in np.unique(bins)
-    ]
+
+    # ---- the policy's profit at the configured save rate (per row, USD)
+    profit = None if y0 is None else np.where(decision, y0 * save_rate * values - cost, 0.0)
+    assumed_iv = None
+    if profit is not None:
+        boot = PairedBootstrap(
+            len(y), config=bootstrap, resamples=min(bootstrap.resamples, 500), seed_offset=31
+        )
+        assumed_iv = interval(
+            boot.run(lambda c: weighted_mean(c, profit[boot.rows])),
+            float(profit.mean()),
+            bootstrap.confidence,
+        )
+    basis, point, bounds = PROFIT_ASSUMED, None, None
+    if assumed_iv is not None:
+        point, bounds = assumed_iv.point, assumed_iv.as_list()
+    inc = None if impact is None else impact.overall.incremental_profit_per_customer_usd
+    if inc is not None and inc.low is not None and inc.high is not None:
+        share = float(decision.mean())  # profit per assigned would-contact customer -> per customer
+        basis, point = PROFIT_HOLDOUT, inc.point * share
+        bounds = [inc.low * share, inc.high * share]
+        o = impact.overall  # type: ignore[union-attr]
+        profit_note = (
+            f"the programme's incremental profit measured against the randomized holdout "
+            f"({o.holdout_customers} holdout vs {o.assigned_customers} assigned would-contact "
+            f"customers; {inc.point:.2f} USD per assigned customer x would-contact share "
+            f"{share:.3f}); intention to treat, undelivered contacts included"
+        )
+    elif not treated.any():
+        profit_note = (
+            f"no contact delivered: outcomes are untreated; the profit contacting would make "
+            f"assumes the configured save rate {save_rate:g}"
+        )
+    elif profit is None:
+        profit_note = (
+            f"not measurable: no randomized holdout and the configured save rate {save_rate:g} "
+            "leaves no churn to infer from contacted outcomes"
+        )
+    else:
+        profit_note = (
+            f"no randomized holdout: realised profit assumes the configured save rate "
+            f"{save_rate:g} and cannot separate the contact's effect from the outcomes "
+            f"({effect_note}); serve with serving.experiment_id and a holdout_share to measure it"
+        )
+
+    # ---- precision / recall of the policy's decision, on no-contact churn
+    precision = recall = None
+    dec_untreated = decision & untreated
+    if dec_untreated.any():
+        precision = float(y[dec_untreated].mean())
+    elif decision.any() and y0 is not None:
+        precision = min(float(y0[decision].mean()), 1.0)
+    rest = ~decision & untreated
+    others: float | None = None  # no-contact churners among customers the policy leaves alone
+    if not (~decision).any():
+        others = 0.0
+    elif rest.any():
+        others = float(y[rest].mean()) * int((~decision).sum())
+    elif y0 is not None:
+        others = float(y0[~decision].sum())
+    if precision is not None and others is not None:
+        churners = precision * int(decision.sum())
+        recall = churners / (churners + others) if churners + others > 0 else None
+    elif not decision.any() and (y == 1).any():
+        recall = 0.0
+
+    # ---- calibration of the churn probability, on rows where no contact happened
+    pc, yc = p[untreated], y[untreated]
+    calib: list[dict[str, Any]] = []
+    if len(yc):
+        bins = np.clip((pc * config.calibration_bins).astype(int), 0, config.calibration_bins - 1)
+        calib = [
+            {
+                "bin": int(b),
+                "rows": int((bins == b).sum()),
+                "predicted": round(float(pc[bins == b].mean()), 4),
+                "observed": round(float(yc[bins == b].mean()), 4),
+            }
+            for b in np.unique(bins)
+        ]
+    if not treated.any():
+        calibration_note = "all rows: no contact delivered"
+    elif len(yc):
+        calibration_note = (
+            f"judged on the {len(yc)} customers not contacted (holdout, no_contact decisions, "
+            f"undelivered contacts); {n_treated} contacted customers left out: their outcomes "
+            "carry the contact's effect"
+        )
+    else:
+        calibration_note = (
+            f"not measurable: all {len(y)} customers were contacted and their outcomes carry "
+            "the contact's effect; a randomized holdout keeps customers to judge it on"
+        )
     segs = []
     for col in segment_columns:
         if col not in joined.columns:
@@ -524,29 +693,66 @@ def outcome_metrics(
         for value, idx in joined.groupby(col).indices.items():
             if len(idx) < config.min_segment_rows:
                 continue
+            rows_idx = np.asarray(idx)
+            plain = rows_idx[untreated[rows_idx]]
             segs.append(
                 {
                     "segment": f"{col}={value}",
                     "rows": int(len(idx)),
-                    "realised_profit_per_customer_usd": round(float(profit[idx].mean()), 4),
-                    "observed_churn": round(float(y[idx].mean()), 4),
-                    "predicted_churn": round(float(p[idx].mean()), 4),
+                    "realised_profit_per_customer_usd": None
+                    if profit is None
+                    else round(float(profit[idx].mean()), 4),
+                    "observed_churn": round(float(y[plain].mean()), 4) if len(plain) else None,
+                    "predicted_churn": round(float(p[plain].mean()), 4) if len(plain) else None,
+                    "untreated_rows": int(len(plain)),
+                    "profit_basis": PROFIT_ASSUMED,
                 }
             )
     alerts = []
-    if expected_profit is not None and expected_profit > 0:
-        decay = 1 - iv.high / expected_profit
+    if expected_profit is not None and expected_profit > 0 and bounds is not None:
+        decay = 1 - bounds[1] / expected_profit
         if decay > config.profit_decay_alert:
-            alerts.append(
-                f"realised profit {iv.point:.2f} USD/customer (upper bound "
-                f"{iv.high:.2f}) is {decay:.0%} below the promoted "
-                f"{expected_profit:.2f}"
+            what = (
+                "incremental profit of the programme (randomized holdout)"
+                if basis == PROFIT_HOLDOUT
+                else f"realised profit at the assumed save rate {save_rate:g}"
+                + (" (no holdout: the contact's effect is not measured)" if treated.any() else "")
             )
-    gap = abs(float(p.mean()) - float(y.mean()))
-    if gap > config.calibration_gap_alert:
-        alerts.append(f"mean predicted churn {p.mean():.3f} vs observed {y.mean():.3f}")
+            alerts.append(
+                f"realised profit {point:.2f} USD/customer (upper bound {bounds[1]:.2f}; "
+                f"{what}) is {decay:.0%} below the promoted {expected_profit:.2f}"
+            )
+    mean_p = float(pc.mean()) if len(yc) else None
+    mean_y = float(yc.mean()) if len(yc) else None
+    if (
+        mean_p is not None
+        and mean_y is not None
+        and abs(mean_p - mean_y) > config.calibration_gap_alert
+    ):
+        alerts.append(
+            f"mean predicted churn {mean_p:.3f} vs observed {mean_y:.3f}"
+            + (f" (on {len(yc)} customers not contacted)" if treated.any() else "")
+        )
     return OutcomeReport(
-        len(y), precision, recall, iv.point, iv.as_list(), expected_profit, calib, segs, alerts
+        len(y),
+        precision,
+        recall,
+        point,
+        bounds,
+        expected_profit,
+        calib,
+        segs,
+        alerts,
+        profit_basis=basis,
+        profit_note=profit_note,
+        assumed_save_rate=save_rate,
+        profit_at_assumed_save_rate_usd=None if assumed_iv is None else assumed_iv.point,
+        treated_rows=n_treated,
+        contacted_source=source,
+        calibration_rows=int(len(yc)),
+        mean_predicted_churn=mean_p,
+        mean_observed_churn=mean_y,
+        calibration_note=calibration_note,
     )
 
 
