@@ -61,10 +61,6 @@ class Workspace:
         return self.root / "logs"
 
     @property
-    def prediction_log(self) -> Path:
-        return self.logs / "predictions.jsonl"
-
-    @property
     def decisions(self) -> Path:
         """The decision store (``tasks/decision_store.py``): every HTTP, batch and challenger
         decision, Parquet partitioned by hour (``date=YYYY-MM-DD/hour=HH``)."""
@@ -79,7 +75,7 @@ class Workspace:
     @property
     def log_key(self) -> Path:
         """Secret key (32 random bytes, mode 0600) of the hashed ids and values in the
-        prediction log (``serving.log_inputs``), kept outside ``logs/``."""
+        decision store (``serving.log_inputs``), kept outside ``decisions/``."""
         return self.root / "serving" / "log.key"
 
     @property

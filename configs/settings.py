@@ -302,8 +302,7 @@ class EconomicsConfig(Section):
     def _share_or_count(cls, value: float | None) -> float | None:
         if value is not None and value > 1 and not float(value).is_integer():
             raise ValueError(
-                "expected a share of customers in (0, 1) or a whole count of customers "
-                "(1, 2, ...)"
+                "expected a share of customers in (0, 1) or a whole count of customers (1, 2, ...)"
             )
         return value
 
@@ -553,7 +552,8 @@ class RobustnessGateConfig(Section):
         0.1,
         gt=0,
         description="Largest drop of policy profit per customer under any one perturbation, "
-        + MARGIN_SHARE_DOC + ".",
+        + MARGIN_SHARE_DOC
+        + ".",
     )
 
 
@@ -716,6 +716,13 @@ class MonitoringConfig(Section):
         "tested on its counts (chi-square), not with KS (which assumes no ties).",
     )
     reference_seed: int = Field(7, description="Seed of the reference sample.")
+    window_sample_rows: int = Field(
+        200_000,
+        ge=1000,
+        description="Monitoring reads the window's decisions in one streaming pass: counts "
+        "(chi-square tests, contact rate, score bins) and outcome joins use every row; the KS "
+        "tests and the skew join use a seeded sample of at most this many rows (rows).",
+    )
     profit_decay_alert: float = Field(
         0.3,
         gt=0,
@@ -916,20 +923,9 @@ class ServingConfig(Section):
     )
     max_batch_customers: int = Field(1000, ge=1, description="Customers per /v1/score call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body (bytes).")
-    prediction_log_max_mb: float = Field(
-        50.0, gt=0, description="Rotate the prediction log past this size (MB)."
-    )
-    prediction_log_backups: int = Field(5, ge=1, description="Rotated log files kept.")
-    prediction_log_max_age_days: float | None = Field(
-        30.0,
-        gt=0,
-        description="Rotated prediction log files older than this (days, by last "
-        "write) are deleted at the next rotation and when the service starts; null: only "
-        "the size limit and prediction_log_backups apply.",
-    )
     log_inputs: Literal["full", "hashed", "none"] = Field(
         "full",
-        description="What the prediction log keeps of each request: full (every "
+        description="What the decision store keeps of each decision (HTTP and batch): full (every "
         "feature value and the id), hashed (each value and the id as a keyed HMAC-SHA256 "
         "with the workspace's secret log key: equal values stay equal, outcome joins work, "
         "drift on inputs and challenger scoring do not) or none (no feature values; the id "
@@ -939,8 +935,8 @@ class ServingConfig(Section):
     log_file_mode: str = Field(
         "0600",
         pattern=r"^0?[0-7]{3}$",
-        description="Permission bits (octal) of the prediction log and its rotations (and of "
-        "challenger decision files) when created.",
+        description="Permission bits (octal) of every decision-store file (HTTP, batch and "
+        "challenger decisions) when created.",
     )
     max_imputed_share: float = Field(
         0.3,

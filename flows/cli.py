@@ -511,6 +511,7 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from serving.batch import count_rows, score_file
     from serving.loader import NotReady, load_champion
     from serving.settings import ServingSettings
+    from tasks.decision_store import DecisionWriter
     from tasks.load_data import DataError
 
     settings = ServingSettings.from_config(config)
@@ -519,6 +520,18 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     except NotReady as exc:
         print(f"not ready: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    settings = ServingSettings.from_config(config)
+    # every decision of the run goes to the decision store (source batch)
+    writer = DecisionWriter(
+        settings.workspace_paths.decisions,
+        source="batch",
+        writer_id=f"score-{os.getpid()}",
+        flush_rows=config.decisions.batch_flush_rows,
+        flush_interval_s=config.decisions.flush_interval_s,
+        file_mode=settings.log_file_mode,
+        compression=config.decisions.compression,
+        background=True,
+    )
     try:
         total = count_rows(args.input) if args.input.is_file() else None
         with row_progress(total) as progress:
@@ -530,7 +543,10 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
                 chunk_rows=config.serving.batch_chunk_rows,
                 progress=progress,
                 experiment=settings.experiment,
+                decisions=writer,
+                inputs=settings.input_policy(),
             )
+        writer.close()
     except DataError as exc:
         print(f"bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

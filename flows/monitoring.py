@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from tasks.monitor import (
     drift_rule,
     drift_tests,
     load_reference,
+    outcome_id_map,
     outcome_metrics,
-    read_prediction_log,
+    scan_decisions,
     skew,
 )
 from tasks.outcome_impact import impact_from_dict, measure_impact
@@ -143,28 +145,15 @@ def _plots(out_dir: Path, drift: list[dict[str, Any]], outcomes: OutcomeReport) 
     return paths
 
 
-def raw_inputs_mask(logged: pd.DataFrame) -> pd.Series:
-    """Logged predictions that keep raw inputs (``serving.log_inputs: full``; lines from
-    before the setting have no ``inputs_mode`` and are full)."""
-    if "inputs_mode" not in logged.columns:
-        return pd.Series(True, index=logged.index)
-    return logged["inputs_mode"].fillna("full") == "full"
-
-
-def join_ids(
-    ws: Workspace, logged: pd.DataFrame, outcomes: pd.DataFrame, id_col: str, raw: pd.Series
-) -> tuple[pd.Series, pd.Series]:
-    """The ids outcomes are joined on. All raw: the ids as text. Otherwise the service
-    logged some ids as keyed hashes (``serving.predlog.hash_id`` with the workspace log
-    key): raw logged ids and the outcome ids are hashed the same way, so every line joins."""
-    ids = logged[id_col].astype(str)
-    if raw.all():
-        return ids, outcomes[id_col]
+def id_hasher(ws: Workspace) -> Callable[[str], str] | None:
+    """The service's keyed id hash (``serving.predlog.hash_id`` with the workspace log key),
+    None when there is no key (nothing was ever logged hashed)."""
+    if not ws.log_key.is_file():
+        return None
     from serving.predlog import hash_id, log_key
 
     key = log_key(ws.log_key)
-    logged_ids = ids.where(~raw, ids.map(lambda v: hash_id(key, v)))
-    return logged_ids, outcomes[id_col].astype(str).map(lambda v: hash_id(key, v))
+    return lambda v: hash_id(key, v)
 
 
 def monitoring_pipeline(
@@ -187,15 +176,32 @@ def monitoring_pipeline(
     value = business.value if business is not None else None
     expected = None if isinstance(value, str) else value  # USD per customer
 
-    logged = read_prediction_log(ws.prediction_log, since=since, until=until)
-    raw = raw_inputs_mask(logged)
+    outcomes_df = read_outcomes(ws)
+    id_col = config.data.effective_id_column
+    scan = scan_decisions(
+        ws.decisions,
+        reference=reference,
+        since=since,
+        until=until,
+        id_column=id_col,
+        outcome_ids=None
+        if outcomes_df.empty
+        else outcome_id_map(outcomes_df[id_col], id_hasher(ws)),
+        extra_columns=[
+            *([policy.value_column] if policy.value_column else []),
+            *config.data.segment_columns,
+        ],
+        sample_rows=config.monitoring.window_sample_rows,
+        seed=config.monitoring.reference_seed,
+    )
+    n_logged, n_raw = scan.total, scan.raw_rows
     input_note = (
         ""
-        if raw.all()
-        else f"{int((~raw).sum())} of {len(logged)} logged predictions keep no raw inputs "
+        if n_raw == n_logged
+        else f"{n_logged - n_raw} of {n_logged} logged predictions keep no raw inputs "
         "(serving.log_inputs hashed/none): input drift and skew are measured on the other "
-        f"{int(raw.sum())} only"
-        + (" - input drift cannot be measured" if not raw.any() else "")
+        f"{n_raw} only"
+        + (" - input drift cannot be measured" if not n_raw else "")
         + "; score and contact-rate drift use all"
     )
     if input_note:
@@ -204,15 +210,13 @@ def monitoring_pipeline(
     drift: list[dict[str, Any]] = []
     pred: dict[str, Any] = {}
     skew_report: dict[str, Any] = {}
-    if len(logged) < config.monitoring.min_rows:
-        alerts_note = f"only {len(logged)} logged predictions (< {config.monitoring.min_rows})"
+    if n_logged < config.monitoring.min_rows:
+        alerts_note = f"only {n_logged} logged predictions (< {config.monitoring.min_rows})"
     else:
         alerts_note = ""
         tested = drift_tests(
-            reference if raw.any() else {**reference, "features": {}},
-            logged[raw],
-            logged["probability"].to_numpy(float),
-            policy_contacts(logged),
+            reference if n_raw else {**reference, "features": {}},
+            scan.drift,
             config=config.monitoring,
         )
         drift, pred = tested["features"], tested["prediction"]
@@ -222,23 +226,20 @@ def monitoring_pipeline(
             features = champ.features.columns
             id_column = config.data.effective_id_column
             skew_report = (
-                skew(logged[raw], source, id_column=id_column, features=features)
-                if raw.any()
+                skew(scan.sample, source, id_column=id_column, features=features)
+                if n_raw
                 else {"error": input_note}
             )
         except Exception as exc:  # the source may be gone; skew is then not measurable
             skew_report = {"error": f"{type(exc).__name__}: {exc}"}
 
-    outcomes_df = read_outcomes(ws)
     joined = pd.DataFrame()
-    if not outcomes_df.empty and not logged.empty:
-        id_col = config.data.effective_id_column
-        logged_ids, label_ids = join_ids(ws, logged, outcomes_df, id_col, raw)
-        last = logged.assign(**{id_col: logged_ids}).drop_duplicates(id_col, keep="last")
-        labels = outcomes_df.assign(**{id_col: label_ids}).drop_duplicates(id_col, keep="last")
-        joined = last.merge(labels, on=id_col, how="inner")
+    if not outcomes_df.empty and not scan.labelled.empty:
+        labels = outcomes_df.assign(**{id_col: outcomes_df[id_col].astype(str)})
+        labels = labels.drop_duplicates(id_col, keep="last")
+        joined = scan.labelled.merge(labels, on=id_col, how="inner")
     # ---- the randomized holdout's measured effect (issue 17; tasks/outcome_impact.py)
-    impact = _measured_impact(config, policy, logged, joined, raw)
+    impact = _measured_impact(config, policy, scan.experiments, joined, n_raw == n_logged)
     outcome = outcome_metrics(
         joined,
         policy,
@@ -260,7 +261,8 @@ def monitoring_pipeline(
     summary = {
         "since": since,
         "until": until,
-        "logged_predictions": len(logged),
+        "logged_predictions": n_logged,
+        "decisions_read": scan.rows,
         "note": alerts_note,
         "input_privacy": input_note or "all logged predictions keep raw inputs",
         "feature_drift": drift,
@@ -322,23 +324,12 @@ def monitoring_pipeline(
 
 
 # ---- measured impact of the randomized holdout (issue 17)
-def policy_contacts(logged: pd.DataFrame) -> np.ndarray:
-    """What the policy decided per logged decision: ``would_contact`` where logged (the
-    randomized holdout turns some of those contacts into no_contact, which is no drift),
-    else the action."""
-    acted = (logged["action"] == "contact").to_numpy()
-    if "would_contact" not in logged.columns:
-        return acted
-    would = logged["would_contact"]
-    return np.where(would.notna().to_numpy(), would.fillna(False).astype(bool).to_numpy(), acted)
-
-
 def _measured_impact(
     config: BayesPilotConfig,
     policy: Policy,
-    logged: pd.DataFrame,
+    experiments: dict[str, dict[str, Any]],
     joined: pd.DataFrame,
-    raw: pd.Series,
+    all_raw: bool,
 ) -> MeasuredImpact | None:
     """The holdout experiment's effect among customers the policy would contact (None when
     no decision in the window ran under an experiment)."""
@@ -346,7 +337,7 @@ def _measured_impact(
 
     s = config.serving
     configured = {s.experiment_id: s.holdout_share} if s.experiment_id else {}
-    segments = tuple(config.data.segment_columns) if raw.all() else ()
+    segments = tuple(config.data.segment_columns) if all_raw else ()
 
     def values(rows: pd.DataFrame) -> np.ndarray:
         col = policy.value_column
@@ -354,7 +345,7 @@ def _measured_impact(
         return np.asarray(policy.values(raw_values, len(rows)), dtype=float)
 
     return measure_impact(
-        logged,
+        experiments,
         joined,
         values_usd=values,
         contact_cost_usd=float(policy.document["economics"]["contact_cost_usd"]),

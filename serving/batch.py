@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
-from schemas.churn import build_scoring_schema
 from serving.experiment import Experiment
 from serving.loader import Champion
+from serving.predlog import InputPolicy, frame_inputs
 from serving.scoring import RESULT_COLUMNS, score_frame
+from tasks.decision_store import DecisionWriter
 from tasks.load_data import ColumnRoles, DataError
 
 BLANK = r"^\s*$"
@@ -36,6 +37,8 @@ class BatchSummary:
     holdout: int = 0  # scored customers in the randomized holdout
     held_back: int = 0  # holdout customers the policy would have contacted
     experiment_id: str | None = None
+    decisions: int = 0  # rows written to the decision store
+    run_id: str | None = None  # the decisions' request_id
 
     def text(self) -> str:
         held = (
@@ -47,7 +50,9 @@ class BatchSummary:
         return (
             f"rows {self.rows}, scored {self.scored}, rejected {self.rejected}, contacts "
             f"{self.contacts}{held}, expected profit {self.expected_profit_usd:,.2f} USD -> "
-            f"{self.output}" + (f" (rejects: {self.rejects})" if self.rejects else "")
+            f"{self.output}"
+            + (f" (rejects: {self.rejects})" if self.rejects else "")
+            + (f"; {self.decisions} decisions stored (run {self.run_id})" if self.run_id else "")
         )
 
 
@@ -109,37 +114,95 @@ def with_row_positions(frame: pd.DataFrame, champion: Champion, start: int) -> p
     return out
 
 
+def _as_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, mask of values that are not numbers) of one column: what coercing
+    it to float64 gives, element by element (``float(v)``), as the scoring schema did."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(values), bool)
+    try:
+        return values.astype("float64").to_numpy(), np.zeros(len(values), bool)
+    except (ValueError, TypeError):
+        pass
+    out = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    failed = np.zeros(len(values), bool)
+    notna = values.notna().to_numpy()
+    for i in np.flatnonzero(np.isnan(out) & notna):  # a text the fast path did not parse
+        try:
+            out[i] = float(values.iloc[i])
+        except (ValueError, TypeError):
+            failed[i] = True
+    return out, failed
+
+
+def _case(value: Any) -> str:
+    """A failing value as the reject reason shows it (Python repr)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def validate_chunk(frame: pd.DataFrame, champion: Champion) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a chunk into rows to score (clean types) and rejected rows with a reason."""
+    """Split a chunk into rows to score (clean types) and rejected rows with a reason.
+
+    The checks of the scoring schema (``schemas.churn.build_scoring_schema``), vectorised:
+    the id may not be missing; numeric features must be numbers (blank text counts as
+    missing) and the customer value column a number >= 0, not missing. A row's reason lists
+    its failures as ``<column>: <check> (got <value>)`` joined by ``; ``, failed conversions
+    first, then the columns in the schema's order."""
     roles = _roles(champion)
     missing = [c for c in roles.required if c not in frame.columns]
     if missing:
         raise DataError(f"input lacks required column(s) {missing} (the champion's features)")
-    work = frame.reset_index(drop=True).copy()
-    for col in (*roles.numeric, *([roles.value_column] if roles.value_column else [])):
-        if not pd.api.types.is_numeric_dtype(work[col]):
-            mask = work[col].astype("string").str.match(BLANK).fillna(False).to_numpy(bool)
-            work[col] = work[col].where(~mask, np.nan)
-    reasons: list[str] = [""] * len(work)
-    try:
-        build_scoring_schema(roles).validate(work, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        fc = exc.failure_cases
-        fc = fc[fc["index"].notna()]
-        for (col, check), grp in fc.groupby(["column", "check"], sort=False):
-            if str(check).startswith("dtype("):
-                continue
-            for i, case in zip(grp["index"].astype(int), grp["failure_case"], strict=True):
-                reasons[i] += f"{col}: {check} (got {case!r}); "
-    bad = np.array([r != "" for r in reasons], dtype=bool)
-    rejects = frame.reset_index(drop=True)[bad].assign(
-        reject_reason=[r.rstrip("; ") for r in reasons if r]
-    )
-    good = work[~bad].copy()
-    for col in roles.numeric:
-        good[col] = pd.to_numeric(good[col], errors="coerce").astype(float)
-    if roles.value_column:
-        good[roles.value_column] = pd.to_numeric(good[roles.value_column]).astype(float)
+    work = frame.reset_index(drop=True)  # a new frame: columns are replaced, never mutated
+    value = roles.value_column
+    floats = list(dict.fromkeys([*roles.numeric, *([value] if value else [])]))
+    order = list(dict.fromkeys([roles.id_column, *roles.numeric, *roles.categorical, *floats]))
+    failures: list[tuple[int, int, int, int, str]] = []  # stage, column, check, row, text
+    coerced: dict[str, np.ndarray] = {}
+    unconverted: dict[str, pd.Series] = {}
+    for col in floats:
+        s = work[col]
+        if not pd.api.types.is_numeric_dtype(s):
+            blank = s.astype("string").str.match(BLANK).fillna(False).to_numpy(bool)
+            if blank.any():
+                s = s.where(~blank, np.nan)
+        values, failed = _as_float(s)
+        coerced[col] = values
+        for i in np.flatnonzero(failed):
+            text = f"{col}: coerce_dtype('float64') (got {_case(s.iloc[i])})"
+            failures.append((0, order.index(col), 0, int(i), text))
+        if failed.any():  # a missing value is then shown as it was, not converted
+            unconverted[col] = s
+    ids = work[roles.id_column]
+    for i in np.flatnonzero(ids.isna().to_numpy()):
+        text = f"{roles.id_column}: not_nullable (got {_case(ids.iloc[i])})"
+        failures.append((1, order.index(roles.id_column), 0, int(i), text))
+    if value:
+        v = coerced[value]
+        ok_number = ~np.isnan(v)
+        for i in np.flatnonzero(~ok_number):
+            if value in unconverted:
+                if any(f[3] == i and f[1] == order.index(value) for f in failures):
+                    continue  # a text that is not a number: its conversion failure says so
+                shown = unconverted[value].iloc[i]
+            else:
+                shown = v[i]
+            text = f"{value}: not_nullable (got {_case(shown)})"
+            failures.append((1, order.index(value), 0, int(i), text))
+        for i in np.flatnonzero(ok_number & (v < 0)):
+            text = f"{value}: greater_than_or_equal_to(0) (got {_case(v[i])})"
+            failures.append((1, order.index(value), 1, int(i), text))
+    reasons: dict[int, list[str]] = {}
+    for *_, row, text in sorted(failures, key=lambda f: f[:3]):
+        reasons.setdefault(row, []).append(text)
+    bad = np.zeros(len(work), dtype=bool)
+    bad[list(reasons)] = True
+    rejects = work[bad].assign(reject_reason=["; ".join(reasons[i]) for i in sorted(reasons)])
+    if not bad.any():
+        good = work.assign(**{c: coerced[c] for c in floats})
+    else:
+        keep = ~bad
+        good = work[keep].assign(**{c: coerced[c][keep] for c in floats})
     return good, rejects
 
 
@@ -188,6 +251,42 @@ class _Writer:
             self.tmp.unlink(missing_ok=True)
 
 
+DECISION_EXTRA_COLUMNS = ("would_contact", "holdout", "experiment_id")  # when scored has them
+
+
+def batch_decisions(
+    champion: Champion,
+    good: pd.DataFrame,
+    scored: pd.DataFrame,
+    *,
+    inputs: InputPolicy,
+    run_id: str,
+) -> pd.DataFrame:
+    """The decision-store rows of one scored chunk (``tasks.decision_store`` columns):
+    ``request_id`` is the batch run's id, inputs as ``inputs`` (``serving.log_inputs``) keeps
+    them."""
+    kept = frame_inputs(
+        inputs,
+        good,
+        id_column=champion.id_column,
+        columns=[*champion.scorer.features, *filter(None, [champion.value_column])],
+        value_column=champion.value_column,
+    )
+    columns: dict[str, Any] = {
+        "request_id": run_id,
+        "model_version": champion.model_version,
+        "policy_id": champion.policy_id,
+        "customer_id": kept.pop("customer_id"),
+        "probability": scored["churn_probability"].to_numpy(),
+        "action": scored["action"].to_numpy(),
+        "expected_value_usd": scored["expected_value_usd"].to_numpy(),
+        "tier": scored["tier"].to_numpy(),
+    }
+    columns.update((c, scored[c].to_numpy()) for c in DECISION_EXTRA_COLUMNS if c in scored)
+    columns.update((c, np.asarray(v)) for c, v in kept.items())
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(good)))
+
+
 def score_file(
     champion: Champion,
     input_path: Path,
@@ -197,10 +296,20 @@ def score_file(
     chunk_rows: int = 200_000,
     progress: Callable[[int], None] | None = None,
     experiment: Experiment | None = None,
+    decisions: DecisionWriter | None = None,
+    inputs: InputPolicy | None = None,
+    run_id: str | None = None,
 ) -> BatchSummary:
-    """Score ``input_path`` into ``output_path`` chunk by chunk, with the randomized holdout
-    of ``experiment`` applied exactly as the service does (same hash of the experiment id and
-    the customer id; a table without ids uses each row's position in the file as its id)."""
+    """Score ``input_path`` into ``output_path`` chunk by chunk (``chunk_rows`` rows: memory
+    flat in the file's size), with the randomized holdout of ``experiment`` applied exactly as
+    the service does (same hash of the experiment id and the customer id; a table without ids
+    uses each row's position in the file as its id); given ``decisions`` (a
+    ``source="batch"`` writer), every decision goes to the decision store with ``request_id``
+    ``run_id`` and the inputs ``inputs`` keeps (default full). Outputs appear complete (temp +
+    rename); when scoring fails, the run's decision files are removed too
+    (``DecisionWriter.abort``)."""
+    run_id = run_id or uuid.uuid4().hex
+    policy = inputs or InputPolicy("full")
     rejects_path = rejects_path or output_path.with_name(
         f"{output_path.stem}.rejects{output_path.suffix}"
     )
@@ -214,6 +323,10 @@ def score_file(
             if len(good):
                 scored = score_frame(champion, good, experiment)
                 out.write(scored)
+                if decisions is not None:
+                    decisions.append(
+                        batch_decisions(champion, good, scored, inputs=policy, run_id=run_id)
+                    )
                 contacted = scored["action"].to_numpy() == "contact"
                 contacts += int(contacted.sum())
                 held = scored["holdout"].to_numpy(bool)
@@ -225,8 +338,12 @@ def score_file(
             rows += len(chunk)
             if progress:
                 progress(rows)
+        if decisions is not None:
+            decisions.flush()
         ok = True
     finally:
+        if decisions is not None and not ok:
+            decisions.abort()
         if ok and out.rows == 0:
             out.write(pd.DataFrame(columns=[champion.id_column, *RESULT_COLUMNS]))
         out.close(keep=ok)
@@ -242,4 +359,6 @@ def score_file(
         holdout,
         held_back,
         None if experiment is None else experiment.experiment_id,
+        decisions=0 if decisions is None else decisions.rows_written,
+        run_id=None if decisions is None else run_id,
     )

@@ -1,5 +1,5 @@
 """Per-worker state: the verified champion (swapped atomically), its request schema, the
-prediction log, metrics, and the loop that keeps every worker on what the chain says.
+decision writer, metrics, and the loop that keeps every worker on what the chain says.
 
 Every worker of `bayespilot serve` follows two shared files (``stat`` only, every
 ``watch_interval_s``): the signed chain head marker ``promotions/HEAD``, rewritten by every
@@ -41,8 +41,10 @@ from serving.loader import (
 from serving.metrics import Metrics
 from serving.scoring import example_customer, request_model, result_dicts, score_customers
 from serving.settings import ServingSettings
+from tasks.decision_store import expire_decisions
 
 log = logging.getLogger(__name__)
+RETENTION_INTERVAL_S = 3600.0  # how often each worker applies the decision retention (s)
 Fingerprint = tuple[int, int, int] | None  # (inode, mtime ns, size) of a watched file
 
 
@@ -103,15 +105,16 @@ class ServingState:
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.predictions = settings.open_log(settings.prediction_log)
-        self.predictions.expire_locked()  # age retention also when nothing rotates for long
+        self.worker = self.metrics.worker
+        self.pid = os.getpid()
+        # every HTTP decision goes to the decision store (one writer, one file per flush)
+        self.decisions = settings.decision_writer(f"w{self.worker}-{self.pid}")
+        self.expire_decisions()
         self.inputs = settings.input_policy()
         self.current: Loaded | None = None
         self.last_error: str | None = None
         self.last_check_marker: str | None = None
         self._reload_lock = threading.Lock()
-        self.worker = self.metrics.worker
-        self.pid = os.getpid()
         ws = settings.workspace_paths
         self.generation_path = ws.serving_generation
         self.head_path = store_for(settings).head_marker_path
@@ -119,6 +122,24 @@ class ServingState:
         self.seen_generation = fingerprint(self.generation_path)
         self.generation = read_generation(self.generation_path)
         self.seen_head: Fingerprint = None  # the head marker as the last check began
+
+    def expire_decisions(self) -> list[Path]:
+        """Delete the decision store's hour partitions older than the retention (at start and
+        hourly; several workers doing it at once is harmless)."""
+        try:
+            return expire_decisions(
+                self.settings.workspace_paths.decisions,
+                max_age_days=self.settings.decisions_retention_days,
+            )
+        except OSError:
+            log.exception("decision store retention failed")
+            return []
+
+    async def keep_decisions(self) -> None:
+        """Background loop: age retention of the decision store every hour."""
+        while True:
+            await asyncio.sleep(RETENTION_INTERVAL_S)
+            await asyncio.to_thread(self.expire_decisions)
 
     def check(self, *, force: bool = False) -> bool:
         """Reload when the chain head changed (or ``force``). Returns True if a new champion

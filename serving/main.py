@@ -79,13 +79,20 @@ def create_app(settings: ServingSettings, *, follow: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(state.check, force=True)
         task = asyncio.create_task(state.follow_head()) if follow else None
+        keep = asyncio.create_task(state.keep_decisions())
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for t in (task, keep):
+                if t is not None:
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
+            # the buffered decisions, written before the worker exits
+            try:
+                await asyncio.to_thread(state.decisions.close)
+            except Exception:  # logged; the worker still shuts down
+                log.exception("writing the buffered decisions at shutdown failed")
 
     app = FastAPI(
         title="BayesPilot scoring",

@@ -1,18 +1,23 @@
-"""The prediction log: JSONL under the workspace, one line per scored customer.
+"""What the service keeps of each decision (``serving.log_inputs``), for the decision store.
 
-Safe under concurrent requests (a thread lock in the process and an exclusive file lock across
-worker processes around each append), rotated by size (``predictions.jsonl.1`` ...), rotated
-files older than ``max_age_days`` removed, every file created with ``file_mode`` (0600 by
-default). The shadow log (``shadow.jsonl``) is the same class with the same settings.
+Every HTTP decision goes to the decision store (``tasks/decision_store.py``, under the
+workspace's ``decisions/``): each worker buffers its rows (``decision_records``) in a
+``DecisionWriter`` that a background thread writes to hourly Parquet files, every
+``decisions.flush_interval_s`` seconds or ``decisions.flush_rows`` rows, and at shutdown; files
+are created with ``serving.log_file_mode`` (0600 by default) and deleted by age
+(``decisions.retention_days``).
 
-What a line keeps of the request is ``InputPolicy`` (``serving.log_inputs``):
+What a decision row keeps of the request is ``InputPolicy`` (``serving.log_inputs``):
 
 - ``full``: every feature value and the id, as sent (monitoring measures input drift and
-  training/serving skew, and the shadow sidecar re-scores the challenger, from them);
+  training/serving skew, and the challenger is scored on the stored inputs, from them);
 - ``hashed``: the id and every value as a keyed hash (HMAC-SHA256 with the workspace's secret
   log key, see ``log_key``): equal values stay equal, so outcomes still join on the hashed id,
   but nothing in the log can be read back or measured for drift;
 - ``none``: no feature value; only the hashed id, so outcomes still join.
+
+The id goes to the store's ``customer_id`` column (as text), the other kept values to
+``input.<feature>`` columns.
 
 In ``hashed`` and ``none`` the customer value column (the policy's, e.g. monthly charges) stays
 raw: monitoring's realised profit per customer needs it.
@@ -24,18 +29,21 @@ earlier hashed ids unjoinable (a deliberate way to forget them).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import threading
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from tasks.decision_store import INPUT_PREFIX
 
 InputsMode = Literal["full", "hashed", "none"]
 HASH_PREFIX = "hmac:"  # marks a hashed value in the log
@@ -110,108 +118,93 @@ class InputPolicy:
         return out
 
 
-class PredictionLog:
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_bytes: int,
-        backups: int,
-        max_age_days: float | None = None,
-        file_mode: int = 0o600,
-    ) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.max_age_s = None if max_age_days is None else max_age_days * SECONDS_PER_DAY
-        self.file_mode = file_mode
-        self._lock = threading.Lock()
-        self._lock_path = path.with_name(path.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = None
-        self._fd: int | None = None
+def _hash_column(key: bytes, values: pd.Series, field: str) -> np.ndarray:
+    """``hash_value`` of every value of a column, computed once per distinct value (missing
+    values hash as JSON null, as a missing field of a request does)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    hashed = np.array(
+        [hash_value(key, _plain(v), field=field) for v in uniques]
+        + [hash_value(key, None, field=field)],
+        dtype=object,
+    )
+    return hashed[codes]  # code -1 (missing) picks the last entry
 
-    def _open(self, path: Path, flags: int) -> int:
-        """Open (creating with ``file_mode``, whatever the umask says)."""
-        fd = os.open(path, flags | os.O_CREAT, self.file_mode)
-        if os.fstat(fd).st_mode & 0o777 != self.file_mode:
-            os.fchmod(fd, self.file_mode)  # the umask, or a file from before the setting
-        return fd
 
-    def write(self, entries: Iterable[dict[str, Any]]) -> None:
-        data = "".join(
-            json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in entries
-        ).encode()
-        if not data:
-            return
-        with self._lock:
-            if self._lock_fd is None:
-                self._lock_fd = self._open(self._lock_path, os.O_WRONLY)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                self._rotate_if_needed(len(data))
-                os.write(self._data_fd(), data)
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+def _plain(v: Any) -> Any:
+    """A numpy scalar as the Python value a validated request holds."""
+    return v.item() if isinstance(v, np.generic) else v
 
-    def _data_fd(self) -> int:
-        """The open log file; reopened when another worker rotated it away."""
-        if self._fd is not None:
-            try:
-                if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
-                    return self._fd
-            except FileNotFoundError:
-                pass
-            os.close(self._fd)
-        self._fd = self._open(self.path, os.O_WRONLY | os.O_APPEND)
-        return self._fd
 
-    def rotated(self) -> list[Path]:
-        """The rotated files that exist (``name.1`` ... ``name.N``, newest first)."""
-        out = []
-        for i in range(1, self.backups + 1):
-            p = self.path.with_name(f"{self.path.name}.{i}")
-            if p.exists():
-                out.append(p)
+def frame_inputs(
+    policy: InputPolicy,
+    frame: pd.DataFrame,
+    *,
+    id_column: str,
+    columns: Sequence[str],
+    value_column: str | None = None,
+) -> dict[str, Any]:
+    """``policy`` applied to a whole frame of validated customers (batch scoring): the
+    ``customer_id`` column (text, or ``hmac:...``) and ``input.<feature>`` columns for the
+    kept ``columns``, the same values ``InputPolicy.apply`` keeps of each row (hashes are
+    computed once per distinct value)."""
+    ids = frame[id_column]
+    out: dict[str, Any] = {}
+    if policy.mode == "full":
+        out["customer_id"] = ids
+        out.update((INPUT_PREFIX + c, frame[c]) for c in columns if c != id_column)
         return out
+    assert policy.key is not None, "hashed/none logging needs the log key"
+    key = policy.key
+    text_ids = ids.astype(str)
+    codes, uniques = pd.factorize(text_ids)
+    out["customer_id"] = np.array([hash_id(key, v) for v in uniques], dtype=object)[codes]
+    if policy.mode == "hashed":
+        out.update(
+            (INPUT_PREFIX + c, _hash_column(key, frame[c], c))
+            for c in columns
+            if c not in (id_column, value_column)
+        )
+    if value_column is not None and value_column in frame.columns:
+        out[INPUT_PREFIX + value_column] = frame[value_column]
+    return out
 
-    def expire(self, now: float | None = None) -> list[Path]:
-        """Delete rotated files last written more than ``max_age_days`` ago; returns them.
-        The current file is never deleted (it is being written to)."""
-        if self.max_age_s is None:
-            return []
-        cutoff = (time.time() if now is None else now) - self.max_age_s
-        removed = []
-        for p in self.rotated():
-            try:
-                if p.stat().st_mtime < cutoff:
-                    p.unlink()
-                    removed.append(p)
-            except FileNotFoundError:
-                continue
-        return removed
 
-    def expire_locked(self) -> list[Path]:
-        """``expire`` under the cross-process log lock (service start)."""
-        with self._lock:
-            if self._lock_fd is None:
-                self._lock_fd = self._open(self._lock_path, os.O_WRONLY)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                return self.expire()
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _rotate_if_needed(self, incoming: int) -> None:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size + incoming <= self.max_bytes:
-            return
-        for i in range(self.backups - 1, 0, -1):
-            src = self.path.with_name(f"{self.path.name}.{i}")
-            if src.exists():
-                os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self.expire()
+def decision_records(
+    policy: InputPolicy,
+    *,
+    rows: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    id_column: str,
+    value_column: str | None,
+    request_id: str,
+    at: datetime,
+    latency_ms: float,
+) -> list[dict[str, Any]]:
+    """Decision-store rows (``tasks.decision_store`` columns) of one scored request: each
+    validated customer ``rows[i]`` with its response ``results[i]``, the inputs as ``policy``
+    keeps them. ``at``: when decided (UTC); ``latency_ms``: the request's time to score
+    (milliseconds). Result keys
+    ``would_contact``, ``holdout`` and ``experiment_id`` are carried when present."""
+    out = []
+    for row, res in zip(rows, results, strict=True):
+        inputs = policy.apply(row, id_column, value_column)
+        cid = inputs.pop(id_column, None)
+        rec: dict[str, Any] = {
+            "time": at,
+            "request_id": request_id,
+            "model_version": res["model_version"],
+            "policy_id": res["policy_id"],
+            "customer_id": None if cid is None else str(cid),
+            "probability": res["churn_probability"],
+            "action": res["action"],
+            "expected_value_usd": res["expected_value_usd"],
+            "tier": res["tier"],
+            "latency_ms": latency_ms,
+        }
+        for key in ("would_contact", "holdout", "experiment_id"):
+            if key in res:
+                rec[key] = res[key]
+        for k, v in inputs.items():
+            rec[INPUT_PREFIX + k] = v
+        out.append(rec)
+    return out

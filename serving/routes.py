@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from serving.admin import RollbackError, rollback
 from serving.deps import Loaded, ServingState, get_state, require_admin, require_loaded
 from serving.loader import Champion
+from serving.predlog import decision_records
 from serving.scoring import Text, reasons_for, result_dicts, score_customers
 
 log = logging.getLogger(__name__)
@@ -345,25 +346,17 @@ async def score(request: Request, state: StateDep, explain: bool = False) -> Res
             res["reasons"] = reasons_for(champ, row)
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     latency_ms = (time.perf_counter() - start) * 1000
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    inputs = state.inputs
-    state.predictions.write(
-        {
-            "request_id": request_id,
-            "time": now,
-            "model_version": champ.model_version,
-            "policy_id": champ.policy_id,
-            "inputs": inputs.apply(row, champ.id_column, champ.value_column),
-            "inputs_mode": inputs.mode,
-            "probability": res["churn_probability"],
-            "action": res["action"],
-            "tier": res["tier"],
-            "would_contact": res["would_contact"],
-            "holdout": res["holdout"],
-            "experiment_id": res["experiment_id"],
-            "latency_ms": round(latency_ms, 3),
-        }
-        for row, res in zip(rows, results, strict=True)
+    state.decisions.append_records(
+        decision_records(
+            state.inputs,
+            rows=rows,
+            results=results,
+            id_column=champ.id_column,
+            value_column=champ.value_column,
+            request_id=request_id,
+            at=datetime.now(UTC),
+            latency_ms=round(latency_ms, 3),
+        )
     )
     contacts = int(scored.contact.sum())
     state.metrics.count_predictions(contacts, len(results) - contacts)

@@ -60,6 +60,7 @@ SOURCES = ("http", "batch", "challenger")
 US_PER_HOUR = 3_600_000_000
 SECONDS_PER_DAY = 86_400
 TMP_PREFIX = "."
+BACKLOG_FLUSHES = 2  # a background writer's caller flushes itself past this many flush_rows
 STALE_TMP_S = 3_600  # temp files older than this (seconds) are a dead writer's leftovers
 
 FIXED_SCHEMA = pa.schema(
@@ -247,8 +248,18 @@ def decision_table(frame: pd.DataFrame, source: str) -> pa.Table:
             arrays[fld.name] = pa.array(frame[fld.name], type=fld.type, from_pandas=True)
     for c in frame.columns:
         if str(c).startswith(INPUT_PREFIX):
-            arrays[str(c)] = pa.array(frame[c], from_pandas=True)
+            arrays[str(c)] = _input_array(frame[c])
     return pa.table(arrays)
+
+
+def _input_array(col: pd.Series) -> pa.Array:
+    """An input column as Arrow; values of mixed kinds (a number where text is expected, as
+    a request may send) are kept as their text."""
+    try:
+        return pa.array(col, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        text = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in col]
+        return pa.array(text, pa.string())
 
 
 def _unify(tables: Sequence[pa.Table]) -> pa.Table:
@@ -298,7 +309,8 @@ class DecisionWriter:
     buffers, the conversion happens at the flush). The buffer is flushed when it holds
     ``flush_rows`` rows or ``flush_interval_s`` seconds after the first unflushed row; with
     ``background=True`` a daemon thread does both, so ``append*`` never writes on the caller's
-    thread. ``close`` flushes, merges this writer's small files and stops the thread.
+    thread (the thread starts with the first append of the process). ``close`` flushes,
+    merges this writer's small files and stops the thread.
     """
 
     def __init__(
@@ -337,16 +349,14 @@ class DecisionWriter:
         self._seq = 0
         # partition -> (seq, small?) of this writer's files not merged yet
         self._small: dict[Path, list[tuple[int, bool]]] = {}
+        self._touched: set[Path] = set()  # partitions this writer wrote to
         self.rows_written = 0
         self.files_written = 0
         self._closed = False
         self._wake = threading.Event()
+        self._background = background
         self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(
-                target=self._run, name=f"decisions-{self.source}", daemon=True
-            )
-            self._thread.start()
+        self._thread_pid = 0
 
     # -- buffering
     def append(self, frame: pd.DataFrame) -> None:
@@ -371,6 +381,8 @@ class DecisionWriter:
     ) -> None:
         if self._closed:
             raise RuntimeError("decision writer is closed")
+        if self._background and self._thread_pid != os.getpid():
+            self._start_thread()
         with self._lock:
             if table is not None:
                 self._tables.append(table)
@@ -381,7 +393,7 @@ class DecisionWriter:
                 self._first_at = time.monotonic()
             due = self._due()
         if due:
-            if self._thread is not None:
+            if self._background and self._rows < BACKLOG_FLUSHES * self.flush_rows:
                 self._wake.set()
             else:
                 self.flush()
@@ -391,6 +403,18 @@ class DecisionWriter:
             self._first_at is not None
             and time.monotonic() - self._first_at >= self.flush_interval_s
         )
+
+    def _start_thread(self) -> None:
+        """The flush thread, started by the first append in this process (a writer made
+        before a fork gets its own thread in the child)."""
+        with self._lock:
+            if self._thread_pid == os.getpid():
+                return
+            self._thread_pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._run, name=f"decisions-{self.source}", daemon=True
+            )
+            self._thread.start()
 
     def _run(self) -> None:
         while not self._closed:
@@ -465,6 +489,7 @@ class DecisionWriter:
             raise
         for (tmp, path), (_, piece) in zip(staged, pieces, strict=True):
             os.rename(tmp, path)
+            self._touched.add(path.parent)
             self._seq += 1
             self._small.setdefault(path.parent, []).append(
                 (self._seq, piece.num_rows < self.flush_rows)
@@ -526,12 +551,26 @@ class DecisionWriter:
                 for p in paths:
                     p.unlink(missing_ok=True)
 
+    def abort(self) -> list[Path]:
+        """Drop the buffer and delete every file this writer wrote (a batch run that failed:
+        its decisions must not stay without its output); returns them."""
+        with self._write_lock:
+            with self._lock:
+                self._tables, self._records, self._rows, self._first_at = [], [], 0, None
+            removed = []
+            for part in self._touched:
+                for p in part.glob(f"{self.source}-{self.writer}-*.parquet"):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+            self._small.clear()
+            return removed
+
     def close(self) -> None:
         """Flush the rest, merge this writer's small files, stop the background thread."""
         if self._closed:
             return
         self._closed = True
-        if self._thread is not None:
+        if self._thread is not None and self._thread_pid == os.getpid():
             self._wake.set()
             self._thread.join(timeout=30)
         self.flush()
@@ -690,6 +729,32 @@ def read_decisions(
     ):
         table = table.drop_columns(["time"])
     return _to_frame(table, columns)
+
+
+def stored_columns(
+    root: Path,
+    *,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    sources: Sequence[str] | None = None,
+) -> set[str]:
+    """Output names of the columns any file of the window has (reads only file footers):
+    which inputs were logged at all."""
+    lo, hi = parse_time(since), parse_time(until)
+    fixed = set(FIXED_COLUMNS) | set(OPTIONAL_SCHEMA.names)
+    out: set[str] = set()
+    for f in _window_files(Path(root), lo, hi, sources):
+        try:
+            names = pq.read_schema(f.path).names
+        except FileNotFoundError:
+            continue
+        except (pa.ArrowInvalid, OSError) as exc:
+            _skip(f.path, exc)
+            continue
+        for n in names:
+            plain = n[len(INPUT_PREFIX) :] if n.startswith(INPUT_PREFIX) else n
+            out.add(n if plain in fixed and n != plain else plain)
+    return out
 
 
 def count_decisions(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +31,11 @@ import pandas as pd
 from scipy import stats
 
 from configs.settings import BootstrapConfig, MonitoringConfig
+from tasks.decision_store import iter_decisions, stored_columns
 from tasks.evaluate import PairedBootstrap, interval, weighted_mean
 from tasks.gates.stats import holm
 from tasks.load_data import ColumnRoles
+from tasks.outcome_impact import add_experiment_counts, experiment_counts
 from tasks.records import read_verified, resolve_artifact
 from tasks.select_policy import Policy
 
@@ -204,12 +207,15 @@ def _current_counts(ref: dict[str, Any], values: pd.Series) -> dict[str, float]:
     (categorical) or as a value of their own (a numeric value never seen at training)."""
     if ref["kind"] == "discrete":
         num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-        keys = [MISSING if np.isnan(v) else _value_key(v) for v in num]
+        distinct, n_of = np.unique(num[~np.isnan(num)], return_counts=True)
+        pairs = [(_value_key(v), int(c)) for v, c in zip(distinct, n_of, strict=True)]
+        if np.isnan(num).any():
+            pairs.append((MISSING, int(np.isnan(num).sum())))
     else:
-        keys = values.fillna(MISSING).astype(str).tolist()
-    counted = pd.Series(keys, dtype=object).value_counts()
+        counted = values.astype(object).where(values.notna(), MISSING).value_counts()
+        pairs = [(str(k), int(c)) for k, c in counted.items()]
     out: dict[str, float] = {}
-    for key, n in counted.items():
+    for key, n in pairs:
         k = str(key)
         if ref["kind"] == "categorical" and k not in ref["counts" if "counts" in ref else "shares"]:
             k = OTHER
@@ -267,16 +273,119 @@ def drift_rule(config: MonitoringConfig) -> str:
     )
 
 
-def _feature_test(col: str, ref: dict[str, Any], current: pd.DataFrame, rows: int) -> DriftTest:
-    if col not in current.columns:
+@dataclass(frozen=True)
+class DriftInputs:
+    """What the drift tests need of the current window: for continuous features a sample of
+    their values, for discrete and categorical ones their counts (over every row), the
+    score's sample and its counts in the reference bins, and the contacts. ``absent``:
+    reference features no row of the window carries."""
+
+    numeric: dict[str, np.ndarray]
+    counts: dict[str, dict[str, float]]
+    absent: frozenset[str]
+    score_sample: np.ndarray
+    score_bin_counts: np.ndarray
+    contacts: int
+    scored: int
+
+
+def drift_inputs(
+    reference: dict[str, Any], current: pd.DataFrame, p: np.ndarray, contact: np.ndarray
+) -> DriftInputs:
+    """``DriftInputs`` of one in-memory frame (every row is its own sample)."""
+    acc = DriftAccumulator(reference, sample_rows=None)
+    acc.add_features(current)
+    acc.add_scores(np.asarray(p, float), np.asarray(contact, bool))
+    return acc.result()
+
+
+class DriftAccumulator:
+    """``DriftInputs`` built chunk by chunk: exact counts, and for continuous features and
+    the score a seeded uniform sample of at most ``sample_rows`` values each (bottom-k on
+    random keys, so the sample does not depend on chunk sizes; None: keep every value)."""
+
+    def __init__(
+        self, reference: dict[str, Any], *, sample_rows: int | None, seed: int = 0
+    ) -> None:
+        self.reference = reference
+        self.sample_rows = sample_rows
+        self._rng = np.random.default_rng(seed)
+        self._samples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.counts: dict[str, dict[str, float]] = {}
+        self.seen: set[str] = set()
+        score_ref = reference["score"]
+        self._score_inner = np.asarray(score_ref.get("inner_edges", []), float)
+        self.score_bins = np.zeros(len(self._score_inner) + 1, dtype=np.int64)
+        self.contacts = 0
+        self.scored = 0
+
+    def _sample(self, name: str, values: np.ndarray) -> None:
+        values = values[~np.isnan(values)]
+        keys = self._rng.random(len(values))
+        parts = self._samples.setdefault(name, [])
+        parts.append((keys, values))
+        if self.sample_rows is None:
+            return
+        if sum(len(k) for k, _ in parts) > 2 * self.sample_rows:
+            k = np.concatenate([k for k, _ in parts])
+            v = np.concatenate([v for _, v in parts])
+            keep = np.argpartition(k, self.sample_rows)[: self.sample_rows]
+            self._samples[name] = [(k[keep], v[keep])]
+
+    def _values(self, name: str) -> np.ndarray:
+        parts = self._samples.get(name, [])
+        if not parts:
+            return np.array([], dtype=float)
+        k = np.concatenate([k for k, _ in parts])
+        v = np.concatenate([v for _, v in parts])
+        if self.sample_rows is not None and len(k) > self.sample_rows:
+            v = v[np.argpartition(k, self.sample_rows)[: self.sample_rows]]
+        return v
+
+    def add_features(self, current: pd.DataFrame) -> None:
+        """Rows whose inputs are raw (what the feature tests may use)."""
+        for col, ref in self.reference["features"].items():
+            if col not in current.columns:
+                continue
+            self.seen.add(col)
+            if ref["kind"] == "numeric":
+                x = pd.to_numeric(current[col], errors="coerce").to_numpy(dtype=float)
+                self._sample(col, x)
+            else:
+                acc = self.counts.setdefault(col, {})
+                for k, n in _current_counts(ref, current[col]).items():
+                    acc[k] = acc.get(k, 0.0) + n
+
+    def add_scores(self, p: np.ndarray, contact: np.ndarray) -> None:
+        """Every row: its probability and whether it was contacted."""
+        self._sample("__score__", p)
+        q = p[~np.isnan(p)]
+        self.score_bins += np.bincount(
+            np.searchsorted(self._score_inner, q, side="right"), minlength=len(self.score_bins)
+        )
+        self.contacts += int(contact.sum())
+        self.scored += len(contact)
+
+    def result(self) -> DriftInputs:
+        features = self.reference["features"]
+        return DriftInputs(
+            numeric={c: self._values(c) for c in features if features[c]["kind"] == "numeric"},
+            counts=dict(self.counts),
+            absent=frozenset(c for c in features if c not in self.seen),
+            score_sample=self._values("__score__"),
+            score_bin_counts=self.score_bins.copy(),
+            contacts=self.contacts,
+            scored=self.scored,
+        )
+
+
+def _feature_test(col: str, ref: dict[str, Any], current: DriftInputs, rows: int) -> DriftTest:
+    if col in current.absent:
         return DriftTest(col, ref["kind"], "absent", None, None)
     if ref["kind"] == "numeric":
-        x = pd.to_numeric(current[col], errors="coerce").to_numpy(dtype=float)
-        ks, p = ks_two_sample(ref, x)
+        ks, p = ks_two_sample(ref, current.numeric.get(col, np.array([], dtype=float)))
         return DriftTest(col, "numeric", "ks_2samp", _finite(ks), _finite(p))
-    value, p, _ = chi_square_counts(
-        _reference_counts(ref, rows), _current_counts(ref, current[col])
-    )
+    value, p, _ = chi_square_counts(_reference_counts(ref, rows), current.counts.get(col, {}))
     return DriftTest(col, ref["kind"], "chi2", _finite(value), _finite(p))
 
 
@@ -286,30 +395,34 @@ def _finite(v: float) -> float | None:
 
 def drift_tests(
     reference: dict[str, Any],
-    current: pd.DataFrame,
-    p: np.ndarray,
-    contact: np.ndarray,
+    current: pd.DataFrame | DriftInputs,
+    p: np.ndarray | None = None,
+    contact: np.ndarray | None = None,
     *,
     config: MonitoringConfig,
 ) -> dict[str, Any]:
     """Every feature, the score and the contact rate tested against the reference, with one
-    family-wise false-alarm rate. Returns ``features`` (rows: feature, kind, test, ks, psi,
-    p_value, alert, reason), ``prediction`` (score KS, contact rates, alerts), ``alerts``
-    and ``rule``."""
+    family-wise false-alarm rate. ``current``: the logged rows with raw inputs (then ``p``
+    and ``contact`` are every logged row's probability and contact), or their summary
+    (``DriftAccumulator``: windows too large to hold). Returns ``features`` (rows: feature,
+    kind, test, ks, psi, p_value, alert, reason), ``prediction`` (score KS, contact rates,
+    alerts), ``alerts`` and ``rule``."""
+    if not isinstance(current, DriftInputs):
+        assert p is not None and contact is not None, "p and contact go with a frame"
+        current = drift_inputs(reference, current, p, contact)
     rows = int(reference.get("rows", 0))
     tests = [_feature_test(c, r, current, rows) for c, r in reference["features"].items()]
     score_ref = reference["score"]
-    p = np.asarray(p, float)
-    ks, ks_p = ks_two_sample(score_ref, p)
+    ks, ks_p = ks_two_sample(score_ref, current.score_sample)
     tests.append(DriftTest("score", "numeric", "ks_2samp", _finite(ks), _finite(ks_p)))
-    contact = np.asarray(contact, bool)
-    rate = float(contact.mean()) if len(contact) else float("nan")
+    n_scored = current.scored
+    rate = current.contacts / n_scored if n_scored else float("nan")
     ref_rate = float(reference["contact_rate"])
     scored = int(reference.get("scored", 0))
-    if scored and len(contact):
+    if scored and n_scored:
         ref_contacts = int(reference.get("contacts", round(ref_rate * scored)))
-        now = int(contact.sum())
-        table = np.array([[ref_contacts, scored - ref_contacts], [now, len(contact) - now]])
+        now = current.contacts
+        table = np.array([[ref_contacts, scored - ref_contacts], [now, n_scored - now]])
         rate_p = (
             float(stats.chi2_contingency(table, correction=False).pvalue)
             if (table.sum(axis=0) > 0).all()
@@ -370,9 +483,13 @@ def drift_tests(
         "score_ks": score_row["ks"],
         "score_p_value": score_row["p_value"],
         "score_psi": round(
-            psi(np.asarray(score_ref["shares"]), _current_numeric_shares(score_ref, p)), 5
+            psi(
+                np.asarray(score_ref["shares"]),
+                current.score_bin_counts / max(int(current.score_bin_counts.sum()), 1),
+            ),
+            5,
         )
-        if len(p)
+        if n_scored
         else None,
         "contact_rate": rate,
         "reference_contact_rate": ref_rate,
@@ -424,36 +541,167 @@ def skew(
 
 
 # ---------------------------------------------------------------- outcomes
-def read_prediction_log(
-    path: Path, *, since: str | None = None, until: str | None = None, role: str = "champion"
-) -> pd.DataFrame:
-    """Logged predictions (current file and rotated ones) within [since, until) (ISO time)."""
-    files = sorted(path.parent.glob(path.name + ".*"), reverse=True) + [path]
-    lines: list[dict[str, Any]] = []
-    for f in files:
-        if f.suffix == ".lock" or not f.is_file():
-            continue
-        for line in f.read_text().splitlines():
-            if line.strip():
-                lines.append(json.loads(line))
-    if not lines:
-        return pd.DataFrame()
-    df = pd.DataFrame(lines)
-    roles = (
-        df["role"].fillna("champion")
-        if "role" in df.columns
-        else pd.Series("champion", index=df.index)
+HASHED_PREFIX = "hmac:"  # a logged id kept as a keyed hash (serving.predlog.HASH_PREFIX)
+
+
+@dataclass(frozen=True)
+class DecisionScan:
+    """One streaming pass over a window of the decision store (``scan_decisions``).
+
+    ``rows``: rows read per source; ``raw_rows``: rows that keep raw inputs
+    (``serving.log_inputs: full``; hashed/none rows carry a hashed ``customer_id``);
+    ``drift``: the drift tests' inputs (features over raw rows, score and contacts over all);
+    ``sample``: a seeded sample of at most ``sample_rows`` raw rows (time, id column,
+    features; for the skew join), oldest first; ``labelled``: the latest decision of every
+    customer that has an outcome (id column as the outcome's id, time, probability, action,
+    would_contact, holdout, experiment_id, extra columns); ``experiments``: the holdout
+    experiments' counts (``tasks.outcome_impact.experiment_counts``) over the window."""
+
+    rows: dict[str, int]
+    raw_rows: int
+    drift: DriftInputs
+    sample: pd.DataFrame
+    labelled: pd.DataFrame
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+class _FrameSample:
+    """Bottom-k sample of frame rows on seeded random keys (independent of chunking)."""
+
+    def __init__(self, k: int, rng: np.random.Generator) -> None:
+        self.k = k
+        self.rng = rng
+        self.parts: list[pd.DataFrame] = []
+        self.n = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        self.parts.append(frame.assign(__key=self.rng.random(len(frame))))
+        self.n += len(frame)
+        if self.n > 2 * self.k:
+            self._prune()
+
+    def _prune(self) -> None:
+        df = pd.concat(self.parts, ignore_index=True)
+        df = df.nsmallest(self.k, "__key") if len(df) > self.k else df
+        self.parts, self.n = [df], len(df)
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame()
+        self._prune()
+        df = self.parts[0].drop(columns="__key")
+        return df.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def outcome_id_map(
+    outcome_ids: pd.Series, hash_id: Callable[[str], str] | None = None
+) -> dict[str, str]:
+    """Logged id -> outcome id: each outcome id as text, and (given the service's keyed
+    ``hash_id``) its hash, the way ``serving.log_inputs`` hashed/none logs ids."""
+    ids = outcome_ids.astype(str).drop_duplicates().tolist()
+    out = {i: i for i in ids}
+    if hash_id is not None:
+        out.update({hash_id(i): i for i in ids})
+    return out
+
+
+def scan_decisions(
+    root: Path,
+    *,
+    reference: dict[str, Any],
+    since: str | None = None,
+    until: str | None = None,
+    sources: Sequence[str] = ("http", "batch"),
+    id_column: str,
+    outcome_ids: Mapping[str, str] | None = None,
+    extra_columns: Sequence[str] = (),
+    sample_rows: int = 200_000,
+    seed: int = 0,
+    batch_rows: int = 262_144,
+) -> DecisionScan:
+    """Read the window ``[since, until)`` of the decision store once, chunk by chunk (memory
+    flat in its size): only the columns monitoring needs (time, customer id, probability,
+    action, the reference's features, ``extra_columns``), counting what the drift tests
+    count and sampling what they sample (``DriftAccumulator``), and keeping the latest
+    decision of the customers in ``outcome_ids`` (logged id -> outcome id, see
+    ``outcome_id_map``)."""
+    features = list(reference.get("features", {}))
+    present = stored_columns(root, since=since, until=until, sources=sources)
+    wanted = [c for c in dict.fromkeys([*features, *extra_columns]) if c in present]
+    fixed = ["time", "customer_id", "probability", "action", *EXPERIMENT_COLUMNS]
+    columns = [*fixed, *wanted]
+    acc = DriftAccumulator(reference, sample_rows=sample_rows, seed=seed)
+    sample = _FrameSample(sample_rows, np.random.default_rng(seed + 1))
+    keep = list(
+        dict.fromkeys(["time", "probability", "action", *EXPERIMENT_COLUMNS, *extra_columns])
     )
-    df = df[roles == role]
-    if df.empty:
-        return pd.DataFrame()
-    if since:
-        df = df[df["time"] >= since]
-    if until:
-        df = df[df["time"] < until]
-    inputs = pd.json_normalize(df["inputs"].tolist()) if len(df) else pd.DataFrame()
-    inputs.index = df.index
-    return pd.concat([df.drop(columns=["inputs"]), inputs], axis=1).reset_index(drop=True)
+    experiments: dict[str, dict[str, Any]] = {}
+    keep = [c for c in keep if c in columns]
+    labelled: list[pd.DataFrame] = []
+    rows: dict[str, int] = {}
+    raw_rows = 0
+    ids = None if not outcome_ids else pd.Index(list(outcome_ids))
+    for source in sources:
+        n = 0
+        for chunk in iter_decisions(
+            root,
+            since=since,
+            until=until,
+            sources=[source],
+            columns=columns,
+            batch_rows=batch_rows,
+        ):
+            n += len(chunk)
+            cid = chunk["customer_id"]
+            raw = ~cid.astype(str).str.startswith(HASHED_PREFIX).to_numpy()
+            acc.add_scores(chunk["probability"].to_numpy(float), policy_contacts(chunk))
+            add_experiment_counts(experiments, experiment_counts(chunk))
+            if raw.any():
+                raw_rows += int(raw.sum())
+                current = chunk.loc[raw, features_in(chunk, features)]
+                acc.add_features(current)
+                sample.add(
+                    chunk.loc[raw, ["time", *features_in(chunk, features)]].assign(
+                        **{id_column: cid[raw].to_numpy()}
+                    )
+                )
+            if ids is not None and outcome_ids is not None:
+                hit = cid.isin(ids).to_numpy()
+                if hit.any():
+                    got = chunk.loc[hit, keep]
+                    labelled.append(got.assign(**{id_column: cid[hit].map(outcome_ids)}))
+        rows[source] = n
+    if labelled:
+        last = pd.concat(labelled, ignore_index=True).sort_values("time", kind="stable")
+        last = last.drop_duplicates(id_column, keep="last").reset_index(drop=True)
+    else:
+        last = pd.DataFrame()
+    return DecisionScan(rows, raw_rows, acc.result(), sample.frame(), last, experiments)
+
+
+EXPERIMENT_COLUMNS = ("would_contact", "holdout", "experiment_id")
+
+
+def policy_contacts(decisions: pd.DataFrame) -> np.ndarray:
+    """What the policy decided per decision: ``would_contact`` where stored (the randomized
+    holdout turns some of those contacts into no_contact, which is no drift), else the
+    action."""
+    acted = (decisions["action"] == "contact").to_numpy()
+    if "would_contact" not in decisions.columns:
+        return acted
+    would = decisions["would_contact"]
+    return np.where(would.notna().to_numpy(), would.fillna(False).astype(bool).to_numpy(), acted)
+
+
+def features_in(frame: pd.DataFrame, features: Sequence[str]) -> list[str]:
+    """The ``features`` ``frame`` has, in order."""
+    return [c for c in features if c in frame.columns]
 
 
 @dataclass(frozen=True)

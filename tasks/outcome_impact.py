@@ -64,40 +64,86 @@ def clean_contacted(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.Series(yes.to_numpy(bool), index=frame.index, name=column)
 
 
-def experiment_summaries(
-    decisions: pd.DataFrame, *, configured: Mapping[str, float] | None = None
-) -> list[dict[str, Any]]:
-    """One summary per experiment id among ``decisions`` (columns ``experiment_id``,
-    ``holdout``, ``would_contact``, optional ``time``), latest experiment first.
-    ``configured``: experiment id -> configured holdout share (0-1), for the sample-ratio
-    check; an experiment not in it is reported without the check."""
+def experiment_counts(decisions: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per experiment id among ``decisions`` (columns ``experiment_id``, ``holdout``,
+    ``would_contact``, optional ``time``): decisions, holdout_decisions,
+    would_contact_decisions, held_back_contacts, first/last decision time (what
+    ``experiment_summaries`` needs; add chunks' counts with ``add_experiment_counts``)."""
     if decisions.empty or "experiment_id" not in decisions.columns:
-        return []
+        return {}
     exp = decisions[decisions["experiment_id"].notna()]
-    out = []
+    out: dict[str, dict[str, Any]] = {}
     for exp_id, grp in exp.groupby("experiment_id", sort=False):
-        n = len(grp)
         held = grp["holdout"].fillna(False).astype(bool).to_numpy()
         would = grp["would_contact"].fillna(False).astype(bool).to_numpy()
+        times = grp["time"] if "time" in grp.columns else pd.Series(dtype=object)
+        out[str(exp_id)] = {
+            "decisions": len(grp),
+            "holdout_decisions": int(held.sum()),
+            "would_contact_decisions": int(would.sum()),
+            "held_back_contacts": int((held & would).sum()),
+            "first": times.min() if len(times) else None,
+            "last": times.max() if len(times) else None,
+        }
+    return out
+
+
+def add_experiment_counts(
+    total: dict[str, dict[str, Any]], more: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``total`` with the counts of ``more`` added (a later chunk of the same window)."""
+    for exp_id, c in more.items():
+        t = total.get(exp_id)
+        if t is None:
+            total[exp_id] = dict(c)
+            continue
+        for k in ("decisions", "holdout_decisions", "would_contact_decisions"):
+            t[k] += c[k]
+        t["held_back_contacts"] += c["held_back_contacts"]
+        firsts = [x for x in (t["first"], c["first"]) if x is not None]
+        lasts = [x for x in (t["last"], c["last"]) if x is not None]
+        t["first"] = min(firsts) if firsts else None
+        t["last"] = max(lasts) if lasts else None
+    return total
+
+
+def experiment_summaries(
+    decisions: pd.DataFrame | Mapping[str, Mapping[str, Any]],
+    *,
+    configured: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """One summary per experiment id among ``decisions`` (a frame, see ``experiment_counts``,
+    or those counts already added up over a window read in chunks), latest experiment first.
+    ``configured``: experiment id -> configured holdout share (0-1), for the sample-ratio
+    check; an experiment not in it is reported without the check."""
+    counts = experiment_counts(decisions) if isinstance(decisions, pd.DataFrame) else decisions
+    out = []
+    for exp_id, c in counts.items():
+        n, held = int(c["decisions"]), int(c["holdout_decisions"])
         share = (configured or {}).get(str(exp_id))
-        p_value = None if share is None else float(binomtest(int(held.sum()), n, share).pvalue)
-        times = grp["time"].astype(str) if "time" in grp.columns else pd.Series(dtype=str)
+        p_value = None if share is None else float(binomtest(held, n, share).pvalue)
+        first, last = c.get("first"), c.get("last")
         out.append(
             {
                 "experiment_id": str(exp_id),
                 "holdout_share": share,
                 "decisions": n,
-                "holdout_decisions": int(held.sum()),
-                "would_contact_decisions": int(would.sum()),
-                "held_back_contacts": int((held & would).sum()),
-                "observed_holdout_share": round(float(held.mean()), 6),
+                "holdout_decisions": held,
+                "would_contact_decisions": int(c["would_contact_decisions"]),
+                "held_back_contacts": int(c["held_back_contacts"]),
+                "observed_holdout_share": round(held / n, 6) if n else float("nan"),
                 "sample_ratio_p_value": None if p_value is None else round(p_value, 6),
                 "sample_ratio_ok": None if p_value is None else p_value >= SRM_ALPHA,
-                "first_decision": times.min() if len(times) else None,
-                "last_decision": times.max() if len(times) else None,
+                "first_decision": None if first is None else _time_text(first),
+                "last_decision": None if last is None else _time_text(last),
             }
         )
     return sorted(out, key=lambda e: e["last_decision"] or "", reverse=True)
+
+
+def _time_text(value: Any) -> str:
+    """A decision time as ISO-8601 text (stored times are timestamps; older ones text)."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def sufficiency(
@@ -218,7 +264,7 @@ def save_rate_from_outcomes(
 
 
 def measure_impact(
-    decisions: pd.DataFrame,
+    decisions: pd.DataFrame | Mapping[str, Mapping[str, Any]],
     joined: pd.DataFrame,
     *,
     values_usd: Callable[[pd.DataFrame], np.ndarray],
@@ -231,7 +277,8 @@ def measure_impact(
     segment_columns: Sequence[str] = (),
 ) -> MeasuredImpact | None:
     """The holdout experiment's measured effect in a monitoring window (None when no decision
-    in it ran under an experiment). ``decisions``: the window's decisions; ``joined``: the last
+    in it ran under an experiment). ``decisions``: the window's decisions (or their
+    ``experiment_counts``, added up over the window); ``joined``: the last
     decision per customer joined with outcomes (``churned`` 0/1, optional ``contacted``);
     ``values_usd``: the policy's customer value (USD) of joined rows; ``configured``:
     experiment id -> configured holdout share. The latest experiment in the window is

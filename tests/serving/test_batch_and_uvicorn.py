@@ -13,8 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flows.cli import main
+from serving.batch import score_file
+from serving.loader import load_champion
 from serving.main import create_app
 from serving.settings import ServingSettings
+from tasks.decision_store import DecisionWriter, count_decisions, read_decisions
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 
 from ..conftest import free_port
@@ -96,6 +99,54 @@ def test_batch_scoring_missing_column_exits_2(settings: ServingSettings, tmp_pat
     assert code == 2 and not (tmp_path / "o.csv").exists()
 
 
+def test_batch_scoring_stores_every_decision(
+    settings: ServingSettings, tmp_path: Path, capsys
+) -> None:
+    df = _rows(60)
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    df.to_parquet(src)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{workspace: {settings.workspace}}}\n")
+    assert main(["score", "--config", str(cfg), "--input", str(src), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "60 decisions stored (run " in printed
+    run = printed.split("(run ")[1].split(")")[0]
+    stored = read_decisions(settings.workspace_paths.decisions, sources=["batch"])
+    stored = stored[stored["request_id"] == run].reset_index(drop=True)
+    batch = pd.read_parquet(out)
+    assert stored["customer_id"].tolist() == batch["customer_id"].astype(str).tolist()
+    assert (stored["probability"] - batch["churn_probability"]).abs().max() < 1e-12
+    assert stored["action"].tolist() == batch["action"].tolist()
+    assert (stored["would_contact"] == (stored["action"] == "contact")).all()
+    assert stored["tenure_months"].tolist() == df["tenure_months"].astype(float).tolist()
+    assert stored["region"].tolist() == df["region"].tolist()  # raw inputs: log_inputs full
+
+
+def test_batch_scoring_that_fails_leaves_no_decisions(
+    settings: ServingSettings, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.csv"
+    _rows(50).to_csv(src, index=False)
+    root = tmp_path / "decisions"
+    writer = DecisionWriter(root, source="batch", writer_id="t", flush_rows=10)
+
+    def stop(rows: int) -> None:
+        assert list(root.rglob("*.parquet"))  # decisions of earlier chunks were written
+        if rows >= 30:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        score_file(
+            load_champion(settings, pin=False),
+            src,
+            tmp_path / "out.csv",
+            chunk_rows=10,
+            progress=stop,
+            decisions=writer,
+        )
+    assert not list(root.rglob("*.parquet")) and not (tmp_path / "out.csv").exists()
+
+
 @pytest.mark.server
 def test_real_uvicorn_scores_over_http(workspace_copy: Path, tmp_path: Path) -> None:
     port = free_port()
@@ -118,8 +169,9 @@ def test_real_uvicorn_scores_over_http(workspace_copy: Path, tmp_path: Path) -> 
         assert r.status_code == 200
         assert r.json()["model_version"] == "2"
         assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
-        ex = ServingSettings.from_config(serving_config(workspace_copy), environ={})
-        assert ex.prediction_log.is_file()
     finally:
         proc.terminate()
         proc.wait(20)
+    # the worker wrote its buffered decision to the store as it shut down
+    ex = ServingSettings.from_config(serving_config(workspace_copy), environ={})
+    assert count_decisions(ex.workspace_paths.decisions) == {"http": 1}

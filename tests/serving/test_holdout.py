@@ -29,6 +29,7 @@ from serving.experiment import (
 )
 from serving.main import create_app
 from serving.settings import ServingSettings
+from tasks.decision_store import read_decisions
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 
 from .conftest import serving_config
@@ -147,10 +148,10 @@ def test_service_holdout_response_and_log_fields(workspace_copy: Path) -> None:
     assert ((free["action"] == "contact") == free["would_contact"]).all()
     assert (free["tier"] != HOLDOUT_TIER).all()
     assert (res["experiment_id"] == EXPERIMENT).all()
-    lines = [json.loads(x) for x in settings.prediction_log.read_text().splitlines()]
-    assert [x["holdout"] for x in lines] == res["holdout"].tolist()
-    assert [x["would_contact"] for x in lines] == res["would_contact"].tolist()
-    assert {x["experiment_id"] for x in lines} == {EXPERIMENT}
+    stored = read_decisions(settings.workspace_paths.decisions)  # written at shutdown
+    assert stored["holdout"].tolist() == res["holdout"].tolist()
+    assert stored["would_contact"].tolist() == res["would_contact"].tolist()
+    assert set(stored["experiment_id"]) == {EXPERIMENT}
     exp = card["experiment"]
     assert exp["experiment_id"] == EXPERIMENT and exp["holdout_share"] == 0.3
     assert exp["hash_rule"] == HASH_RULE and exp["holdout_action"] == "no_contact"

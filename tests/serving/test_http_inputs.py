@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from serving.main import create_app
 from serving.settings import ServingSettings
+from tasks.decision_store import count_decisions
 
 from ..conftest import free_port
 from .conftest import customer, serving_config
@@ -100,9 +101,11 @@ def client(http_settings: ServingSettings) -> Iterator[TestClient]:
         yield c
 
 
-def _log_size(settings: ServingSettings) -> int:
-    p = settings.prediction_log
-    return p.stat().st_size if p.exists() else 0
+def _logged(client: TestClient) -> int:
+    """Decisions this app has logged (its buffer flushed to the store first)."""
+    state = client.app.state.serving  # type: ignore[attr-defined]
+    state.decisions.flush()
+    return sum(count_decisions(state.settings.workspace_paths.decisions).values())
 
 
 def _assert_error(r: httpx.Response, status: int, code: str, field: str | None) -> None:
@@ -131,11 +134,11 @@ def test_score_bad_body_gets_one_4xx_in_our_shape_and_is_not_logged(
     code: str,
     field: str,
 ) -> None:
-    before = _log_size(http_settings)
+    before = _logged(client)
     _assert_error(client.post("/v1/score", content=body, headers=headers), status, code, field)
-    assert _log_size(http_settings) == before
+    assert _logged(client) == before
     ok = client.post("/v1/score", json=customer())  # and the service still scores
-    assert ok.status_code == 200 and _log_size(http_settings) > before
+    assert ok.status_code == 200 and _logged(client) == before + 1
 
 
 @pytest.mark.parametrize("headers", [h for _, h in MEDIA_CASES], ids=[i for i, _ in MEDIA_CASES])
@@ -144,7 +147,7 @@ def test_score_refuses_non_json_media_type_415(
 ) -> None:
     r = client.post("/v1/score", content=json.dumps(customer()).encode(), headers=headers)
     _assert_error(r, 415, "unsupported_media_type", None)
-    assert _log_size(http_settings) == 0
+    assert _logged(client) == 0
     charset = {"Content-Type": "application/json; charset=utf-8"}
     assert client.post("/v1/score", content=json.dumps(customer()), headers=charset).is_success
 
@@ -281,8 +284,8 @@ def test_keep_alive_connection_survives_every_bad_request(http_settings: Serving
             assert _local_port(again) == conn, f"{name}: the connection was dropped"
         r = http.post("/v1/score", content=b"x", headers={"Content-Type": "text/plain"})
         assert r.status_code == 415 and _local_port(http.get("/healthz")) == conn
-    lines = http_settings.prediction_log.read_text().splitlines()
-    assert len(lines) == 1  # only the one good customer
+    # the server's shutdown wrote the buffered decisions: only the one good customer
+    assert count_decisions(http_settings.workspace_paths.decisions) == {"http": 1}
 
 
 # ------------------------------------------------------------------ schemathesis

@@ -1,5 +1,5 @@
-"""Privacy and secrets (issue 14): log file modes, age retention, hashed/none inputs and the
-outcome join on hashed ids, and redaction of
+"""Privacy and secrets (issue 14): decision file modes, age retention, hashed/none inputs and
+the outcome join on hashed ids, and redaction of
 passwords and tokens in the config records store and `bayespilot config` prints."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import stat
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ from fastapi.testclient import TestClient
 from configs.paths import Workspace
 from configs.settings import REDACTED, BayesPilotConfig, build_config, redact_secrets, redact_uri
 from flows.cli import main as cli_main
-from flows.monitoring import join_ids, raw_inputs_mask
+from flows.monitoring import id_hasher
 from serving.main import create_app
-from serving.predlog import InputPolicy, PredictionLog, hash_id, log_key
+from serving.predlog import InputPolicy, hash_id, log_key
 from serving.settings import ServingSettings
+from tasks.decision_store import FIXED_COLUMNS, DecisionWriter, read_decisions
+from tasks.monitor import outcome_id_map
 from tasks.records import RecordStore
 
 from ..conftest import small_layers
@@ -39,63 +41,51 @@ def _settings(ws: Path, **serving: object) -> ServingSettings:
     return ServingSettings.from_config(serving_config(ws, **serving), environ={})
 
 
-def test_predlog_files_created_0600_whatever_the_umask(tmp_path: Path) -> None:
+def test_decision_files_created_0600_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        log = PredictionLog(tmp_path / "predictions.jsonl", max_bytes=200, backups=2)
-        for i in range(10):
-            log.write([{"i": i, "pad": "x" * 60}])
+        w = _settings(tmp_path / "ws").decision_writer("t")
+        w.append_records([_decision(i) for i in range(10)])
+        w.close()
     finally:
         os.umask(old)
-    files = sorted(tmp_path.iterdir())
-    assert {p.name for p in files} >= {
-        "predictions.jsonl",
-        "predictions.jsonl.1",
-        "predictions.jsonl.lock",
-    }
-    assert {_mode(p) for p in files} == {0o600}
+    files = list((tmp_path / "ws" / "decisions").rglob("*.parquet"))
+    assert files and {_mode(p) for p in files} == {0o600}
 
 
-def test_predlog_file_mode_is_configurable_and_tightens_old_files(tmp_path: Path) -> None:
-    path = tmp_path / "logs" / "predictions.jsonl"
-    path.parent.mkdir()
-    path.write_text("")
-    path.chmod(0o644)  # a log from before the setting
+def test_decision_file_mode_is_configurable(tmp_path: Path) -> None:
     s = _settings(tmp_path / "ws", log_file_mode="0640")
     assert s.log_file_mode == 0o640
-    log = s.open_log(path)
-    log.write([{"a": 1}])
-    assert _mode(path) == 0o640
+    w = s.decision_writer("t")
+    w.append_records([_decision(0)])
+    w.close()
+    files = list((tmp_path / "ws" / "decisions").rglob("*.parquet"))
+    assert files and {_mode(p) for p in files} == {0o640}
 
 
-def test_predlog_age_retention_removes_old_rotations(tmp_path: Path) -> None:
-    path = tmp_path / "predictions.jsonl"
-    log = PredictionLog(path, max_bytes=100, backups=5, max_age_days=7)
-    for i in range(1, 4):
-        path.with_name(f"predictions.jsonl.{i}").write_text("{}\n")
-    old = time.time() - 10 * DAY_S
-    for i in (2, 3):
-        os.utime(path.with_name(f"predictions.jsonl.{i}"), (old, old))
-    path.write_text("{}\n")
-    os.utime(path, (old, old))  # the current file is never removed by age
-    assert {p.name for p in log.expire()} == {"predictions.jsonl.2", "predictions.jsonl.3"}
-    assert path.exists() and path.with_name("predictions.jsonl.1").exists()
-    # a rotation expires too: the aged .1 moves to .2 and goes; the fresh current file
-    # becomes .1 and stays
-    os.utime(path.with_name("predictions.jsonl.1"), (old, old))
-    os.utime(path, None)
-    log.write([{"pad": "y" * 200}])
-    names = {p.name for p in tmp_path.iterdir()}
-    assert "predictions.jsonl.1" in names and "predictions.jsonl.2" not in names
+def test_service_start_applies_decision_retention(workspace_copy: Path) -> None:
+    s = _settings(workspace_copy)
+    old = DecisionWriter(s.workspace_paths.decisions, source="http", writer_id="old")
+    long_ago = datetime.now(UTC) - timedelta(days=s.decisions_retention_days + 1)
+    recent = datetime.now(UTC) - timedelta(days=s.decisions_retention_days - 1)
+    old.append_records([_decision(0, long_ago), _decision(1, recent)])
+    old.close()
+    assert len(read_decisions(s.workspace_paths.decisions)) == 2
+    create_app(s, follow=False)  # every worker expires old hours when it starts
+    left = read_decisions(s.workspace_paths.decisions)
+    assert left["request_id"].tolist() == ["r1"]
 
 
-def test_predlog_no_age_limit_keeps_rotations(tmp_path: Path) -> None:
-    path = tmp_path / "p.jsonl"
-    rotated = path.with_name("p.jsonl.1")
-    rotated.write_text("{}\n")
-    os.utime(rotated, (0, 0))
-    assert PredictionLog(path, max_bytes=100, backups=2, max_age_days=None).expire() == []
-    assert rotated.exists()
+def _decision(i: int, at: datetime | None = None) -> dict[str, Any]:
+    return {
+        "time": at or datetime.now(UTC),
+        "request_id": f"r{i}",
+        "model_version": "1",
+        "policy_id": "p",
+        "customer_id": f"c{i}",
+        "probability": 0.3,
+        "action": "no_contact",
+    }
 
 
 def test_input_policy_hashed_and_none(tmp_path: Path) -> None:
@@ -122,47 +112,45 @@ def test_service_logs_no_raw_inputs_when_hashed_or_none(workspace_copy: Path, mo
     with TestClient(create_app(s, follow=False)) as c:
         r = c.post("/v1/score", json=customer(customer_id="Alice-4711", region="south"))
         assert r.status_code == 200 and r.json()["customer_id"] == "Alice-4711"
-    text = s.prediction_log.read_text()
+    rows = read_decisions(s.workspace_paths.decisions)
+    assert len(rows) == 1
+    text = rows.astype(str).to_json()
     assert "Alice-4711" not in text and "south" not in text
-    line = json.loads(text.splitlines()[-1])
-    assert line["inputs_mode"] == mode
     key = log_key(Workspace(workspace_copy).log_key)
-    assert line["inputs"]["customer_id"] == hash_id(key, "Alice-4711")
-    value = line["inputs"].pop("monthly_charges_usd")  # the customer value stays raw
-    assert value == customer()["monthly_charges_usd"]
+    line = rows.iloc[0]
+    assert line["customer_id"] == hash_id(key, "Alice-4711")
+    inputs = [c for c in rows.columns if c not in {*FIXED_COLUMNS, "tier", "latency_ms"}]
+    assert line["monthly_charges_usd"] == customer()["monthly_charges_usd"]  # stays raw
+    inputs.remove("monthly_charges_usd")
     if mode == "none":
-        assert set(line["inputs"]) == {"customer_id"}
+        assert inputs == []
     else:
-        assert set(line["inputs"]) == set(customer()) - {"monthly_charges_usd"}
-    assert _mode(s.prediction_log) == 0o600
+        assert set(inputs) == set(customer()) - {"monthly_charges_usd", "customer_id"}
+        assert all(str(line[c]).startswith("hmac:") for c in inputs)
+    files = list(s.workspace_paths.decisions.rglob("*.parquet"))
+    assert files and {_mode(p) for p in files} == {0o600}
 
 
 def test_service_full_inputs_logged_0600(workspace_copy: Path) -> None:
     s = _settings(workspace_copy)
     with TestClient(create_app(s, follow=False)) as c:
         assert c.post("/v1/score", json=customer(customer_id="Bob")).status_code == 200
-    line = json.loads(s.prediction_log.read_text().splitlines()[-1])
-    assert line["inputs"]["customer_id"] == "Bob" and line["inputs_mode"] == "full"
-    assert _mode(s.prediction_log) == 0o600
+    line = read_decisions(s.workspace_paths.decisions).iloc[-1]
+    assert line["customer_id"] == "Bob" and line["region"] == customer()["region"]
+    files = list(s.workspace_paths.decisions.rglob("*.parquet"))
+    assert files and {_mode(p) for p in files} == {0o600}
 
 
 def test_monitoring_joins_outcomes_on_hashed_ids(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
+    assert id_hasher(ws) is None  # no key: nothing was ever logged hashed
     key = log_key(ws.log_key)
-    logged = pd.DataFrame(
-        {
-            "customer_id": ["A", hash_id(key, "B"), hash_id(key, "17")],
-            "inputs_mode": [None, "hashed", "none"],
-        }
-    )
-    outcomes = pd.DataFrame({"customer_id": ["A", "B", "17", "C"]})
-    raw = raw_inputs_mask(logged)
-    assert raw.tolist() == [True, False, False]
-    logged_ids, label_ids = join_ids(ws, logged, outcomes, "customer_id", raw)
-    assert set(logged_ids) == set(label_ids[:3]) and label_ids[3] not in set(logged_ids)
-    all_raw = logged.iloc[:1].drop(columns=["inputs_mode"])
-    ids, labels = join_ids(ws, all_raw, outcomes, "customer_id", raw_inputs_mask(all_raw))
-    assert ids.tolist() == ["A"] and labels.tolist() == ["A", "B", "17", "C"]
+    logged = ["A", hash_id(key, "B"), hash_id(key, "17")]  # full, hashed, none
+    outcomes = pd.Series(["A", "B", 17, "C"])
+    ids = outcome_id_map(outcomes, id_hasher(ws))
+    assert [ids.get(x) for x in logged] == ["A", "B", "17"]  # each logged id joins
+    assert "C" in ids and hash_id(key, "C") in ids  # C was not logged: nothing joins it
+    assert outcome_id_map(outcomes) == {"A": "A", "B": "B", "17": "17", "C": "C"}
 
 
 # ------------------------------------------------------------------ secrets

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from serving.loader import load_champion
 from serving.main import create_app
-from serving.predlog import PredictionLog
 from serving.settings import ServingSettings
+from tasks.decision_store import read_decisions
 from tasks.records import RecordStore, load_verified_model
 from tasks.select_policy import Policy, decide
 
@@ -245,37 +245,22 @@ def test_head_naming_same_champion_moves_head_without_reload(settings: ServingSe
         assert c.get("/readyz").json()["model_version"] == "1"
 
 
-def test_prediction_log_lines_per_customer(settings: ServingSettings) -> None:
+def test_decision_store_rows_per_customer(settings: ServingSettings) -> None:
     with client_for(settings) as c:
         c.post(
             "/v1/score",
             json={"customers": [customer(customer_id="A"), customer(customer_id="B")]},
             headers={"x-request-id": "req-42"},
         )
-    lines = [json.loads(x) for x in settings.prediction_log.read_text().splitlines()]
-    assert [x["inputs"]["customer_id"] for x in lines] == ["A", "B"]
-    assert {x["request_id"] for x in lines} == {"req-42"}
+    # the app's shutdown wrote the worker's buffered decisions
+    rows = read_decisions(settings.workspace_paths.decisions)
+    assert rows["customer_id"].tolist() == ["A", "B"]
+    assert set(rows["request_id"]) == {"req-42"} and set(rows["source"]) == {"http"}
     assert {"time", "model_version", "policy_id", "probability", "action", "latency_ms"} <= set(
-        lines[0]
+        rows.columns
     )
-
-
-def test_prediction_log_rotates_and_survives_threads(tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    log = PredictionLog(tmp_path / "p.jsonl", max_bytes=20_000, backups=3)
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: log.write([{"i": i, "pad": "x" * 100}]), range(400)))
-    files = sorted(tmp_path.glob("p.jsonl*"))
-    assert (tmp_path / "p.jsonl.1").exists() and len(
-        [f for f in files if "lock" not in f.name]
-    ) <= 4
-    for f in files:
-        if f.name.endswith(".lock"):
-            continue
-        for line in f.read_text().splitlines():
-            assert json.loads(line)["pad"] == "x" * 100
-        assert f.stat().st_size <= 20_000
+    assert (rows["would_contact"] == (rows["action"] == "contact")).all()
+    assert rows["tenure_months"].notna().all()  # the raw inputs (serving.log_inputs: full)
 
 
 def test_service_explain_flag_gives_reasons(settings: ServingSettings) -> None:

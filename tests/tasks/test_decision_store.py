@@ -294,3 +294,12 @@ def test_decision_writer_refuses_bad_rows(tmp_path: Path) -> None:
         DecisionWriter(root, source="shadow", writer_id="b")
     with pytest.raises(ValueError, match="writer_id"):
         DecisionWriter(root, source="batch", writer_id="a/b")
+
+
+def test_decision_writer_keeps_inputs_of_mixed_kinds_as_text(tmp_path: Path) -> None:
+    root = tmp_path / "decisions"
+    with DecisionWriter(root, source="http", writer_id="w") as w:
+        rows = _rows(3, DAY, 1, inputs={"input.region": ["east", 5, None]})
+        w.append_records([{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
+    got = read_decisions(root)["region"]
+    assert got.tolist()[:2] == ["east", "5"] and got.isna().tolist() == [False, False, True]

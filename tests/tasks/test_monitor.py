@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from configs.settings import MonitoringConfig
+from tasks.decision_store import DecisionWriter
 from tasks.load_data import ColumnRoles
 from tasks.monitor import (
     build_reference,
@@ -18,7 +19,7 @@ from tasks.monitor import (
     drift_tests,
     ks_two_sample,
     psi,
-    read_prediction_log,
+    scan_decisions,
     skew,
 )
 
@@ -125,37 +126,108 @@ def test_skew_counts_mismatching_values() -> None:
     assert {r["feature"]: r["mismatch_share"] for r in out["features"]} == {"x": 0.5, "c": 0.0}
 
 
-def test_read_prediction_log_roles_and_window(tmp_path: Path) -> None:
-    log = tmp_path / "p.jsonl"
-    rows = [
+def _store(root: Path, n: int, *, source: str = "http", hashed: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=n)
+    frame = pd.DataFrame(
         {
-            "time": "2026-11-01T00:00:00",
-            "inputs": {"id": "a", "x": 1},
-            "probability": 0.2,
-            "action": "no_contact",
-        },
-        {
-            "time": "2026-11-02T00:00:00",
-            "inputs": {"id": "b", "x": 2},
-            "probability": 0.6,
-            "action": "contact",
-        },
-        {
-            "time": "2026-11-02T00:00:00",
-            "role": "challenger",
-            "inputs": {"id": "b", "x": 2},
-            "probability": 0.5,
-            "action": "contact",
-            "champion_action": "contact",
-        },
+            "time": pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC"),
+            "request_id": "r",
+            "model_version": "1",
+            "policy_id": "p",
+            "customer_id": [f"hmac:{i}" if hashed else f"id{i}" for i in range(n)],
+            "probability": rng.uniform(size=n),
+            "action": np.where(x > 0, "contact", "no_contact"),
+            "input.x": x,
+            "input.c": rng.choice(["u", "v"], size=n),
+        }
+    )
+    with DecisionWriter(root, source=source, writer_id="t", flush_rows=97) as w:
+        w.append(frame)
+    return frame
+
+
+def test_scan_decisions_matches_drift_on_the_whole_frame(tmp_path: Path) -> None:
+    root = tmp_path / "decisions"
+    frame = _store(root, 600)
+    ref_frame = pd.DataFrame({"x": np.random.default_rng(1).normal(size=500), "c": "u"})
+    ref = build_reference(
+        ref_frame, _roles(), np.linspace(0, 1, 50), np.arange(50) % 2 == 0, sample_rows=400
+    )
+    cfg = MonitoringConfig()
+    scan = scan_decisions(root, reference=ref, id_column="id", batch_rows=64, sample_rows=10_000)
+    assert scan.rows == {"http": 600, "batch": 0} and scan.raw_rows == 600
+    whole = frame.rename(columns={"input.x": "x", "input.c": "c"})
+    expected = drift_tests(
+        ref,
+        whole,
+        whole["probability"].to_numpy(),
+        (whole["action"] == "contact").to_numpy(),
+        config=cfg,
+    )
+    assert drift_tests(ref, scan.drift, config=cfg) == expected  # sample = every row here
+    # a sample smaller than the window: the counts stay exact, KS uses the seeded sample
+    small = scan_decisions(root, reference=ref, id_column="id", batch_rows=64, sample_rows=1000)
+    again = scan_decisions(root, reference=ref, id_column="id", batch_rows=200, sample_rows=1000)
+    assert len(small.drift.numeric["x"]) == 600 and len(small.sample) == 600
+    tiny = scan_decisions(root, reference=ref, id_column="id", batch_rows=64, sample_rows=1000)
+    assert np.array_equal(np.sort(tiny.drift.numeric["x"]), np.sort(small.drift.numeric["x"]))
+    assert again.drift.counts == small.drift.counts and again.drift.contacts == int(
+        (frame["action"] == "contact").sum()
+    )
+
+
+def test_scan_decisions_window_sample_and_outcome_join(tmp_path: Path) -> None:
+    root = tmp_path / "decisions"
+    frame = _store(root, 3000)
+    _store(root, 50, source="batch", hashed=True)
+    ref = build_reference(
+        pd.DataFrame({"x": np.linspace(-2, 2, 300), "c": "u"}),
+        _roles(),
+        np.linspace(0, 1, 50),
+        np.arange(50) % 2 == 0,
+    )
+    ids = {"id10": "10", "id2800": "2800", "id2999": "2999", "hmac:30": "30", "nobody": "x"}
+    scan = scan_decisions(
+        root,
+        reference=ref,
+        id_column="id",
+        since="2026-11-01T00:10:00Z",
+        until="2026-11-03",
+        outcome_ids=ids,
+        extra_columns=["c"],
+        sample_rows=1000,
+        seed=5,
+    )
+    assert scan.rows == {"http": 2870, "batch": 40} and scan.raw_rows == 2870
+    assert len(scan.drift.numeric["x"]) == 1000 and len(scan.sample) == 1000
+    assert scan.drift.scored == 2910 and sum(scan.drift.counts["c"].values()) == 2870
+    assert (
+        scan.sample["time"].is_monotonic_increasing and scan.sample["id"].str.startswith("id").all()
+    )
+    again = scan_decisions(
+        root,
+        reference=ref,
+        id_column="id",
+        since="2026-11-01T00:10:00Z",
+        until="2026-11-03",
+        sample_rows=1000,
+        seed=5,
+        batch_rows=333,
+    )
+    assert np.array_equal(np.sort(again.drift.numeric["x"]), np.sort(scan.drift.numeric["x"]))
+    got = scan.labelled.set_index("id")
+    assert sorted(got.index) == ["10", "2800", "30"]  # hashed batch id 30 joins; 2999 is later
+    assert got.loc["2800", "probability"] == frame["probability"].iloc[2800]
+    assert list(got.columns) == [
+        "time",
+        "probability",
+        "action",
+        "would_contact",
+        "holdout",
+        "experiment_id",
+        "c",
     ]
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    champ = read_prediction_log(log)
-    assert champ["id"].tolist() == ["a", "b"]
-    assert read_prediction_log(log, since="2026-11-02")["id"].tolist() == ["b"]
-    assert read_prediction_log(log, role="challenger")["champion_action"].tolist() == ["contact"]
-    (tmp_path / "q.jsonl").write_text(json.dumps(rows[0]) + "\n")
-    assert read_prediction_log(tmp_path / "q.jsonl", role="challenger").empty
 
 
 def test_clean_outcomes_names_bad_columns() -> None:
