@@ -359,3 +359,17 @@ def test_challenger_scoring_compares_with_the_champion_policys_decision() -> Non
     assert champion_policy_action(rows.drop(columns=["would_contact"])).tolist() == list(
         rows["action"]
     )
+
+
+@pytest.mark.slow
+def test_challenger_scoring_flow_entry_point_scores_the_window(ws: Path, tmp_path: Path) -> None:
+    """The function the ``challenger-scoring`` deployment runs (called without Prefect)."""
+    from flows.challenger import churn_challenger_scoring
+
+    champ, _ = _loaded(ws)
+    _store(ws, _store_frame(_requests(champ, _customers(_config(ws), 10))))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{workspace: {ws}}}\n")
+    until = (START + timedelta(hours=1)).isoformat()
+    out = churn_challenger_scoring.fn(config_path=str(cfg), since=START.isoformat(), until=until)
+    assert out["challenger"].startswith(f"challenger v2 over [{START.isoformat()}, {until}): 10 ")
