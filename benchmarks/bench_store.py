@@ -161,7 +161,7 @@ def stage_data(args: argparse.Namespace) -> dict[str, Any]:
 def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
     from serving.batch import score_file
     from serving.settings import ServingSettings
-    from tasks.decision_store import DecisionWriter
+    from tasks.decision_store import BATCH_FLUSH_INTERVAL_S, DecisionWriter
 
     config, champion = _champion(args.workspace)
     settings = ServingSettings.from_config(config)
@@ -170,7 +170,7 @@ def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
         source="batch",
         writer_id="bench",
         flush_rows=config.decisions.batch_flush_rows,
-        flush_interval_s=config.decisions.flush_interval_s,
+        flush_interval_s=BATCH_FLUSH_INTERVAL_S,
         file_mode=settings.log_file_mode,
         compression=config.decisions.compression,
         background=True,
@@ -206,7 +206,7 @@ def stage_http(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     from tasks.decision_store import DecisionWriter
 
     config, champion = _champion(args.workspace)
-    feats = [*champion.scorer.features, *filter(None, [champion.value_column])]
+    feats = list(dict.fromkeys([*champion.scorer.features, *filter(None, [champion.value_column])]))
     pf = pq.ParquetFile(args.workspace / "customers.parquet")
     customers = next(pf.iter_batches(batch_size=200_000)).to_pandas()
     # (a) a real server on 127.0.0.1

@@ -1013,9 +1013,10 @@ class DecisionsConfig(Section):
         "seconds after the first one; the most a killed worker can lose (seconds).",
     )
     batch_flush_rows: int = Field(
-        1_000_000,
+        500_000,
         ge=1,
-        description="Batch `score` writes its decisions in files of this many rows.",
+        description="Batch `score` writes its decisions in files of this many rows; it holds "
+        "at most about three times this many decision rows in memory (rows).",
     )
     compression: Literal["zstd", "snappy", "lz4", "none"] = Field(
         "zstd", description="Parquet compression codec of the decision files."

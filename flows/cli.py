@@ -511,7 +511,7 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from serving.batch import count_rows, score_file
     from serving.loader import NotReady, load_champion
     from serving.settings import ServingSettings
-    from tasks.decision_store import DecisionWriter
+    from tasks.decision_store import BATCH_FLUSH_INTERVAL_S, DecisionWriter
     from tasks.load_data import DataError
 
     settings = ServingSettings.from_config(config)
@@ -527,7 +527,7 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         source="batch",
         writer_id=f"score-{os.getpid()}",
         flush_rows=config.decisions.batch_flush_rows,
-        flush_interval_s=config.decisions.flush_interval_s,
+        flush_interval_s=BATCH_FLUSH_INTERVAL_S,
         file_mode=settings.log_file_mode,
         compression=config.decisions.compression,
         background=True,

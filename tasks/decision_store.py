@@ -61,6 +61,9 @@ US_PER_HOUR = 3_600_000_000
 SECONDS_PER_DAY = 86_400
 TMP_PREFIX = "."
 BACKLOG_FLUSHES = 2  # a background writer's caller flushes itself past this many flush_rows
+# a batch run flushes by rows only (its files are whole batch_flush_rows; a failed run
+# removes them anyway): no interval flush makes small files to merge (seconds)
+BATCH_FLUSH_INTERVAL_S = 86_400.0
 STALE_TMP_S = 3_600  # temp files older than this (seconds) are a dead writer's leftovers
 
 FIXED_SCHEMA = pa.schema(
