@@ -190,12 +190,17 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
         if chall is None:
             raise ChallengerError("no active challenger")
         block = chall.challenger
-        gate = shadow_champion_gate(
-            latest_monitoring(records, after=chall.sequence),
-            block.model_version,
-            margin_share=config.gates.champion.profit_margin_share,
-            stake=stake_of(chall),
-        )
+        if chall.uplift is not None:  # an uplift policy: judged on its randomized evidence
+            from flows.uplift_challenge import uplift_champion_gate
+
+            gate = uplift_champion_gate(chall)
+        else:
+            gate = shadow_champion_gate(
+                latest_monitoring(records, after=chall.sequence),
+                block.model_version,
+                margin_share=config.gates.champion.profit_margin_share,
+                stake=stake_of(chall),
+            )
         gates = [g for g in chall.gates if g.gate != "champion"]
         gates.append(GateRecord.model_validate(gate.as_dict()))
         promoted = all(g.passed for g in gates)
@@ -218,6 +223,7 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
             economics=chall.economics,  # resolved when the challenger ran (same champion)
             gates=gates,
             challenger_record=chall.record_id,
+            **({"uplift": chall.uplift} if chall.uplift is not None else {}),
             **git_state(),
             finished_at=now_iso(),
         )

@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cs)
     cs.add_argument("--since", default=None, help="ISO time: first stored decision to score")
     cs.add_argument("--until", default=None, help="ISO time: end of the window (exclusive)")
+    cu = sub.add_parser(
+        "challenge-uplift",
+        help="fit uplift learners on the served champion's randomized outcomes; a winner that "
+        "passes every uplift gate is registered as challenger, else a rejected record says why",
+    )
+    _common(cu)
+    cu.add_argument("--since", default=None, help="ISO time: first logged decision to use")
+    cu.add_argument("--until", default=None, help="ISO time: end of the window (exclusive)")
     outc = sub.add_parser("outcomes", help="ingest outcome labels that arrived later")
     _common(outc)
     outc.add_argument(
@@ -506,6 +514,23 @@ def cmd_challenger_score(args: argparse.Namespace, config: BayesPilotConfig) -> 
     return EXIT_OK
 
 
+def cmd_challenge_uplift(args: argparse.Namespace, config: BayesPilotConfig) -> int:
+    from flows.uplift_challenge import UpliftChallengeError, run_uplift_challenge
+
+    try:
+        rec = parse_record(run_uplift_challenge(config, since=args.since, until=args.until))
+    except UpliftChallengeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (KeyError, ValueError) as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"uplift challenge: {rec.decision} (record {rec.sequence:06d} {rec.record_id[:12]})")
+    for reason in rec.reasons:
+        print(f"  - {reason}")
+    return EXIT_OK
+
+
 def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
     from flows.reports import row_progress
     from serving.batch import count_rows, score_file
@@ -599,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "outcomes": cmd_outcomes,
             "promote-challenger": cmd_promote_challenger,
             "challenger-score": cmd_challenger_score,
+            "challenge-uplift": cmd_challenge_uplift,
         }
         if args.command in handlers:
             return handlers[args.command](args, config)

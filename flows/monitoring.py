@@ -156,6 +156,16 @@ def id_hasher(ws: Workspace) -> Callable[[str], str] | None:
     return lambda v: hash_id(key, v)
 
 
+def join_labels(labelled: pd.DataFrame, outcomes: pd.DataFrame, id_col: str) -> pd.DataFrame:
+    """The latest decision of each labelled customer (``scan_decisions``) joined (inner) with
+    their latest outcome; empty when either side is. Shared with ``challenge-uplift``."""
+    if outcomes.empty or labelled.empty:
+        return pd.DataFrame()
+    labels = outcomes.assign(**{id_col: outcomes[id_col].astype(str)})
+    labels = labels.drop_duplicates(id_col, keep="last")
+    return labelled.merge(labels, on=id_col, how="inner")
+
+
 def monitoring_pipeline(
     config: BayesPilotConfig, *, runner: Runner, since: str | None = None, until: str | None = None
 ) -> MonitoringResult:
@@ -233,11 +243,7 @@ def monitoring_pipeline(
         except Exception as exc:  # the source may be gone; skew is then not measurable
             skew_report = {"error": f"{type(exc).__name__}: {exc}"}
 
-    joined = pd.DataFrame()
-    if not outcomes_df.empty and not scan.labelled.empty:
-        labels = outcomes_df.assign(**{id_col: outcomes_df[id_col].astype(str)})
-        labels = labels.drop_duplicates(id_col, keep="last")
-        joined = scan.labelled.merge(labels, on=id_col, how="inner")
+    joined = join_labels(scan.labelled, outcomes_df, id_col)
     # ---- the randomized holdout's measured effect (issue 17; tasks/outcome_impact.py)
     impact = _measured_impact(config, policy, scan.experiments, joined, n_raw == n_logged)
     outcome = outcome_metrics(

@@ -26,6 +26,7 @@ from typing import Any
 
 from serving.fast_scorer import FastScorer, compile_scorer
 from serving.settings import ServingSettings
+from serving.uplift import UpliftScorer, is_uplift_artifact, is_uplift_policy
 from tasks.record_models import (
     ChallengerRecord,
     ChampionBlock,
@@ -73,6 +74,7 @@ class Champion:
     categorical: tuple[str, ...]
     info: dict[str, Any] = field(default_factory=dict)
     id_generated: bool = False  # the training table had no ids: rows were numbered on load
+    uplift: UpliftScorer | None = None  # an uplift policy: its learner's models (else None)
 
     @property
     def model_name(self) -> str:
@@ -102,6 +104,8 @@ def head_marker(settings: ServingSettings) -> str:
 
 
 def _check_gates(rec: SeatingRecord | ChallengerRecord, *, fast_scorer: bool = True) -> None:
+    # an uplift policy is scored by its sklearn pipelines (``serving.uplift``): no fast scorer
+    fast_scorer = fast_scorer and getattr(rec, "uplift", None) is None
     failed = [g.gate for g in rec.gates if not g.passed]
     if not rec.gates or failed:
         raise NotReady(
@@ -223,6 +227,15 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
         raise NotReady(str(exc)) from None
     if policy.policy_id != block.policy_id:
         raise NotReady("policy document id does not match the record")
+    uplift = None
+    if is_uplift_artifact(model) != is_uplift_policy(policy.document):
+        raise NotReady("the model artifact and the policy document disagree on the policy kind")
+    if is_uplift_artifact(model):
+        try:
+            uplift = UpliftScorer.from_artifact(model)
+        except ValueError as exc:
+            raise NotReady(str(exc)) from None
+        model = uplift.control  # request schema and imputation warnings from its pipeline
     scorer = compile_scorer(model, pin=pin)
     schema = (None if isinstance(rec, PolicyUpdateRecord) else rec.table_schema) or {}
     info = {
@@ -251,6 +264,7 @@ def load(settings: ServingSettings, resolved: Resolved, *, pin: bool = True) -> 
         numeric=tuple(block.features.numeric),
         categorical=tuple(block.features.categorical),
         info=info,
+        uplift=uplift,
     )
 
 

@@ -77,6 +77,12 @@ class ScoreResult(BaseModel):
     )
     warnings: list[str]
     reasons: list[Reason] | None = Field(None, description="Only with ?explain=true.")
+    uplift_effect: float | None = Field(
+        None,
+        description="Only under an uplift policy: the churn probability a contact removes "
+        "(0-1; negative: a contact pushes the customer out). churn_probability is then the "
+        "churn probability without contact and expected_value_usd the incremental value.",
+    )
 
 
 class BatchResult(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from serving.experiment import HOLDOUT_TIER, Experiment, apply_holdout
 from serving.loader import Champion
+from serving.uplift import uplift_decide
 from tasks.select_policy import decide
 
 RESULT_COLUMNS = (
@@ -153,6 +154,7 @@ class Scored:
     would_contact: np.ndarray
     holdout: np.ndarray
     experiment_id: str | None = None
+    effect: np.ndarray | None = None  # uplift policy: churn probability a contact removes
 
 
 def score_columns(
@@ -171,7 +173,13 @@ def score_columns(
     values = champion.policy.values(
         None if raw_values is None else np.asarray(raw_values, dtype=float), n
     )
-    d = decide(out.probability, values, champion.policy.document)
+    effect = None
+    if champion.uplift is None:
+        probability = out.probability
+        d = decide(probability, values, champion.policy.document)
+    else:  # an uplift policy: the effect decides; the churn probability is without contact
+        effect, probability = champion.uplift.score(columns, n)
+        d = uplift_decide(effect, values, champion.policy.document)
     arm = apply_holdout(experiment, ids, d.contact)
     tier = np.where(arm.holdout, HOLDOUT_TIER, d.tier) if arm.holdout.any() else d.tier
     warnings: list[list[str]] = [[] for _ in range(n if with_warnings else 0)]
@@ -183,7 +191,7 @@ def score_columns(
             warnings[i].append(f"{col}: unknown category ignored")
     return Scored(
         list(ids),
-        out.probability,
+        probability,
         d.expected_value_usd,
         arm.contact,
         tier,
@@ -191,6 +199,7 @@ def score_columns(
         arm.would_contact,
         arm.holdout,
         arm.experiment_id,
+        effect,
     )
 
 
@@ -227,6 +236,8 @@ def result_dicts(champion: Champion, scored: Scored) -> list[dict[str, Any]]:
                 "warnings": scored.warnings[i],
             }
         )
+        if scored.effect is not None:
+            out[-1]["uplift_effect"] = float(scored.effect[i])
     return out
 
 
@@ -245,7 +256,7 @@ def score_frame(
         with_warnings=False,
         experiment=experiment,
     )
-    return pd.DataFrame(
+    result = pd.DataFrame(
         {
             champion.id_column: frame[champion.id_column].to_numpy(),
             "churn_probability": s.probability,
@@ -259,6 +270,9 @@ def score_frame(
             "experiment_id": pd.array([s.experiment_id] * len(frame), dtype="string"),
         }
     )
+    if s.effect is not None:
+        result["uplift_effect"] = s.effect
+    return result
 
 
 def reasons_for(champion: Champion, row: Mapping[str, Any], top: int = 3) -> list[dict[str, Any]]:

@@ -281,6 +281,9 @@ class _RunBody(_Body):
     notes: list[str] = Field(default_factory=list)
     packages: dict[str, str] | None = None
     started_at: str | None = None
+    # an uplift challenge (``bayespilot challenge-uplift``): ``UpliftChallenge.as_dict()``;
+    # set on a record whose model is an uplift policy (served by the uplift rule)
+    uplift: dict[str, Any] | None = None
 
 
 class PromotionBody(_RunBody):

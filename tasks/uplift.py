@@ -28,7 +28,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,22 @@ class UpliftModel:
         t1 = self.effect_from_treated.predict(X)
         e = self.assigned_share
         return np.asarray(e * t0 + (1 - e) * t1, dtype=float)
+
+    def artifact(self, *, numeric: tuple[str, ...], categorical: tuple[str, ...]) -> dict[str, Any]:
+        """The served form: a plain dict of the fitted sklearn pipelines (no class of this
+        module), so serving unpickles it without training imports (``serving.uplift``)."""
+        return {
+            "kind": "uplift",
+            "learner": self.name,
+            "base_model": self.base_model,
+            "numeric": list(numeric),
+            "categorical": list(categorical),
+            "assigned_share": self.assigned_share,
+            "control": self.control,
+            "treated": self.treated,
+            "effect_from_control": self.effect_from_control,
+            "effect_from_treated": self.effect_from_treated,
+        }
 
 
 def build_effect_regressor(name: str, roles: ColumnRoles, *, config: CandidatesConfig) -> Pipeline:

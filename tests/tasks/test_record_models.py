@@ -342,9 +342,10 @@ def test_record_models_promotion_builder_sets_every_field(tmp_path: Path) -> Non
     promoted = _record_body(ev, "promoted", ("every gate passed",), reg, block, None)
     challenger = _record_body(ev, "challenger", ("shadow",), reg, None, None, challenger=block)
     assert isinstance(promoted, PromotionBody) and isinstance(challenger, ChallengerBody)
-    # challenger_record is set only by promote-challenger
-    assert set(PromotionBody.model_fields) - promoted.model_fields_set == {"challenger_record"}
-    assert set(ChallengerBody.model_fields) == challenger.model_fields_set
+    # challenger_record is set only by promote-challenger, uplift only by challenge-uplift
+    unset = {"challenger_record", "uplift"}
+    assert set(PromotionBody.model_fields) - promoted.model_fields_set == unset
+    assert set(ChallengerBody.model_fields) - challenger.model_fields_set == {"uplift"}
     assert body_dict(challenger)["challenger"] == body_dict(block)
     assert "challenger" not in body_dict(promoted)
     with pytest.raises(ValueError, match="artifact"):
