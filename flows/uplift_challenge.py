@@ -3,8 +3,9 @@ outcomes (issue 17).
 
 Reads the window's served decisions from the decision store (those made under a holdout
 experiment, with inputs) joined with their outcomes exactly as monitoring joins them
-(``tasks.monitor.scan_decisions``, ``flows.monitoring.join_labels``), runs ``tasks.uplift.challenge_from_outcomes`` against
-the champion's logged churn probability and policy, and appends a record:
+(``tasks.monitor.scan_decisions``, ``flows.monitoring.join_labels``), runs
+``tasks.uplift.challenge_from_outcomes`` against the champion's stored churn probability and
+policy, and appends a record:
 
 * the winning learner passed every uplift gate: it is packaged (``model.joblib`` = a plain dict
   of its fitted sklearn pipelines, ``policy.json`` = the champion's policy document with

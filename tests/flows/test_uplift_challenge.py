@@ -25,7 +25,7 @@ from tasks.simulate_campaign import EFFECT, P_CONTACTED, P_NOT_CONTACTED, TYPE, 
 from ..conftest import small_layers
 
 EXPERIMENT = "uplift-test"
-ECONOMICS = {"economics": {"contact_cost_usd": 5.0}}
+ECONOMICS: dict[str, Any] = {"economics": {"contact_cost_usd": 5.0}}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_uplift_challenge_registers_and_promotes_a_policy_that_spares_sleeping_d
     assert main(["challenge-uplift", "--config", str(cfg)]) == 0
     rec = _records(tmp_path)[-1]
     assert isinstance(rec, ChallengerRecord), rec.reasons
-    assert rec.uplift is not None and rec.uplift["winner"] == rec.candidate.split(":")[1]
+    assert rec.uplift is not None and rec.candidate == f"uplift:{rec.uplift['winner']}"
     assert "passes every uplift gate" in rec.reasons[0]
     assert {g.gate for g in rec.gates} >= {"uplift-qini", "uplift-profit"}
     assert all(g.passed for g in rec.gates)
