@@ -373,3 +373,33 @@ def test_challenger_scoring_flow_entry_point_scores_the_window(ws: Path, tmp_pat
     until = (START + timedelta(hours=1)).isoformat()
     out = churn_challenger_scoring.fn(config_path=str(cfg), since=START.isoformat(), until=until)
     assert out["challenger"].startswith(f"challenger v2 over [{START.isoformat()}, {until}): 10 ")
+
+
+@pytest.mark.slow
+def test_challenger_scoring_on_decisions_the_service_stored(ws: Path) -> None:
+    """The real request path: the service stores the champion's decisions (nothing of the
+    challenger on the request path), then the batch pass scores every one of them."""
+    from fastapi.testclient import TestClient
+
+    from serving.main import create_app
+
+    from .conftest import customer
+
+    config = _config(ws)
+    settings = ServingSettings.from_config(config, environ={})
+    rows = [customer(customer_id=f"H{i}", tenure_months=i) for i in range(25)]
+    with TestClient(create_app(settings, follow=False)) as c:
+        r = c.post("/v1/score", json={"customers": rows}, headers={"x-request-id": "req-h"})
+        assert r.status_code == 200
+        assert {x["model_version"] for x in r.json()["results"]} == {"1"}
+    root = Workspace(ws).decisions
+    assert set(read_decisions(root, columns=["source"])["source"]) == {"http"}
+    done = run_challenger_scoring(config)
+    assert done is not None and (done.champion_decisions, done.scored) == (25, 25)
+    stored = read_decisions(root, sources=["challenger"])
+    assert sorted(stored["customer_id"]) == sorted(f"H{i}" for i in range(25))
+    assert set(stored["request_id"]) == {"req-h"} and set(stored["model_version"]) == {"2"}
+    champion = read_decisions(root, sources=["http"]).set_index("customer_id")
+    mine = stored.set_index("customer_id").loc[champion.index]
+    assert (mine["time"] == champion["time"]).all()
+    assert (mine["champion_action"] == champion["action"]).all()  # no holdout running
