@@ -131,8 +131,13 @@ def _policy_update_run(
     )
     log.info("%s", economics.message)
     config = economics.apply(config)
-    model = load_verified_model(ws.root, champ)
     old = Policy.from_json(load_verified_policy_text(ws.root, champ))
+    if old.document.get("kind") == "uplift":  # tasks.uplift: effect x value - cost, no save rate
+        raise NoChampion(
+            "the champion serves an uplift policy (it decides by the predicted effect, not a "
+            "save rate): a new uplift policy comes from `bayespilot challenge-uplift`"
+        )
+    model = load_verified_model(ws.root, champ)
     loaded, _table, splits, _summary = prepare_data(
         config, runner=runner, reports_dir=ws.run_reports(run_id)
     )

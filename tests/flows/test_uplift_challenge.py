@@ -124,6 +124,8 @@ def test_uplift_challenge_registers_and_promotes_a_policy_that_spares_sleeping_d
     assert rec.policy is not None and rec.policy["kind"] == "uplift"
     assert "uplift challenge: challenger" in capsys.readouterr().out
 
+    # monitoring runs with the uplift challenger registered (it scores it in batch too)
+    assert main(["monitor", "--no-prefect", "--config", str(cfg)]) == 0
     assert main(["promote-challenger", "--config", str(cfg)]) == 0
     promo = _records(tmp_path)[-1]
     assert isinstance(promo, PromotionRecord) and promo.decision == "promoted", promo.reasons
@@ -153,6 +155,10 @@ def test_uplift_challenge_registers_and_promotes_a_policy_that_spares_sleeping_d
     assert served.loc[dogs, "uplift_effect"].mean() < 0
     assert (served.loc[dogs, "action"] == "no_contact").mean() > 0.9
     assert truth[EFFECT].to_numpy()[:4000][dogs].max() < 0
+    # its rule needs no save rate: policy-update refuses and says where a new one comes from
+    capsys.readouterr()
+    assert main(["policy-update", "--no-prefect", "--config", str(cfg)]) != 0
+    assert "challenge-uplift" in capsys.readouterr().err
 
 
 def test_uplift_challenge_without_heterogeneity_is_rejected_and_champion_stays(
