@@ -108,25 +108,27 @@ class TimedRunner:
         self.watcher = watcher
         self.stages: list[dict[str, Any]] = []
         self._last = time.perf_counter()
+        self._last_cpu = cpu_s()
 
-    def _between(self) -> None:
-        now = time.perf_counter()
+    def _record(self, stage: str, start: float, start_cpu: float) -> None:
+        self._last, self._last_cpu = time.perf_counter(), cpu_s()
         self.stages.append(
             {
-                "stage": "(between stages)",
-                "wall_s": now - self._last,
+                "stage": stage,
+                "wall_s": self._last - start,
+                "cpu_s": self._last_cpu - start_cpu,
                 "peak_rss_mib": self.watcher.take(),
             }
         )
 
+    def _between(self) -> None:
+        self._record("(between stages)", self._last, self._last_cpu)
+
     def _timed(self, name: str, fn: Callable[[], T]) -> T:
         self._between()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_s()
         out = fn()
-        self._last = time.perf_counter()
-        self.stages.append(
-            {"stage": name, "wall_s": self._last - start, "peak_rss_mib": self.watcher.take()}
-        )
+        self._record(name, start, start_cpu)
         log.info("stage %s: %.1f s", name, self._last - start)
         return out
 
@@ -156,9 +158,10 @@ class TimedRunner:
         out: dict[str, dict[str, Any]] = {}
         for s in self.stages:
             row = out.setdefault(
-                s["stage"], {"stage": s["stage"], "wall_s": 0.0, "peak_rss_mib": 0.0}
+                s["stage"], {"stage": s["stage"], "wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0}
             )
             row["wall_s"] += s["wall_s"]
+            row["cpu_s"] += s["cpu_s"]
             row["peak_rss_mib"] = max(row["peak_rss_mib"], s["peak_rss_mib"])
         between = out.pop("(between stages)", None)
         return [*out.values(), *([between] if between else [])]
@@ -207,7 +210,7 @@ def child(args: argparse.Namespace) -> int:
             for k in ("cutoff_expected_value_usd", "probability_threshold", "calibration_method")
         },
         "failed_gates": [g["gate"] for g in rec["gates"] if not g["passed"]],
-        "data_plan": rec.get("data_plan"),
+        "data_plan": (rec.get("data") or {}).get("plan"),
         "reasons": rec.get("reasons"),
     }
     watcher.stop()
@@ -237,7 +240,8 @@ def report(gen: dict[str, float], summary: dict[str, Any]) -> None:
     print(f"  {'stage':<24}{'wall s':>10}{'CPU s':>10}{'peak RSS MiB':>14}")
     for s in summary["stages"]:
         print(
-            f"  {s['stage']:<24}{s['wall_s']:>10.1f}{s['cpu_s']:>10.1f}{s['peak_rss_mib']:>14.0f}"
+            f"  {s['stage']:<24}{s['wall_s']:>10.1f}{s.get('cpu_s', float('nan')):>10.1f}"
+            f"{s['peak_rss_mib']:>14.0f}"
         )
     print(
         f"  {'promotion total':<24}{wall:>10.1f}{summary['cpu_s']:>10.1f}"
