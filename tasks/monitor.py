@@ -646,7 +646,9 @@ def scan_decisions(
     labelled: list[pd.DataFrame] = []
     rows: dict[str, int] = {}
     raw_rows = 0
+    # logged id -> outcome id, looked up through one cached hash index (not rebuilt per chunk)
     ids = None if not outcome_ids else pd.Index(list(outcome_ids))
+    targets = None if ids is None or outcome_ids is None else np.array(list(outcome_ids.values()))
     for source in sources:
         n = 0
         for chunk in iter_decisions(
@@ -671,11 +673,12 @@ def scan_decisions(
                         **{id_column: cid[raw].to_numpy()}
                     )
                 )
-            if ids is not None and outcome_ids is not None:
-                hit = cid.isin(ids).to_numpy()
+            if ids is not None and targets is not None:
+                pos = ids.get_indexer(pd.Index(cid.astype(object)))
+                hit = pos >= 0
                 if hit.any():
                     got = chunk.loc[hit, keep]
-                    labelled.append(got.assign(**{id_column: cid[hit].map(outcome_ids)}))
+                    labelled.append(got.assign(**{id_column: targets[pos[hit]]}))
         rows[source] = n
     if labelled:
         last = pd.concat(labelled, ignore_index=True).sort_values("time", kind="stable")
