@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow
+from prefect.states import Completed, Failed, State
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, load_config
@@ -47,6 +48,9 @@ from tasks.records import (
 
 log = logging.getLogger(__name__)
 SCORING_FLOW_NAME = "churn-challenger-scoring"
+PROMOTE_FLOW_NAME = "churn-promote-challenger"
+NO_CHALLENGER_STATE = "NoChallenger"
+NO_ACTIVE_CHALLENGER = "no active challenger"
 
 
 class ChallengerError(RuntimeError):
@@ -188,7 +192,7 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
         except RecordNotFound as exc:
             raise ChallengerError(str(exc)) from None
         if chall is None:
-            raise ChallengerError("no active challenger")
+            raise ChallengerError(NO_ACTIVE_CHALLENGER)
         block = chall.challenger
         if chall.uplift is not None:  # an uplift policy: judged on its randomized evidence
             from flows.uplift_challenge import uplift_champion_gate
@@ -237,3 +241,31 @@ def promote_challenger(config: BayesPilotConfig) -> dict[str, Any]:
             )
             registry.delete_alias(block.model_name, "challenger")
     return record
+
+
+@flow(name=PROMOTE_FLOW_NAME, persist_result=False)
+def churn_promote_challenger(
+    config_path: str | None = None, overrides: list[str] | None = None
+) -> State:
+    """Prefect entry point of ``promote_challenger`` (deployment ``promote-challenger``).
+
+    Ends in a Completed state named after the record's decision (``Promoted`` or
+    ``Rejected``, the reason in the message); with no active challenger there is nothing to
+    decide and no record: Completed, named ``NoChallenger``. Any other refusal (no champion
+    yet, a challenger record that cannot be found) ends the run Failed with the reason."""
+    from flows.promotion import decision_state
+
+    config = load_config(config_path, overrides=overrides or [])
+    try:
+        record = promote_challenger(config)
+    except ChallengerError as exc:
+        if str(exc) == NO_ACTIVE_CHALLENGER:
+            return Completed(name=NO_CHALLENGER_STATE, message=str(exc))
+        return Failed(message=str(exc))
+    summary = {
+        "decision": record["decision"],
+        "record_id": record["record_id"],
+        "sequence": record["sequence"],
+        "model_version": record.get("model_version"),
+    }
+    return decision_state(record, summary)

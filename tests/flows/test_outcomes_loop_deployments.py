@@ -3,10 +3,11 @@ PREFECT_HOME, everything stopped at the end): the promotion deployment seats a c
 service scores with a randomized holdout, outcomes come from a known treatment response, the
 monitoring deployment measures the save rate, the policy-update deployment re-selects the
 policy from it, the uplift-challenge deployment fits uplift candidates on the randomized
-outcomes and `promote-challenger` decides. The save rate is the same for every customer here,
-so the churn-risk ranking already orders customers by effect: the uplift candidate must not
-replace the champion (tests/flows/test_outcomes_loop_uplift.py has the case where it wins).
-Every step leaves a record that says why."""
+outcomes and the promote-challenger deployment decides. The save rate is the same for every
+customer here, so the churn-risk ranking already orders customers by effect: the uplift
+candidate must not replace the champion (tests/flows/test_outcomes_loop_uplift.py and
+tests/flows/test_uplift_challenge.py have the case where it wins). Every step leaves a record
+that says why."""
 
 from __future__ import annotations
 
@@ -46,11 +47,11 @@ def test_outcomes_loop_under_deployments(
     config.write_text(yaml.safe_dump(layers))
     store = RecordStore(ws / "promotions")
 
-    def deployment(name: str, *params: str) -> None:
+    def deployment(name: str, *params: str) -> str:
         cmd = [PREFECT, "deployment", "run", name, "--param", f"config_path={config}"]
         for p in params:
             cmd += ["--param", p]
-        _run([*cmd, "--watch", "--watch-timeout", "400"], env, tmp_path, timeout=420)
+        return _run([*cmd, "--watch", "--watch-timeout", "400"], env, tmp_path, timeout=420)
 
     with _deployed_worker(env, tmp_path):
         deployment("churn-promotion/adhoc")
@@ -70,6 +71,9 @@ def test_outcomes_loop_under_deployments(
         deployment("churn-monitoring/daily")
         deployment("churn-policy-update/policy-update", "from_outcomes=true")
         deployment("churn-uplift-challenge/uplift-challenge")
+        # the promotion step: nothing to promote (the uplift challenge kept the champion)
+        promoted = deployment("churn-promote-challenger/promote-challenger")
+    assert "NoChallenger" in promoted, promoted[-2000:]
     capsys.readouterr()
     assert main(["promote-challenger", "--config", str(config)]) == 1
     assert "no active challenger" in capsys.readouterr().err

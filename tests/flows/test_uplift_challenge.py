@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from configs.settings import TreatmentResponseConfig
+from flows.challenger import churn_promote_challenger
 from flows.cli import main
 from tasks.generate_data import TRUTH_COLUMN, generate_data
 from tasks.record_models import ChallengerRecord, PromotionRecord, parse_records
@@ -126,7 +127,9 @@ def test_uplift_challenge_registers_and_promotes_a_policy_that_spares_sleeping_d
 
     # monitoring runs with the uplift challenger registered (it scores it in batch too)
     assert main(["monitor", "--no-prefect", "--config", str(cfg)]) == 0
-    assert main(["promote-challenger", "--config", str(cfg)]) == 0
+    # the promote-challenger flow (deployment promote-challenger) ends named after the decision
+    state = churn_promote_challenger.fn(config_path=str(cfg))
+    assert state.name == "Promoted", state.message
     promo = _records(tmp_path)[-1]
     assert isinstance(promo, PromotionRecord) and promo.decision == "promoted", promo.reasons
     assert promo.champion == rec.challenger and promo.uplift == rec.uplift
@@ -178,4 +181,6 @@ def test_uplift_challenge_without_heterogeneity_is_rejected_and_champion_stays(
     assert rec.reasons[0].startswith("uplift challenge (evaluated): the churn-risk policy stays")
     assert main(["promote-challenger", "--config", str(cfg)]) == 1
     assert "no active challenger" in capsys.readouterr().err
+    state = churn_promote_challenger.fn(config_path=str(cfg))
+    assert state.name == "NoChallenger" and state.is_completed()
     assert _records(tmp_path)[-1].record_id == rec.record_id
