@@ -47,7 +47,9 @@ def test_fast_scorer_matches_sklearn_exactly(splits, name: str, method: str) -> 
 def test_fast_scorer_flags_missing_and_unknown(splits) -> None:
     cfg, s = splits
     est = train_candidate(s, name="logistic_regression", config=cfg.candidates).estimator
-    X = s.X("test").head(3).copy()
+    # loaded tables keep text as categories; a served request holds plain text, which can
+    # carry a value training never saw
+    X = s.X("test").head(3).astype({"region": str})
     X.loc[X.index[0], "usage_gb_30d"] = np.nan
     X.loc[X.index[1], "region"] = "atlantis"
     out = compile_scorer(est).score_frame(X)
