@@ -157,7 +157,7 @@ def _policy_update_run(
         policy=config.policy,
         bootstrap=config.bootstrap,
         calibration_method=old.document["calibration_method"],
-        population_rows=sum(splits.rows.values()),
+        population_rows=splits.table_rows,
     )
     baselines = runner.call("train-baselines", train_baselines, splits, config=config.candidates)
     gates: tuple[GateResult, ...] = runner.call(
