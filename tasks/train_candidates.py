@@ -16,9 +16,14 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
@@ -84,14 +89,21 @@ def build_preprocessor(roles: ColumnRoles) -> ColumnTransformer:
     )
 
 
-def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) -> Pipeline:
-    """The unfitted pipeline for candidate ``name``."""
+def build_model(
+    name: str, *, config: CandidatesConfig, regressor: bool = False
+) -> BaseEstimator:
+    """The unfitted model of candidate ``name`` with its configured settings: the classifier,
+    or with ``regressor`` the same family as a regressor (ridge for the logistic model, with
+    alpha = 1 / C), which the X-learner's effect stage fits."""
     if name == "logistic_regression":
         lr = config.logistic_regression
-        model: BaseEstimator = LogisticRegression(C=lr.C, max_iter=lr.max_iter)
-    elif name == "random_forest":
+        if regressor:
+            return Ridge(alpha=1.0 / lr.C)
+        return LogisticRegression(C=lr.C, max_iter=lr.max_iter)
+    if name == "random_forest":
         rf = config.random_forest
-        model = RandomForestClassifier(
+        forest = RandomForestRegressor if regressor else RandomForestClassifier
+        return forest(
             n_estimators=rf.n_estimators,
             min_samples_leaf=rf.min_samples_leaf,
             max_samples=rf.max_samples,
@@ -99,9 +111,10 @@ def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) 
             n_jobs=config.n_jobs,
             random_state=config.seed,
         )
-    elif name == "gradient_boosting":
+    if name == "gradient_boosting":
         gb = config.gradient_boosting
-        model = HistGradientBoostingClassifier(
+        boosting = HistGradientBoostingRegressor if regressor else HistGradientBoostingClassifier
+        return boosting(
             learning_rate=gb.learning_rate,
             max_iter=gb.max_iter,
             max_leaf_nodes=gb.max_leaf_nodes,
@@ -112,8 +125,12 @@ def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) 
             n_iter_no_change=gb.n_iter_no_change,
             random_state=config.seed,
         )
-    else:
-        raise ValueError(f"unknown candidate {name!r}; expected one of {CANDIDATE_NAMES}")
+    raise ValueError(f"unknown candidate {name!r}; expected one of {CANDIDATE_NAMES}")
+
+
+def build_candidate(name: str, roles: ColumnRoles, *, config: CandidatesConfig) -> Pipeline:
+    """The unfitted pipeline for candidate ``name``."""
+    model = build_model(name, config=config)
     return Pipeline([("preprocess", build_preprocessor(roles)), ("model", model)])
 
 

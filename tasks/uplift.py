@@ -34,15 +34,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 from sklearn.base import clone
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
 from configs.settings import BayesPilotConfig, BootstrapConfig, CandidatesConfig
 from tasks.evaluate import EPS, Interval, PairedBootstrap, interval
 from tasks.load_data import ColumnRoles
 from tasks.select_policy import Policy, decide, policy_values
-from tasks.train_candidates import build_candidate, build_preprocessor
+from tasks.train_candidates import build_candidate, build_model, build_preprocessor
 
 if TYPE_CHECKING:
     from tasks.gates.result import GateResult
@@ -99,33 +97,7 @@ class UpliftModel:
 def build_effect_regressor(name: str, roles: ColumnRoles, *, config: CandidatesConfig) -> Pipeline:
     """The X-learner's second-stage regressor: the same preprocessing and model family as
     candidate ``name`` (ridge for the logistic model), with its configured settings."""
-    if name == "logistic_regression":
-        model: object = Ridge(alpha=1.0 / config.logistic_regression.C)
-    elif name == "random_forest":
-        rf = config.random_forest
-        model = RandomForestRegressor(
-            n_estimators=rf.n_estimators,
-            min_samples_leaf=rf.min_samples_leaf,
-            max_samples=rf.max_samples,
-            max_depth=rf.max_depth,
-            n_jobs=config.n_jobs,
-            random_state=config.seed,
-        )
-    elif name == "gradient_boosting":
-        gb = config.gradient_boosting
-        model = HistGradientBoostingRegressor(
-            learning_rate=gb.learning_rate,
-            max_iter=gb.max_iter,
-            max_leaf_nodes=gb.max_leaf_nodes,
-            min_samples_leaf=gb.min_samples_leaf,
-            l2_regularization=gb.l2_regularization,
-            early_stopping=True,
-            validation_fraction=gb.validation_fraction,
-            n_iter_no_change=gb.n_iter_no_change,
-            random_state=config.seed,
-        )
-    else:
-        raise ValueError(f"unknown base model {name!r}")
+    model = build_model(name, config=config, regressor=True)
     return Pipeline([("preprocess", build_preprocessor(roles)), ("model", model)])
 
 
