@@ -43,6 +43,7 @@ from tasks.record_models import (
     parse_records,
 )
 from tasks.records import (
+    NoChampion,
     RecordStore,
     active_challenger,
     current_champion,
@@ -175,7 +176,7 @@ def monitoring_pipeline(
     records = parse_records(store.records())
     champ = current_champion(records)
     if champ is None:
-        raise RuntimeError("no champion to monitor: promote a model first")
+        raise NoChampion("no champion to monitor: promote a model first")
     model_rec = model_record(records, champ)
     policy_rec = introducing_record(records, champ)
     reference = load_reference(ws.root, model_rec.reference or {})
@@ -559,8 +560,19 @@ def churn_monitoring(
     since: str | None = None,
     until: str | None = None,
 ) -> dict[str, Any]:
-    config = load_config(config_path, overrides=overrides or [])
-    r = monitoring_pipeline(config, runner=PrefectRunner(), since=since, until=until)
+    """Prefect entry point (deployment ``churn-monitoring/daily``). Bad config or data ends
+    the run in the failed state ``InvalidData``, a workspace without a champion in
+    ``NoChampion`` (no traceback, nothing written)."""
+    from flows.promotion import INPUT_ERRORS, STAGE_INPUT_ERRORS, refused_state
+
+    refusals: tuple[type[Exception], ...] = (*INPUT_ERRORS, NoChampion)
+    try:
+        config = load_config(config_path, overrides=overrides or [])
+        r = monitoring_pipeline(
+            config, runner=PrefectRunner(input_errors=STAGE_INPUT_ERRORS), since=since, until=until
+        )
+    except refusals as exc:
+        return refused_state(exc)  # type: ignore[return-value]
     return {"decision": r.decision, "alerts": r.alerts, "record_id": r.record["record_id"]}
 
 

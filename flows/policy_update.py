@@ -18,7 +18,13 @@ from prefect.states import State
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, load_config
 from flows import reports
-from flows.promotion import decision_state, prepare_data
+from flows.promotion import (
+    INPUT_ERRORS,
+    STAGE_INPUT_ERRORS,
+    decision_state,
+    prepare_data,
+    refused_state,
+)
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from tasks.economics import resolve_for_run
 from tasks.gates import GateResult, run_gates
@@ -37,6 +43,7 @@ from tasks.record_models import (
     parse_records,
 )
 from tasks.records import (
+    NoChampion,
     RecordStore,
     champion_of,
     git_state,
@@ -50,10 +57,8 @@ from tasks.train_candidates import train_baselines
 POLICY_GATES = ("business", "threshold", "segments", "error-cost")
 FLOW_NAME = "churn-policy-update"
 log = logging.getLogger(__name__)
-
-
-class NoChampion(RuntimeError):
-    pass
+# what ends the deployment's run in a named failed state instead of a traceback
+REFUSALS: tuple[type[Exception], ...] = (*INPUT_ERRORS, NoChampion, NoEvidence)
 
 
 __all__ = ["NoChampion", "NoEvidence", "policy_update_pipeline", "run_policy_update"]
@@ -244,14 +249,19 @@ def churn_policy_update(
     monitoring_record: str | None = None,
 ) -> dict[str, Any]:
     """Prefect entry point for a policy-only update (``from_outcomes``: with the save rate
-    measured by the randomized holdout)."""
-    config = load_config(config_path, overrides=overrides or [])
-    result = policy_update_pipeline(
-        config,
-        runner=PrefectRunner(),
-        from_outcomes=from_outcomes,
-        monitoring_record=monitoring_record,
-    )
+    measured by the randomized holdout). Bad config or data ends the run in the failed state
+    ``InvalidData``; no champion or no randomized evidence in ``NoChampion`` / ``NoEvidence``
+    (no traceback, nothing written)."""
+    try:
+        config = load_config(config_path, overrides=overrides or [])
+        result = policy_update_pipeline(
+            config,
+            runner=PrefectRunner(input_errors=STAGE_INPUT_ERRORS),
+            from_outcomes=from_outcomes,
+            monitoring_record=monitoring_record,
+        )
+    except REFUSALS as exc:
+        return refused_state(exc)  # type: ignore[return-value]
     summary = {
         "decision": result.decision,
         "record_id": result.record["record_id"],

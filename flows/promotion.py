@@ -103,6 +103,18 @@ def invalid_input_state(exc: Exception) -> State:
     return Failed(name=INVALID_INPUT_STATE, message=message)
 
 
+def refused_state(exc: Exception) -> State:
+    """The final state of a job that refused to act: ``InvalidData`` for bad input (see
+    :func:`invalid_input_state`), otherwise failed and named after the refusal (e.g.
+    ``NoChampion``, ``NoEvidence``) with its one-line message, so the Prefect UI shows why
+    without a traceback."""
+    if isinstance(exc, INPUT_ERRORS):
+        return invalid_input_state(exc)
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.info("%s: %s", type(exc).__name__, message)
+    return Failed(name=type(exc).__name__, message=message)
+
+
 # The flow run's final state is named after the decision (Prefect UI, ``--watch``).
 DECISION_STATES = {
     "promoted": "Promoted",

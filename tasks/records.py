@@ -465,6 +465,10 @@ class RecordNotFound(LookupError):
     """The chain has no record of the kind a query asks for; the message says which."""
 
 
+class NoChampion(RecordNotFound):
+    """A job that acts on the champion (monitoring, a policy update) found none in the chain."""
+
+
 @overload
 def champion_of(head: None) -> None: ...
 @overload

@@ -167,3 +167,37 @@ def test_flow_bad_input_ends_in_named_failed_state(
     promotions = Workspace.from_setting(config.paths.workspace).promotions
     assert not promotions.exists() or not any(promotions.iterdir())
     assert _champion_alias(Path(config.paths.workspace or "")) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "extra", "state_name", "named"),
+    [
+        ("monitoring", [], "NoChampion", "no champion to monitor"),
+        ("policy_update", [], "NoChampion", "no champion to re-select"),
+        ("monitoring", ["economics.contact_cost_usd=cheap"], "InvalidData", "contact_cost_usd"),
+        ("policy_update", ["policy.no_such_key=1"], "InvalidData", "no_such_key"),
+    ],
+)
+def test_deployment_entry_refuses_in_named_failed_state(
+    entry: str, extra: list[str], state_name: str, named: str, flow_workspace: Path
+) -> None:
+    """The monitoring and policy-update deployments end a refusal (bad config, no champion)
+    in a failed state named after it, with a one-line message and no traceback, and write no
+    record."""
+    from flows.monitoring import churn_monitoring
+    from flows.policy_update import churn_policy_update
+
+    ws = flow_workspace / "ws"
+    overrides = [f"paths.workspace={ws}", *extra]
+    state = (
+        churn_monitoring(overrides=overrides, return_state=True)
+        if entry == "monitoring"
+        else churn_policy_update(overrides=overrides, return_state=True)
+    )
+    assert state.is_failed()
+    name, message, logs = _last_flow_run()
+    assert (state.name, name) == (state_name, state_name)
+    assert named in message and "\n" not in message
+    assert "Traceback" not in "\n".join(logs)
+    promotions = Workspace.from_setting(str(ws)).promotions
+    assert not promotions.exists() or not any(promotions.iterdir())
