@@ -533,6 +533,23 @@ def _markdown(record: MonitoringRecord, summary: dict[str, Any], alerts: list[st
     return "\n".join(lines)
 
 
+def retrain_parameters(config: BayesPilotConfig, trigger: dict[str, Any]) -> dict[str, Any]:
+    """Flow-run parameters for the promotion deployment a retrain starts. Prefect stores
+    parameters in its database and shows them in the UI, so the monitoring run's config goes
+    along only when it holds no secret (``BayesPilotConfig.redacted`` masks nothing); a config
+    with an inline password or token is not sent, and the deployment runs on its own
+    ``config_path``/``overrides``, which must resolve the secret (e.g. from an ``*_env``
+    variable)."""
+    dumped = config.model_dump(mode="json")
+    if config.redacted() == dumped:
+        return {"config_json": dumped, "trigger": trigger}
+    log.warning(
+        "the config holds an inline secret: the retrain runs on the deployment's own config, "
+        "and no secret is sent as a flow-run parameter"
+    )
+    return {"trigger": trigger}
+
+
 def _retrain(
     config: BayesPilotConfig, record: dict[str, Any], alerts: list[str], runner: Runner
 ) -> dict[str, Any] | None:
@@ -543,7 +560,7 @@ def _retrain(
         run: Any = run_deployment(
             config.monitoring.deployment,
             timeout=0,
-            parameters={"config_json": config.model_dump(mode="json"), "trigger": trigger},
+            parameters=retrain_parameters(config, trigger),
         )
         log.info("started %s: flow run %s", config.monitoring.deployment, run.id)
         return {"deployment_flow_run_id": str(run.id), "trigger": trigger}
