@@ -41,7 +41,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -654,6 +654,42 @@ def _to_frame(table: pa.Table, columns: Sequence[str] | None) -> pd.DataFrame:
     return df
 
 
+def _window_tables(
+    root: Path,
+    lo: datetime | None,
+    hi: datetime | None,
+    sources: Sequence[str] | None,
+    columns: Sequence[str] | None,
+    batch_rows: int | None,
+) -> Iterator[tuple[pa.Table, list[str] | None]]:
+    """Arrow tables of the window's rows (``time`` always read, to filter on), with the
+    physical columns asked for: one per row-group batch of at most ``batch_rows`` rows, or
+    one per file when ``batch_rows`` is None. A file expired or merged meanwhile is passed
+    over; an unreadable one is logged and skipped."""
+    for f in _window_files(Path(root), lo, hi, sources):
+        try:
+            pf = pq.ParquetFile(f.path)
+            phys = _physical(columns, pf.schema_arrow.names)
+            read_cols = None if phys is None else list(dict.fromkeys([*phys, "time"]))
+            parts: Iterable[pa.RecordBatch | pa.Table] = (
+                [pf.read(columns=read_cols)]
+                if batch_rows is None
+                else pf.iter_batches(batch_size=batch_rows, columns=read_cols)
+            )
+            for part in parts:
+                table = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+                mask = _time_mask(table, lo, hi)
+                if mask is not None:
+                    table = table.filter(mask)
+                if table.num_rows:
+                    yield table, phys
+        except FileNotFoundError:  # expired or merged meanwhile
+            continue
+        except (pa.ArrowInvalid, OSError) as exc:
+            _skip(f.path, exc)
+            continue
+
+
 def iter_decisions(
     root: Path,
     *,
@@ -669,27 +705,10 @@ def iter_decisions(
     file), every frame then has exactly them; default all (frames of files with other
     inputs then differ in their columns). Input columns come without the ``input.`` prefix."""
     lo, hi = parse_time(since), parse_time(until)
-    for f in _window_files(Path(root), lo, hi, sources):
-        try:
-            pf = pq.ParquetFile(f.path)
-        except FileNotFoundError:  # expired or merged meanwhile
-            continue
-        except (pa.ArrowInvalid, OSError) as exc:
-            _skip(f.path, exc)
-            continue
-        names = pf.schema_arrow.names
-        phys = _physical(columns, names)
-        read_cols = None if phys is None else list(dict.fromkeys([*phys, "time"]))
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=read_cols):
-            table = pa.Table.from_batches([batch])
-            mask = _time_mask(table, lo, hi)
-            if mask is not None:
-                table = table.filter(mask)
-            if table.num_rows == 0:
-                continue
-            if phys is not None and "time" not in phys:
-                table = table.drop_columns(["time"])
-            yield _to_frame(table, columns)
+    for table, phys in _window_tables(root, lo, hi, sources, columns, batch_rows):
+        if phys is not None and "time" not in phys:
+            table = table.drop_columns(["time"])
+        yield _to_frame(table, columns)
 
 
 def read_decisions(
@@ -704,23 +723,7 @@ def read_decisions(
     of files with different features are united, missing values null). Empty frame when
     there are none."""
     lo, hi = parse_time(since), parse_time(until)
-    tables = []
-    for f in _window_files(Path(root), lo, hi, sources):
-        try:
-            schema = pq.read_schema(f.path)
-            phys = _physical(columns, schema.names)
-            read_cols = None if phys is None else list(dict.fromkeys([*phys, "time"]))
-            table = pq.read_table(f.path, columns=read_cols)
-        except FileNotFoundError:
-            continue
-        except (pa.ArrowInvalid, OSError) as exc:
-            _skip(f.path, exc)
-            continue
-        mask = _time_mask(table, lo, hi)
-        if mask is not None:
-            table = table.filter(mask)
-        if table.num_rows:
-            tables.append(table)
+    tables = [t for t, _ in _window_tables(root, lo, hi, sources, columns, None)]
     if not tables:
         return pd.DataFrame(columns=list(columns) if columns is not None else [])
     table = _unify(tables)
