@@ -24,6 +24,7 @@ Targets on the 2-core machine (issue 16): 1M rows <= 120 s; 10M rows <= 1200 s a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -189,10 +190,22 @@ def child(args: argparse.Namespace) -> int:
     ]
     config = load_config(args.config, overrides=overrides)
     runner = TimedRunner(watcher)
-    start, start_cpu = time.perf_counter(), cpu_s()
-    result = promotion_pipeline(config, runner=runner)
-    runner.finish()
-    wall, cpu = time.perf_counter() - start, cpu_s() - start_cpu
+    cluster: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if args.engine == "dask":
+            from flows.distributed import dask_cluster
+
+            # the run's one cluster, started here so that its workers can be asked about
+            # their memory before it closes (the flow uses it: flows.distributed)
+            address = stack.enter_context(dask_cluster(config))
+            client = stack.enter_context(_client(address))
+            cluster["before"] = _worker_pids(client)
+        start, start_cpu = time.perf_counter(), cpu_s()
+        result = promotion_pipeline(config, runner=runner)
+        runner.finish()
+        wall, cpu = time.perf_counter() - start, cpu_s() - start_cpu
+        if args.engine == "dask":
+            cluster.update(_worker_report(client, cluster.pop("before")))
     rec = result.outcome.record
     summary = {
         "rows": args.rows,
@@ -212,10 +225,63 @@ def child(args: argparse.Namespace) -> int:
         "failed_gates": [g["gate"] for g in rec["gates"] if not g["passed"]],
         "data_plan": (rec.get("data") or {}).get("plan"),
         "reasons": rec.get("reasons"),
+        "policy_id": rec.get("policy_id"),
+        "split_hashes": (rec.get("data") or {}).get("split_hashes"),
+        "data_sha256": (rec.get("data") or {}).get("sha256"),
+        "gate_values": {g["gate"]: g.get("value") for g in rec["gates"]},
+        "cluster": cluster or None,
     }
     watcher.stop()
     Path(args.out).write_text(json.dumps(summary, indent=1, default=str))
     return 0
+
+
+@contextlib.contextmanager
+def _client(address: str) -> Iterator[Any]:
+    from distributed import Client
+
+    client = Client(address, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _worker_pids(client: Any) -> dict[str, int]:
+    """Worker address -> process id."""
+    return {str(k): int(v) for k, v in client.run(os.getpid).items()}
+
+
+def _peak_rss_mib() -> float:
+    """Peak RSS (MiB) of the calling process (run on each worker)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _removed_workers(dask_scheduler: Any) -> list[dict[str, Any]]:
+    """The scheduler's events of workers leaving (killed, restarted, lost)."""
+    out = []
+    for _, event in dask_scheduler.get_events("all"):
+        if isinstance(event, dict) and event.get("action") in {"remove-worker", "worker-lost"}:
+            out.append({k: str(v) for k, v in event.items()})
+    return out
+
+
+def _worker_report(client: Any, before: dict[str, int]) -> dict[str, Any]:
+    """Each worker's peak RSS, whether any worker process was replaced (a nanny restart after
+    a memory kill gives a new pid or address) and the scheduler's worker-removal events."""
+    after = _worker_pids(client)
+    peaks = {str(k): float(v) for k, v in client.run(_peak_rss_mib).items()}
+    limits = {
+        str(k): int(v.get("memory_limit") or 0)
+        for k, v in client.scheduler_info()["workers"].items()
+    }
+    return {
+        "workers": len(after),
+        "worker_peak_rss_mib": peaks,
+        "worker_memory_limit_mib": {k: v / 2**20 for k, v in limits.items()},
+        "workers_replaced": sorted(set(before.items()) ^ set(after.items())),
+        "removal_events": client.run_on_scheduler(_removed_workers),
+    }
 
 
 def generate(path: Path, rows: int, seed: int, block_rows: int) -> dict[str, float]:
@@ -230,7 +296,9 @@ def generate(path: Path, rows: int, seed: int, block_rows: int) -> dict[str, flo
     }
 
 
-def report(gen: dict[str, float], summary: dict[str, Any]) -> None:
+def report(
+    gen: dict[str, float], summary: dict[str, Any], compare: dict[str, Any] | None = None
+) -> None:
     rows, wall = summary["rows"], summary["wall_s"]
     print(f"\nbench_scale: {rows:,} rows, engine {summary['engine']}")
     print(
@@ -266,6 +334,30 @@ def report(gen: dict[str, float], summary: dict[str, Any]) -> None:
     if summary.get("reasons"):
         print(f"  reasons: {summary['reasons']}")
     print(f"  data plan: {json.dumps(summary['data_plan'], default=str)}")
+    cluster = summary.get("cluster")
+    if cluster:
+        print(f"  Dask workers: {cluster['workers']}")
+        for worker, peak in sorted(cluster["worker_peak_rss_mib"].items()):
+            limit = cluster["worker_memory_limit_mib"].get(worker, 0.0)
+            print(f"    {worker}: peak RSS {peak:.0f} MiB of a {limit:.0f} MiB limit")
+        replaced, removed = cluster["workers_replaced"], cluster["removal_events"]
+        print(
+            f"  workers killed or restarted: {'none' if not (replaced or removed) else ''}"
+            f"{replaced or ''} {removed or ''}".rstrip()
+        )
+    if compare is not None:
+        keys = ("decision", "candidate", "policy_id", "split_hashes", "data_sha256")
+        same = {k: summary.get(k) == compare.get(k) for k in keys if compare.get(k) is not None}
+        same["policy_threshold"] = summary["policy_threshold"] == compare.get("policy_threshold")
+        gates = {
+            g: v
+            for g, v in (compare.get("gate_values") or {}).items()
+            if g != "technical" and summary.get("gate_values", {}).get(g) != v
+        }
+        verdict = "matches" if all(same.values()) else "DIFFERS from"
+        print(f"  decision {verdict} the compared run's ({compare.get('engine')}): {same}")
+        if compare.get("gate_values"):
+            print(f"  gate values that differ (technical left out): {gates or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--dask-workers", type=int, default=4)
     parser.add_argument("--dask-memory-limit", default="2GiB")
+    parser.add_argument(
+        "--compare-with",
+        default=None,
+        help="summary JSON of another run (the workspace-*.json this script writes) to compare "
+        "the decision with",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
@@ -287,10 +385,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
-    if args.engine == "dask":
-        # The flow's data passes do not run on dask partitions yet (issue 16, part 5): the
-        # engine that exists ships whole frames to workers, which is not what this measures.
-        parser.error("--engine dask: the partitioned data path is not built yet; use local")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -331,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode != 0:
             log.error("child exited %d", proc.returncode)
             return proc.returncode
-        report(gen, json.loads(out.read_text()))
+        compare = json.loads(Path(args.compare_with).read_text()) if args.compare_with else None
+        report(gen, json.loads(out.read_text()), compare)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -844,8 +844,10 @@ class ScaleOutConfig(Section):
 
     engine: Literal["threads", "dask"] = Field(
         "threads",
-        description="threads: Prefect's thread pool in the flow process; dask: "
-        "prefect-dask's DaskTaskRunner.",
+        description="threads: Prefect's thread pool in the flow process; dask: a Parquet "
+        "table is loaded, validated and split on partitions on a Dask cluster (the flow "
+        "process receives summaries, the label vector and the sampled split rows) and the "
+        "concurrent task runs use prefect-dask's DaskTaskRunner on the same cluster.",
     )
     max_threads: int = Field(4, ge=1, description="Thread-pool width for concurrent tasks.")
     dask_address: str | None = Field(
@@ -855,6 +857,19 @@ class ScaleOutConfig(Section):
     )
     dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes.")
     dask_threads_per_worker: int = Field(1, ge=1)
+    dask_memory_limit: str | None = Field(
+        None,
+        description="Memory limit per worker of a LocalCluster started for the run, as Dask "
+        "reads it (bytes or a string such as '2GiB'); null: Dask's default (the machine's "
+        "memory shared among the workers). Unused with dask_address.",
+    )
+    dask_partition_rows: int = Field(
+        500_000,
+        gt=0,
+        description="With engine dask, a Parquet table is read on the workers in partitions of "
+        "consecutive row groups of about this many rows each (rows; a row group is never "
+        "split). Worker memory per data task grows with it; results do not depend on it.",
+    )
 
 
 class BackendsConfig(Section):

@@ -218,7 +218,11 @@ def cmd_run(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         )
     if not args.no_prefect:
         _setup_env(config)
-        code = _check_input(config)  # bad input is refused before the Prefect API starts
+        from flows.distributed import uses_partitions
+
+        # bad input is refused before the Prefect API starts; the Dask engine's table is
+        # only ever read on the cluster, by the flow's own validation stage
+        code = EXIT_OK if uses_partitions(config) else _check_input(config)
         if code != EXIT_OK:
             return code
     _setup_env(config, use_prefect=not args.no_prefect)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from prefect.states import Completed, Failed, State
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, ConfigError, build_config
-from flows import reports
+from flows import distributed, reports
 from flows.runner import DirectRunner, PrefectRunner, Runner
 from flows.tracking import Tracker
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
@@ -66,7 +68,12 @@ from tasks.train_candidates import (
     train_baselines,
     train_candidate,
 )
-from tasks.validate_data import ValidatedTable, ValidationReport, validate_table
+from tasks.validate_data import (
+    ValidatedData,
+    ValidatedTable,
+    ValidationReport,
+    validate_table,
+)
 
 log = logging.getLogger(__name__)
 FLOW_NAME = "churn-promotion"
@@ -180,29 +187,47 @@ class RunResult:
 def prepare_data(
     config: BayesPilotConfig, *, runner: Runner, reports_dir: Path
 ) -> tuple[LoadedData, ValidatedTable, Splits, str]:
-    """Load, validate (stop with a report on failure) and split."""
-    loaded = runner.call("load-data", load_data, config)
-    table: ValidatedTable = runner.call(
-        "validate-data", validate_table, loaded.frame, config=config
-    )
-    report = table.validated.report
-    if not report.passed or table.validated.frame is None:
+    """Load, validate (stop with a report on failure) and split. With the Dask engine on a
+    Parquet file the three stages run on partitions on the cluster (``flows.distributed``)."""
+
+    def refuse(report: ValidationReport, source: str) -> ValidationFailed:
         path = reports_dir / "validation.json"
         atomic_write_bytes(path, report.to_json().encode())
         runner.table(
             "validation-report",
             reports.validation_rows(report),
-            f"Validation failures of {loaded.source}",
+            f"Validation failures of {source}",
         )
-        raise ValidationFailed(report, path)
-    splits: Splits = runner.call(
-        "split-data",
-        split_data,
-        table.validated.frame,
-        roles=table.roles,
-        config=config.split,
-        scale=config.scale,
-    )
+        return ValidationFailed(report, path)
+
+    if distributed.uses_partitions(config):
+        with distributed.data_client(config) as client:
+            load = runner.call("load-data", distributed.load_partitioned, config, client)
+            checked = runner.call(
+                "validate-data", distributed.validate_partitioned, load, config, client
+            )
+            loaded, report = load.loaded, checked.report
+            del load
+            if not report.passed:
+                raise refuse(report, loaded.source)
+            splits: Splits = runner.call(
+                "split-data", distributed.split_partitioned, checked, config, client
+            )
+        table = ValidatedTable(checked.roles, ValidatedData(report=report, frame=None))
+    else:
+        loaded = runner.call("load-data", load_data, config)
+        table = runner.call("validate-data", validate_table, loaded.frame, config=config)
+        report = table.validated.report
+        if not report.passed or table.validated.frame is None:
+            raise refuse(report, loaded.source)
+        splits = runner.call(
+            "split-data",
+            split_data,
+            table.validated.frame,
+            roles=table.roles,
+            config=config.split,
+            scale=config.scale,
+        )
     summary = reports.data_summary(loaded.source, table.roles, splits, report)
     runner.markdown("data-summary", summary, "Rows, column roles, base rate, split sizes/hashes")
     log.debug("data summary\n%s", summary)
@@ -233,12 +258,17 @@ def evaluate(
         )
     baselines = runner.call("train-baselines", train_baselines, splits, config=config.candidates)
     names = enabled_candidates(config.candidates)
+    # the Dask engine ships a task run's arguments to a worker: only the splits it reads
+    dask = config.scaleout.engine == "dask"
+    fit_splits = splits.restricted(("train",)) if dask else splits
     trained: list[TrainedModel] = runner.concurrent(
         "train-candidate",
         train_candidate,
-        [{"splits": splits, "name": n, "config": config.candidates} for n in names],
+        [{"splits": fit_splits, "name": n, "config": config.candidates} for n in names],
         names,
     )
+    del fit_splits
+    cal_splits = splits.restricted(("train", "selection")) if dask else splits
     ok = [t for t in trained if t.ok]
     calibrated: list[CalibratedModel] = runner.concurrent(
         "calibrate",
@@ -246,7 +276,7 @@ def evaluate(
         [
             {
                 "candidate": t,
-                "splits": splits,
+                "splits": cal_splits,
                 "config": config.calibration,
                 "max_rows": config.scale.calibration_max_rows,
                 "seed": config.scale.seed,
@@ -255,6 +285,7 @@ def evaluate(
         ],
         [t.name for t in ok],
     )
+    del cal_splits
     if not calibrated:
         raise NoCandidate(
             "every candidate failed: " + "; ".join(f"{t.name}: {t.error}" for t in trained)
@@ -361,10 +392,21 @@ def promotion_pipeline(
     workspace = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     cleanup = reconcile_at_start(config, workspace, own_run=run_id)
-    with run_alive(workspace.run_models(run_id)):
+    with run_alive(workspace.run_models(run_id)), _run_cluster(config):
         return _promotion_run(
             config, runner=runner, trigger=trigger, run_id=run_id, cleanup=cleanup.notes()
         )
+
+
+@contextmanager
+def _run_cluster(config: BayesPilotConfig) -> Iterator[None]:
+    """The Dask engine's one cluster for the run (started here unless a caller did, or
+    ``scaleout.dask_address`` names one); nothing for the local engine."""
+    if config.scaleout.engine != "dask":
+        yield
+        return
+    with distributed.dask_cluster(config):
+        yield
 
 
 def _promotion_run(
@@ -628,21 +670,24 @@ def _notes(splits: Splits, config: BayesPilotConfig, stability: Any) -> tuple[st
     return tuple(notes)
 
 
-def task_runner_for(config: BayesPilotConfig) -> Any:
-    """Prefect task runner from ``config.scaleout``: a thread pool, or Dask (an existing
-    scheduler address, or a LocalCluster started for the run)."""
+def task_runner_for(config: BayesPilotConfig, address: str | None = None) -> Any:
+    """Prefect task runner from ``config.scaleout``: a thread pool, or Dask on the scheduler
+    at ``address`` (the run's cluster, ``flows.distributed.dask_cluster``; default
+    ``scaleout.dask_address``)."""
     sc = config.scaleout
     if sc.engine == "dask":
         from prefect_dask import DaskTaskRunner
 
-        if sc.dask_address:
-            return DaskTaskRunner(address=sc.dask_address)
+        address = address or sc.dask_address
+        if address:
+            return DaskTaskRunner(address=address)
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={
                 "n_workers": sc.dask_workers,
                 "threads_per_worker": sc.dask_threads_per_worker,
                 "processes": True,
+                "memory_limit": sc.dask_memory_limit or "auto",
                 "dashboard_address": None,
             },
         )
@@ -667,8 +712,16 @@ def run_prefect(config: BayesPilotConfig, *, trigger: dict[str, Any] | None = No
         holder["r"] = result
         return decision_state(result.outcome.record, {"decision": result.outcome.decision})
 
-    as_flow = flow(name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config))
-    state = as_flow(body)(return_state=True)
+    if config.scaleout.engine == "dask":
+        # one cluster for the run: the data path and the task runner share it
+        with distributed.dask_cluster(config) as address:
+            as_flow = flow(
+                name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config, address)
+            )
+            state = as_flow(body)(return_state=True)
+    else:
+        as_flow = flow(name=FLOW_NAME, persist_result=False, task_runner=task_runner_for(config))
+        state = as_flow(body)(return_state=True)
     if "error" in holder:
         raise holder["error"]
     if "r" not in holder:

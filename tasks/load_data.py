@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,11 +106,7 @@ def frame_sha256(
     many rows (same digest, memory per chunk); ``categories``: see :func:`hash_dtype_name`."""
     digest = hashlib.sha256()
     cols = sorted(frame.columns)
-    digest.update(
-        "\x1f".join(
-            f"{c}:{hash_dtype_name(frame[c].dtype, categories=categories)}" for c in cols
-        ).encode()
-    )
+    digest.update(hash_header(frame, categories=categories))
     n = len(frame) if positions is None else len(positions)
     step = chunk_rows or max(n, 1)
     for start in range(0, n, step):
@@ -118,9 +115,25 @@ def frame_sha256(
             part = frame.iloc[start:stop][cols] if step < n else frame[cols]
         else:
             part = frame.take(positions[start:stop])[cols]
-        row_hashes = pd.util.hash_pandas_object(part, index=False).to_numpy()
-        digest.update(np.ascontiguousarray(row_hashes).tobytes())
+        digest.update(row_hashes(part).tobytes())
     return digest.hexdigest()
+
+
+def hash_header(frame: pd.DataFrame, *, categories: str = "str") -> bytes:
+    """What :func:`frame_sha256` hashes first: the sorted column names with their dtypes."""
+    return "\x1f".join(
+        f"{c}:{hash_dtype_name(frame[c].dtype, categories=categories)}"
+        for c in sorted(frame.columns)
+    ).encode()
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row of ``frame`` over its columns in sorted order (by value: text
+    held as categories, Arrow strings or objects hashes alike): what :func:`frame_sha256`
+    streams after the header, and what tells rows equal in every column apart."""
+    cols = sorted(frame.columns)
+    out = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
+    return np.ascontiguousarray(out, dtype=np.uint64)
 
 
 def _duplicates(names: list[str]) -> list[str]:
@@ -219,7 +232,14 @@ def _read_parquet_typed(p: Path) -> pd.DataFrame:
     """Read a Parquet file with text columns as categories (read as dictionaries) when the
     first row group shows few distinct values, as Arrow strings otherwise: never as Python
     objects."""
-    pf = pq.ParquetFile(p)
+    few = dictionary_columns(pq.ParquetFile(p))
+    table = pq.read_table(p, read_dictionary=few) if few else pq.read_table(p)
+    return arrow_to_pandas(table)
+
+
+def dictionary_columns(pf: pq.ParquetFile) -> list[str]:
+    """Text columns read as categories: those whose first row group has at most
+    ``CATEGORY_MAX_DISTINCT_SHARE`` of its cells distinct."""
     text = [
         f.name
         for f in pf.schema_arrow
@@ -233,11 +253,15 @@ def _read_parquet_typed(p: Path) -> pd.DataFrame:
             if distinct <= max(1, CATEGORY_MAX_DISTINCT_SHARE * first.num_rows):
                 few.append(name)
         del first
-    table = pq.read_table(p, read_dictionary=few) if few else pq.read_table(p)
+    return few
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as pandas with text as Arrow strings (dictionaries as categories);
+    consumes ``table``."""
     arrow_text = pd.StringDtype("pyarrow")
     mapper = {pa.string(): arrow_text, pa.large_string(): arrow_text}
-    frame = table.to_pandas(types_mapper=mapper.get, self_destruct=True)
-    del table
+    frame: pd.DataFrame = table.to_pandas(types_mapper=mapper.get, self_destruct=True)
     return frame
 
 
@@ -274,9 +298,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def with_row_id(frame: pd.DataFrame, *, data: DataConfig) -> pd.DataFrame:
+def with_row_id(frame: pd.DataFrame, *, data: DataConfig, start: int = 0) -> pd.DataFrame:
     """``frame`` itself when ``data.id_column`` is set; otherwise a copy with the explicit id
-    column ``row_id`` (0, 1, 2, ...: the row's position in the table as read) first."""
+    column ``row_id`` (0, 1, 2, ...: the row's position in the table as read) first. ``start``:
+    the position of ``frame``'s first row in the table (a partition of it), which is then
+    also the copy's first index label."""
     if data.id_column is not None:
         return frame
     if ROW_ID_COLUMN in frame.columns:
@@ -286,7 +312,9 @@ def with_row_id(frame: pd.DataFrame, *, data: DataConfig) -> pd.DataFrame:
             f"data.id_column: {ROW_ID_COLUMN} if it identifies rows, or rename that column"
         )
     out = frame.reset_index(drop=True)
-    out.insert(0, ROW_ID_COLUMN, np.arange(len(out), dtype=np.int64))
+    if start:
+        out.index = pd.RangeIndex(start, start + len(out))
+    out.insert(0, ROW_ID_COLUMN, np.arange(start, start + len(out), dtype=np.int64))
     return out
 
 
@@ -353,19 +381,33 @@ def resolve_roles(
     parse as numbers is numeric (e.g. a charges column with a few blank cells, or with a few
     typos, which validation then reports cell by cell).
     """
+    return roles_from_columns(
+        [str(c) for c in frame.columns],
+        lambda c: _looks_numeric(frame[c], numeric_inference_share),
+        data=data,
+        value_column=value_column,
+    )
+
+
+def roles_from_columns(
+    columns: list[str],
+    looks_numeric: Callable[[str], bool],
+    *,
+    data: DataConfig,
+    value_column: str | None = None,
+) -> ColumnRoles:
+    """:func:`resolve_roles` given the table's column names and, per column, whether it looks
+    numeric (asked only for columns the config leaves to inference); the partitioned path
+    answers it from per-partition counts."""
     # the generator's true probability is never a feature, even in a CSV of its output
     id_column = data.effective_id_column
     reserved = {id_column, data.label_column, TRUTH_COLUMN, *data.ignore}
-    candidates = [c for c in frame.columns if c not in reserved]
+    candidates = [c for c in columns if c not in reserved]
     if data.numeric is not None:
         numeric = [c for c in data.numeric if c not in reserved]
     else:
         excluded = set(data.categorical or [])
-        numeric = [
-            c
-            for c in candidates
-            if c not in excluded and _looks_numeric(frame[c], numeric_inference_share)
-        ]
+        numeric = [c for c in candidates if c not in excluded and looks_numeric(c)]
     inferred = [c for c in candidates if c not in set(numeric)]
     if data.categorical is not None:
         categorical = [c for c in data.categorical if c not in reserved]
@@ -373,7 +415,7 @@ def resolve_roles(
             categorical += [c for c in inferred if c not in set(categorical)]
     else:
         categorical = inferred
-    ignored = tuple(c for c in frame.columns if c in set(data.ignore))
+    ignored = tuple(c for c in columns if c in set(data.ignore))
     return ColumnRoles(
         id_column=id_column,
         label_column=data.label_column,

@@ -45,6 +45,9 @@ class Splits:
     rows: dict[str, int]
     positive_rate: dict[str, float]
     plan: dict[str, Any] = field(default_factory=dict)
+    total_rows: int | None = None
+    """Rows of the whole clean table when ``data`` holds only the splits' rows (the
+    partitioned path); None: ``data`` is the whole table."""
     _frames: dict[str, pd.DataFrame] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -56,11 +59,28 @@ class Splits:
             self._frames[name] = self.data.take(self.index[name]).reset_index(drop=True)
         return self._frames[name]
 
+    def restricted(self, names: tuple[str, ...]) -> Splits:
+        """These splits with ``data`` cut to the rows of ``names`` (what a task run shipped to
+        another process needs); hashes, sizes, rates, plan and ``table_rows`` unchanged, and
+        the other splits' rows absent (asking for them is a ``KeyError``)."""
+        keep = np.concatenate([self.index[n] for n in names])
+        starts = np.cumsum([0, *(len(self.index[n]) for n in names)])
+        return Splits(
+            data=self.data.take(keep).reset_index(drop=True),
+            index={n: np.arange(starts[i], starts[i + 1]) for i, n in enumerate(names)},
+            roles=self.roles,
+            hashes=self.hashes,
+            rows=self.rows,
+            positive_rate=self.positive_rate,
+            plan=self.plan,
+            total_rows=self.table_rows,
+        )
+
     @property
     def table_rows(self) -> int:
         """Rows of the whole clean table (all splits before any sampling): the population a
         contact capacity given as a count is a share of."""
-        return len(self.data)
+        return len(self.data) if self.total_rows is None else self.total_rows
 
     @property
     def train(self) -> pd.DataFrame:
@@ -162,6 +182,33 @@ def split_data(
     positions into it. Hashes are streamed over chunks of ``chunk_rows`` (default
     ``scale.chunk_rows``) and equal ``frame_sha256`` of the split frame."""
     y = frame[roles.label_column].to_numpy()
+    index, plan = split_plan(y, roles=roles, config=config, scale=scale)
+    step = chunk_rows or (scale.chunk_rows if scale is not None else None)
+    return Splits(
+        data=frame,
+        index=index,
+        roles=roles,
+        hashes={
+            k: frame_sha256(frame, positions=v, chunk_rows=step, categories=CLEAN_CATEGORIES_DTYPE)
+            for k, v in index.items()
+        },
+        rows={k: len(v) for k, v in index.items()},
+        positive_rate=positive_rates(y, index),
+        plan=plan,
+    )
+
+
+def positive_rates(y: np.ndarray, index: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of label 1 per split, rounded to 4 decimals."""
+    return {k: round(float(y[v].astype(float).mean()), 4) for k, v in index.items()}
+
+
+def split_plan(
+    y: np.ndarray, *, roles: ColumnRoles, config: SplitConfig, scale: ScaleConfig | None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The splits' positions (in split order) into a clean table whose label vector (0/1) is
+    ``y``, each sampled down to its ``scale`` cap, and the plan saying what was used and why.
+    Needs the labels only: a partitioned table is split from its label vector alone."""
     index = split_positions(y, config)
     caps = _caps(scale, len(index["train"]))
     plan: dict[str, Any] = {}
@@ -183,16 +230,4 @@ def split_data(
         else:
             entry["sampled"] = False
         plan[name] = entry
-    step = chunk_rows or (scale.chunk_rows if scale is not None else None)
-    return Splits(
-        data=frame,
-        index=index,
-        roles=roles,
-        hashes={
-            k: frame_sha256(frame, positions=v, chunk_rows=step, categories=CLEAN_CATEGORIES_DTYPE)
-            for k, v in index.items()
-        },
-        rows={k: len(v) for k, v in index.items()},
-        positive_rate={k: round(float(y[v].astype(float).mean()), 4) for k, v in index.items()},
-        plan=plan,
-    )
+    return index, plan

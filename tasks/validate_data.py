@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -106,11 +107,26 @@ def _label_text(label: str | int | bool, *, booleans: bool) -> str:
 
 
 def _label_values(series: pd.Series, data: DataConfig) -> tuple[str, str | None]:
-    booleans = _holds_booleans(series)
+    return label_values_from(
+        series.dropna().astype(str).value_counts(), booleans=_holds_booleans(series), data=data
+    )
+
+
+def label_texts(series: pd.Series) -> tuple[pd.Series, bool]:
+    """The label column's value counts as text (missing cells left out, most frequent first)
+    and whether pandas read it as booleans (what :func:`label_values_from` needs; summed over
+    a table's partitions, they give the whole table's)."""
+    return series.dropna().astype(str).value_counts(), _holds_booleans(series)
+
+
+def label_values_from(
+    counts: pd.Series, *, booleans: bool, data: DataConfig
+) -> tuple[str, str | None]:
+    """The positive and the negative label as text, from the label's text value counts
+    (most frequent first) and whether the column holds booleans."""
     positive = _label_text(data.positive_label, booleans=booleans)
     if data.negative_label is not None:
         return positive, _label_text(data.negative_label, booleans=booleans)
-    counts = series.dropna().astype(str).value_counts()
     others = [v for v in counts.index if v != positive]
     # The most frequent other value is the negative label; any further value fails the
     # schema's isin check (and none at all fails the constant-label check).
@@ -120,6 +136,30 @@ def _label_values(series: pd.Series, data: DataConfig) -> tuple[str, str | None]
 def _issues_from_pandera(
     failures: pd.DataFrame, work: pd.DataFrame, *, roles: ColumnRoles, data: DataConfig
 ) -> list[ValidationIssue]:
+    return issues_from_failures(
+        failures,
+        [str(c) for c in work.columns],
+        rows=len(work),
+        missing_of=lambda c: int(work[c].isna().sum()),
+        distinct_of=lambda c: int(work[c].nunique(dropna=True)),
+        roles=roles,
+        data=data,
+    )
+
+
+def issues_from_failures(
+    failures: pd.DataFrame,
+    columns: list[str],
+    *,
+    rows: int,
+    missing_of: Callable[[str], int],
+    distinct_of: Callable[[str], int],
+    roles: ColumnRoles,
+    data: DataConfig,
+) -> list[ValidationIssue]:
+    """Pandera failure cases said as issues, given the table's columns, its row count and,
+    for a failed whole-column check, the column's missing count and distinct values (a whole
+    table's, or the sums and unions of its partitions')."""
     issues = []
     fc = failures.copy()
     missing_col = fc["check"].astype(str) == "column_in_dataframe"
@@ -127,7 +167,6 @@ def _issues_from_pandera(
     fc["column"] = fc["column"].fillna("(table)").astype(str)
     fc["check"] = fc["check"].astype(str)
     coerced = {str(c): True for c in fc.loc[fc["check"].str.startswith("coerce_dtype"), "column"]}
-    columns = [str(c) for c in work.columns]
     for (col, chk), group in fc.groupby(["column", "check"], sort=False):
         column, check = str(col), str(chk)
         if check == "column_in_dataframe":
@@ -143,12 +182,12 @@ def _issues_from_pandera(
             continue  # a check that could not run on text the coercion already reported
         examples = tuple(str(v) for v in pd.unique(cases))
         count = int(group["index"].notna().sum()) or len(group)
-        if column in work.columns and check.startswith(MISSING_SHARE_ERROR):
+        if column in columns and check.startswith(MISSING_SHARE_ERROR):
             # a whole-column check fails with a bare False: show the figure it judged
-            count = int(work[column].isna().sum())
-            examples = (f"{count / max(len(work), 1):.1%} missing",)
-        elif column in work.columns and check.startswith(CATEGORIES_ERROR):
-            examples = (f"{work[column].nunique(dropna=True)} distinct values",)
+            count = missing_of(column)
+            examples = (f"{count / max(rows, 1):.1%} missing",)
+        elif column in columns and check.startswith(CATEGORIES_ERROR):
+            examples = (f"{distinct_of(column)} distinct values",)
         issues.append(
             ValidationIssue(
                 str(column), _describe_check(str(check)), count, examples[:MAX_EXAMPLES]
@@ -228,16 +267,41 @@ def _missing_id_issue(
 
 def _duplicate_issues(frame: pd.DataFrame, *, roles: ColumnRoles) -> list[ValidationIssue]:
     """Exact duplicate rows (every column equal to an earlier row) and, apart from them, ids
-    shared by rows that differ. A generated row number is left out of the comparison.
+    shared by rows that differ. A generated row number is left out of the comparison."""
+    compared = [c for c in frame.columns if not (c == ROW_ID_COLUMN and c == roles.id_column)]
+    exact = frame.duplicated(subset=compared, keep="first")
+    conflicting = pd.Series([], dtype=object)
+    if roles.id_column in frame.columns:
+        ids = frame.loc[~exact.to_numpy(), roles.id_column].dropna()
+        conflicting = ids[ids.duplicated(keep=False)]
+    return duplicate_issues(
+        n_exact=int(exact.sum()),
+        first_exact_rows=[int(i) for i in frame.index[exact.to_numpy()][:MAX_EXAMPLES]],
+        roles=roles,
+        conflicting_rows=len(conflicting),
+        conflicting_ids=[str(v) for v in pd.unique(conflicting.astype(str))],
+    )
+
+
+def duplicate_issues(
+    *,
+    n_exact: int,
+    first_exact_rows: list[int],
+    roles: ColumnRoles,
+    conflicting_rows: int,
+    conflicting_ids: list[str],
+    distinct_conflicting: int | None = None,
+) -> list[ValidationIssue]:
+    """The issues of ``n_exact`` exact duplicate rows (the first ones at ``first_exact_rows``)
+    and of ``conflicting_rows`` rows that share one of ``conflicting_ids`` (in order of first
+    appearance) while differing in other columns; ``distinct_conflicting``: how many ids
+    that is when ``conflicting_ids`` holds only the first ones (default: all of them).
 
     With an id column, an exact repeat is a copy of one customer (a join or export error): it
     fails, with the fix. Without one, two customers may well share every recorded value (a
     table of few, coarse columns), so repeats are logged, not refused."""
     issues = []
     generated_id = roles.id_column == ROW_ID_COLUMN
-    compared = [c for c in frame.columns if not (c == ROW_ID_COLUMN and c == roles.id_column)]
-    exact = frame.duplicated(subset=compared, keep="first")
-    n_exact = int(exact.sum())
     if n_exact and generated_id:
         log.warning(
             "%s row(s) repeat an earlier row exactly; kept, as the table has no id column to "
@@ -245,31 +309,27 @@ def _duplicate_issues(frame: pd.DataFrame, *, roles: ColumnRoles) -> list[Valida
             f"{n_exact:,}",
         )
     elif n_exact:
-        first = frame.index[exact.to_numpy()][:MAX_EXAMPLES]
         issues.append(
             ValidationIssue(
                 "(table)",
                 f"{n_exact:,} exact duplicate row(s): every column equals an earlier row's; "
                 "drop the repeats (pandas: frame.drop_duplicates()) and run again",
                 n_exact,
-                tuple(f"row {i}" for i in first),
+                tuple(f"row {i}" for i in first_exact_rows[:MAX_EXAMPLES]),
             )
         )
-    if roles.id_column in frame.columns:
-        ids = frame.loc[~exact.to_numpy(), roles.id_column].dropna()
-        conflicting = ids[ids.duplicated(keep=False)]
-        if len(conflicting):
-            values = tuple(str(v) for v in pd.unique(conflicting.astype(str)))
-            issues.append(
-                ValidationIssue(
-                    roles.id_column,
-                    "duplicate values: each row needs a unique id [field_uniqueness] "
-                    f"({len(values):,} id(s) shared by {len(conflicting):,} rows that differ in "
-                    "other columns)",
-                    len(conflicting),
-                    values[:MAX_EXAMPLES],
-                )
+    if conflicting_rows:
+        issues.append(
+            ValidationIssue(
+                roles.id_column,
+                "duplicate values: each row needs a unique id [field_uniqueness] "
+                f"({distinct_conflicting or len(conflicting_ids):,} id(s) shared by "
+                f"{conflicting_rows:,} rows that "
+                "differ in other columns)",
+                conflicting_rows,
+                tuple(conflicting_ids[:MAX_EXAMPLES]),
             )
+        )
     return issues
 
 
@@ -326,29 +386,9 @@ def validate_data(
         return _no_rows(frame)
     work = frame.copy(deep=False)  # copy-on-write: changing a column of work leaves frame as is
     issues: list[ValidationIssue] = _duplicate_issues(frame, roles=roles)
-    capacity = economics.capacity if economics is not None else None
-    if capacity is not None and capacity >= 1 and capacity > len(frame):
-        issues.append(
-            ValidationIssue(
-                "economics.capacity",
-                f"a contact capacity of {capacity:g} customers is more than the "
-                f"{len(frame):,} rows of the data: set a smaller count, or a share of "
-                "customers in (0, 1)",
-                1,
-                (f"{capacity:g} > {len(frame)}",),
-            )
-        )
+    issues.extend(capacity_issues(economics, rows=len(frame)))
 
-    text_cols = [c for c in (*roles.numeric, *roles.categorical) if c in work.columns]
-    if roles.value_column and roles.value_column in work.columns:
-        text_cols.append(roles.value_column)
-    blanks: dict[str, int] = {}
-    for col in text_cols:
-        if not pd.api.types.is_numeric_dtype(work[col]):
-            mask = _blank_cells(work[col])
-            if mask.any():
-                blanks[col] = int(mask.sum())
-                work[col] = work[col].where(~mask, np.nan)
+    blanks = blanks_to_missing(work, roles=roles)
     if roles.id_column not in work.columns:
         issues.append(_missing_id_issue(list(work.columns), roles=roles, data=data))
     for seg in roles.segment_columns:
@@ -367,9 +407,7 @@ def validate_data(
     )
     allowed = [positive] + ([negative] if negative is not None else [])
     if label_present:
-        work[roles.label_column] = (
-            work[roles.label_column].astype(str).where(work[roles.label_column].notna(), None)
-        )
+        label_as_text(work, roles=roles)
     schema = build_schema(
         roles,
         label_values=allowed,
@@ -388,35 +426,11 @@ def validate_data(
     label_counts: dict[str, int] = {}
     if label_present:
         label_counts = {str(k): int(v) for k, v in work[roles.label_column].value_counts().items()}
-        n_pos = label_counts.get(positive, 0)
-        n_neg = sum(v for k, v in label_counts.items() if k != positive)
-        if n_pos == 0 or n_neg == 0:
-            seen = ", ".join(sorted(label_counts)) or "nothing"
-            issues.append(
-                ValidationIssue(
-                    roles.label_column,
-                    f"label is constant: need both '{positive}' and another value",
-                    len(work),
-                    (seen,),
-                )
+        issues.extend(
+            label_issues(
+                label_counts, positive=positive, rows=len(work), roles=roles, split=split
             )
-        else:
-            smallest = min(
-                split.train_fraction,
-                split.selection_fraction,
-                split.test_fraction,
-            )
-            need = int(np.ceil(split.min_rows_per_class_per_split / smallest))
-            small = {k: v for k, v in {"positive": n_pos, "negative": n_neg}.items() if v < need}
-            for name, count in small.items():
-                issues.append(
-                    ValidationIssue(
-                        roles.label_column,
-                        f"{name} class too small for the splits: need >= {need} rows",
-                        count,
-                        (f"{count} rows",),
-                    )
-                )
+        )
 
     missing_share = {
         c: round(float(work[c].isna().mean()), 4)
@@ -441,6 +455,84 @@ def validate_data(
         log.debug("validation failed: %d problem(s)", len(report.issues))
         return ValidatedData(report=report, frame=None)
     return ValidatedData(report=report, frame=clean)
+
+
+def blanks_to_missing(work: pd.DataFrame, *, roles: ColumnRoles) -> dict[str, int]:
+    """Blank text cells of the features and the value column set to missing in ``work`` (a
+    shallow copy the caller owns: columns are replaced, never changed in place); returns the
+    count per column that had any."""
+    text_cols = [c for c in (*roles.numeric, *roles.categorical) if c in work.columns]
+    if roles.value_column and roles.value_column in work.columns:
+        text_cols.append(roles.value_column)
+    blanks: dict[str, int] = {}
+    for col in text_cols:
+        if not pd.api.types.is_numeric_dtype(work[col]):
+            mask = _blank_cells(work[col])
+            if mask.any():
+                blanks[col] = int(mask.sum())
+                work[col] = work[col].where(~mask, np.nan)
+    return blanks
+
+
+def label_as_text(work: pd.DataFrame, *, roles: ColumnRoles) -> None:
+    """The label column of ``work`` (a shallow copy the caller owns) replaced by its text,
+    missing cells kept missing: what the schema's label check compares."""
+    work[roles.label_column] = (
+        work[roles.label_column].astype(str).where(work[roles.label_column].notna(), None)
+    )
+
+
+def capacity_issues(economics: EconomicsConfig | None, *, rows: int) -> list[ValidationIssue]:
+    """A contact capacity given as a count (>= 1) larger than the table's ``rows``."""
+    capacity = economics.capacity if economics is not None else None
+    if capacity is not None and capacity >= 1 and capacity > rows:
+        return [
+            ValidationIssue(
+                "economics.capacity",
+                f"a contact capacity of {capacity:g} customers is more than the "
+                f"{rows:,} rows of the data: set a smaller count, or a share of "
+                "customers in (0, 1)",
+                1,
+                (f"{capacity:g} > {rows}",),
+            )
+        ]
+    return []
+
+
+def label_issues(
+    label_counts: dict[str, int],
+    *,
+    positive: str,
+    rows: int,
+    roles: ColumnRoles,
+    split: SplitConfig,
+) -> list[ValidationIssue]:
+    """A constant label, or a class too small for the splits, from the label's value counts
+    (rows per label text) in a table of ``rows`` rows."""
+    n_pos = label_counts.get(positive, 0)
+    n_neg = sum(v for k, v in label_counts.items() if k != positive)
+    if n_pos == 0 or n_neg == 0:
+        seen = ", ".join(sorted(label_counts)) or "nothing"
+        return [
+            ValidationIssue(
+                roles.label_column,
+                f"label is constant: need both '{positive}' and another value",
+                rows,
+                (seen,),
+            )
+        ]
+    smallest = min(split.train_fraction, split.selection_fraction, split.test_fraction)
+    need = int(np.ceil(split.min_rows_per_class_per_split / smallest))
+    small = {k: v for k, v in {"positive": n_pos, "negative": n_neg}.items() if v < need}
+    return [
+        ValidationIssue(
+            roles.label_column,
+            f"{name} class too small for the splits: need >= {need} rows",
+            count,
+            (f"{count} rows",),
+        )
+        for name, count in small.items()
+    ]
 
 
 def _blank_cells(series: pd.Series) -> np.ndarray:
@@ -572,12 +664,30 @@ def _text_categories(series: pd.Series) -> pd.Series | None:
     return series.cat.rename_categories(text)
 
 
+def leakage_positions(rows: int, validation: ValidationConfig) -> np.ndarray | None:
+    """Positions (in sample order) of the seeded rows the leakage screen uses out of a clean
+    table of ``rows`` rows (``DataFrame.sample(n, random_state=0)``'s), or None for all."""
+    if rows <= validation.leakage_sample_rows:
+        return None
+    picked: np.ndarray = np.random.RandomState(0).choice(
+        rows, validation.leakage_sample_rows, replace=False
+    )
+    return picked
+
+
 def _leakage(
     clean: pd.DataFrame, *, roles: ColumnRoles, validation: ValidationConfig
 ) -> list[ValidationIssue]:
-    sample = clean
-    if len(clean) > validation.leakage_sample_rows:
-        sample = clean.sample(validation.leakage_sample_rows, random_state=0)
+    positions = leakage_positions(len(clean), validation)
+    sample = clean if positions is None else clean.take(positions)
+    return leakage_issues(sample, roles=roles, validation=validation)
+
+
+def leakage_issues(
+    sample: pd.DataFrame, *, roles: ColumnRoles, validation: ValidationConfig
+) -> list[ValidationIssue]:
+    """Features that alone separate the label on ``sample`` (clean rows: the rows
+    :func:`leakage_positions` picks)."""
     y = sample[roles.label_column].to_numpy()
     issues = []
     for col in roles.features:

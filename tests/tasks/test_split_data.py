@@ -140,3 +140,18 @@ def test_stratified_sample_keeps_each_class_share_exactly_to_rounding() -> None:
 def test_scale_config_sample_cannot_exceed_its_threshold() -> None:
     with pytest.raises(ConfigError, match="train_sample_rows must be <="):
         build_config({"scale": {"train_sample_above_rows": 100, "train_sample_rows": 200}})
+
+
+def test_split_data_restricted_keeps_only_the_named_splits_rows(tmp_path: Path) -> None:
+    from tests.conftest import generator_splits
+
+    _, splits = generator_splits(tmp_path, rows=3000)
+    train = splits.restricted(("train", "selection"))
+    assert len(train.data) == splits.rows["train"] + splits.rows["selection"]
+    assert train.table_rows == splits.table_rows == 3000
+    assert (train.hashes, train.rows, train.plan) == (splits.hashes, splits.rows, splits.plan)
+    for name in ("train", "selection"):
+        pd.testing.assert_frame_equal(train.frame(name), splits.frame(name))
+        np.testing.assert_array_equal(train.y(name), splits.y(name))
+    with pytest.raises(KeyError):
+        train.frame("test")

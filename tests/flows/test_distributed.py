@@ -1,0 +1,162 @@
+"""The partitioned data path (flows/distributed.py) reduces to what the local engine computes.
+
+The partitions run in this process through an in-process stand-in for the Dask client (the
+same calls, executed at once), so the reductions are checked on many tables quickly; the
+real LocalCluster is tests/flows/test_dask_engine.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from configs.settings import BayesPilotConfig, build_config
+from flows import distributed
+from tasks.generate_data import generate_data
+from tasks.load_data import load_data
+from tasks.split_data import SPLIT_NAMES, split_data
+from tasks.validate_data import ValidationReport, validate_table
+from tests.fixtures.bad.make_bad import BASE, _frame
+
+
+class _Done:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+    def release(self) -> None:
+        return None
+
+
+class InProcessClient:
+    """``client.submit`` run at once in this process."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True, **kw: Any) -> _Done:
+        return _Done(fn(*args, **kw))
+
+
+def _write(frame: pd.DataFrame, path: Path, row_group_rows: int) -> Path:
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_rows
+    )
+    return path
+
+
+def _config(path: Path, layers: dict[str, Any], partition_rows: int) -> BayesPilotConfig:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in layers.items()}
+    merged["data"] = {**merged.get("data", {}), "source": "file", "path": str(path)}
+    merged["scaleout"] = {"engine": "dask", "dask_partition_rows": partition_rows}
+    return build_config(merged)
+
+
+def _both(cfg: BayesPilotConfig) -> tuple[Any, Any, ValidationReport, ValidationReport]:
+    local = load_data(cfg)
+    table = validate_table(local.frame, config=cfg)
+    client = InProcessClient()
+    load = distributed.load_partitioned(cfg, client)
+    checked = distributed.validate_partitioned(load, cfg, client)
+    assert load.loaded.sha256 == local.sha256
+    assert checked.roles == table.roles
+    return table, checked, table.validated.report, checked.report
+
+
+def _same_report(a: ValidationReport, b: ValidationReport) -> None:
+    key = lambda i: (i.column, i.check)  # noqa: E731
+    assert sorted(b.issues, key=key) == sorted(a.issues, key=key)
+    assert asdict(replace(b, issues=())) == asdict(replace(a, issues=()))
+
+
+def _bad_frame() -> pd.DataFrame:
+    """80 rows with bad cells in several partitions and columns."""
+    f = _frame().astype({"tenure": float, "MonthlyCharges": object})
+    f.loc[[3, 40, 77], "tenure"] = [np.inf, -np.inf, np.inf]
+    f.loc[[5, 61], "MonthlyCharges"] = ["abc", "x"]
+    f.loc[[7, 70], "Churn"] = "Maybe"
+    f.loc[50:, "Contract"] = None  # 37.5 % missing: a whole-column check
+    f["MonthlyCharges"] = f["MonthlyCharges"].astype(str)
+    return f
+
+
+@pytest.mark.parametrize("partition_rows", [9, 30, 200])
+def test_distributed_validation_reports_the_local_issues(
+    tmp_path: Path, partition_rows: int
+) -> None:
+    path = _write(_bad_frame(), tmp_path / "bad.parquet", row_group_rows=9)
+    cfg = _config(path, BASE, partition_rows)
+    _, _, local, parts = _both(cfg)
+    assert not local.passed
+    _same_report(local, parts)
+    columns = {i.column for i in parts.issues}
+    assert {"tenure", "MonthlyCharges", "Churn", "Contract"} <= columns
+
+
+def test_distributed_validation_finds_duplicates_across_partitions(tmp_path: Path) -> None:
+    f = _frame()
+    f = pd.concat([f, f.iloc[[2, 11]]], ignore_index=True)  # exact copies, other partitions
+    ids = f["customerID"].astype(object).to_numpy(copy=True)
+    ids[-1] = ids[40]  # a copy that now shares another row's id
+    f["customerID"] = ids
+    path = _write(f, tmp_path / "dups.parquet", row_group_rows=10)
+    cfg = _config(path, BASE, 10)
+    _, _, local, parts = _both(cfg)
+    assert [i.column for i in local.issues] == ["(table)", "customerID"]
+    assert parts.issues == local.issues
+    _same_report(local, parts)
+
+
+def test_distributed_path_without_ids_keeps_row_numbers_and_passes(tmp_path: Path) -> None:
+    frame = generate_data(rows=3000, seed=4).drop(columns=["true_churn_probability"])
+    path = _write(frame.drop(columns=["customer_id"]), tmp_path / "noid.parquet", 700)
+    layers = {
+        "data": {"id_column": None, "segment_columns": ["region", "contract"]},
+        "economics": {"customer_value": {"column": "monthly_charges_usd", "multiplier": 3.0}},
+        "validation": {"leakage_sample_rows": 1000},
+    }
+    cfg = _config(path, layers, 1000)
+    table, checked, local, parts = _both(cfg)
+    assert local.passed and parts == local
+    assert table.validated.frame is not None
+    want = split_data(table.validated.frame, roles=table.roles, config=cfg.split, scale=cfg.scale)
+    got = distributed.split_partitioned(checked, cfg, InProcessClient())
+    assert got.hashes == want.hashes and got.rows == want.rows and got.plan == want.plan
+    assert got.table_rows == want.table_rows == 3000
+    for name in SPLIT_NAMES:
+        pd.testing.assert_frame_equal(got.frame(name), want.frame(name))
+
+
+def test_distributed_split_samples_the_local_rows_above_the_caps(tmp_path: Path) -> None:
+    frame = generate_data(rows=6000, seed=9).drop(columns=["true_churn_probability"])
+    path = _write(frame, tmp_path / "big.parquet", 1100)
+    layers = {
+        "data": {"segment_columns": ["region", "contract"]},
+        "economics": {"customer_value": {"column": "monthly_charges_usd", "multiplier": 3.0}},
+        "scale": {
+            "train_sample_above_rows": 2000,
+            "train_sample_rows": 1500,
+            "judge_max_rows": 700,
+            "chunk_rows": 500,
+        },
+    }
+    cfg = _config(path, layers, 2000)
+    table, checked, local, parts = _both(cfg)
+    assert parts == local
+    assert table.validated.frame is not None
+    want = split_data(table.validated.frame, roles=table.roles, config=cfg.split, scale=cfg.scale)
+    got = distributed.split_partitioned(checked, cfg, InProcessClient())
+    assert got.plan["train"]["sampled"] and got.plan["test"]["rows_used"] == 700
+    assert got.hashes == want.hashes and got.positive_rate == want.positive_rate
+    assert got.table_rows == want.table_rows == 6000
+    assert len(got.data) == sum(got.rows.values()) < len(table.validated.frame)
+    for name in SPLIT_NAMES:
+        pd.testing.assert_frame_equal(got.frame(name), want.frame(name))
+        np.testing.assert_array_equal(got.y(name), want.y(name))
