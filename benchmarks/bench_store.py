@@ -86,7 +86,13 @@ def run_child(cmd: list[str], env: dict[str, str], label: str) -> dict[str, Any]
         if line.startswith("{"):
             result = json.loads(line)
             break
-    return {"wall_s": wall, "peak_rss_gib": usage.ru_maxrss / 2**20, "stdout": stdout, **result}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_gib": usage.ru_maxrss / 2**20,
+        "stdout": stdout,
+        **result,
+    }
 
 
 def child(stage: str, args: argparse.Namespace) -> list[str]:
@@ -109,6 +115,14 @@ def child(stage: str, args: argparse.Namespace) -> list[str]:
         str(args.outcomes),
         "--day",
         args.day,
+        "--engine",
+        args.engine,
+        "--threads",
+        str(args.threads),
+        "--dask-workers",
+        str(args.dask_workers),
+        "--dask-memory-limit",
+        args.dask_memory_limit,
     ]
 
 
@@ -159,12 +173,16 @@ def stage_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
-    from serving.batch import score_file
     from serving.settings import ServingSettings
     from tasks.decision_store import BATCH_FLUSH_INTERVAL_S, DecisionWriter
 
     config, champion = _champion(args.workspace)
     settings = ServingSettings.from_config(config)
+    src = args.workspace / "customers.parquet"
+    if args.engine == "dask":
+        return _batch_dask(args, config, champion, src)
+    from serving.batch import score_file
+
     writer = DecisionWriter(
         settings.workspace_paths.decisions,
         source="batch",
@@ -176,23 +194,56 @@ def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
         background=True,
     )
     t0 = time.perf_counter()
+    c0 = time.process_time()
     summary = score_file(
         champion,
-        args.workspace / "customers.parquet",
+        src,
         args.workspace / "scored.parquet",
         chunk_rows=config.serving.batch_chunk_rows,
         decisions=writer,
         inputs=settings.input_policy(),
+        threads=args.threads or config.serving.batch_threads,
     )
     writer.close()
     elapsed = time.perf_counter() - t0
+    steps = dict(summary.step_seconds)
+    steps["write_decisions (writer thread)"] = writer.write_seconds
     return {
         "rows": summary.rows,
         "scored": summary.scored,
         "decisions": summary.decisions,
         "score_s": elapsed,
+        "score_cpu_s": time.process_time() - c0,
         "rows_per_s": summary.rows / elapsed,
         "decision_files": writer.files_written,
+        "steps_s": steps,
+    }
+
+
+def _batch_dask(args: argparse.Namespace, config: Any, champion: Any, src: Path) -> dict[str, Any]:
+    """The dask engine: ``--dask-workers`` LocalCluster workers of ``--dask-memory-limit``
+    each score the row groups (``serving.batch_dask.score_file_dask``)."""
+    from serving.batch_dask import local_cluster, score_file_dask
+
+    out = args.workspace / "scored-dask"
+    shutil.rmtree(out, ignore_errors=True)
+    with local_cluster(args.dask_workers, args.dask_memory_limit) as client:
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        summary = score_file_dask(client, config, champion, src, out)
+        elapsed = time.perf_counter() - t0
+        worker_cpu = sum(float(v) for v in client.run(lambda: time.process_time()).values())
+    return {
+        "rows": summary.rows,
+        "scored": summary.scored,
+        "decisions": summary.decisions,
+        "score_s": elapsed,
+        "score_cpu_s": time.process_time() - c0,
+        "worker_cpu_s": worker_cpu,
+        "rows_per_s": summary.rows / elapsed,
+        "decision_files": len(summary.decision_files),
+        "partitions": summary.partitions,
+        "steps_s": summary.step_seconds,
     }
 
 
@@ -364,6 +415,19 @@ def parse_args() -> argparse.Namespace:
         "--day", default=datetime.now(UTC).strftime("%Y-%m-%d"), help="the simulated day (UTC date)"
     )
     p.add_argument("--keep", action="store_true", help="keep the workspace")
+    p.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="batch stage: score in this process (threads) or on a dask LocalCluster",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="local batch: scoring threads (0: config)"
+    )
+    p.add_argument("--dask-workers", type=int, default=2, help="dask batch: worker processes")
+    p.add_argument(
+        "--dask-memory-limit", default="2GiB", help="dask batch: memory limit per worker"
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -421,11 +485,15 @@ def main() -> int:
             r = run_child(child("batch", args), env, "batch")
             results["batch"] = r
             log(
-                f"batch: {r['rows']:,} rows scored + {r['decisions']:,} decisions stored in "
-                f"{r['score_s']:.1f} s = {r['rows_per_s']:,.0f} rows/s "
+                f"batch ({args.engine}): {r['rows']:,} rows scored + {r['decisions']:,} "
+                f"decisions stored in {r['score_s']:.1f} s = {r['rows_per_s']:,.0f} rows/s "
                 f"({r['decision_files']} files); process wall {r['wall_s']:.1f} s, "
-                f"peak {r['peak_rss_gib']:.2f} GiB"
+                f"CPU {r['cpu_s']:.1f} s"
+                + (f" + workers' CPU {r['worker_cpu_s']:.1f} s" if "worker_cpu_s" in r else "")
+                + f", peak {r['peak_rss_gib']:.2f} GiB; load average {os.getloadavg()[0]:.2f}"
             )
+            for step, sec in r.get("steps_s", {}).items():
+                log(f"  batch step {step}: {sec:.2f} s (summed over chunks and threads)")
         if "http" in stages:
             r = run_child(child("http", args), env, "http")
             results["http"] = r

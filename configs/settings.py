@@ -976,6 +976,12 @@ class ServingConfig(Section):
         True, description="Cross-check the record's champion against the MLflow alias."
     )
     batch_chunk_rows: int = Field(200_000, ge=1, description="Rows per chunk in batch scoring.")
+    batch_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads that score batch chunks at the same time (reading, scoring and "
+        "writing overlap; about this many + 1 chunks of batch_chunk_rows rows are in memory).",
+    )
     holdout_share: float = Field(
         0.05,
         ge=0,

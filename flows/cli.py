@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configs.paths import DEFAULT_CONFIG, Workspace
 from configs.settings import BayesPilotConfig, ConfigError, load_config
@@ -29,6 +30,10 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
 # takes longer and the run fails, so wait longer unless the user chose a value.
 EPHEMERAL_STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+
+if TYPE_CHECKING:
+    from serving.loader import Champion
+
 log = logging.getLogger("bayespilot")
 
 
@@ -165,7 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--rejects",
         type=Path,
         default=None,
-        help="where rows that fail validation go (default: OUTPUT.rejects.EXT)",
+        help="where rows that fail validation go (default: OUTPUT.rejects.EXT; with the dask "
+        "engine a directory, OUTPUT.rejects)",
+    )
+    score.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default=None,
+        help="local: this process, serving.batch_threads threads; dask: the row groups of a "
+        "Parquet input are scored on a Dask cluster's workers and OUTPUT is a Parquet dataset "
+        "directory of parts (default: dask when scaleout.engine is dask, else local)",
+    )
+    score.add_argument(
+        "--dask-address",
+        default=None,
+        help="scheduler of an existing cluster (default: scaleout.dask_address; none starts "
+        "a LocalCluster of scaleout.dask_workers workers for the run)",
     )
     return parser
 
@@ -550,6 +570,9 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         print(f"not ready: {exc}", file=sys.stderr)
         return EXIT_ERROR
     settings = ServingSettings.from_config(config)
+    engine = args.engine or ("dask" if config.scaleout.engine == "dask" else "local")
+    if engine == "dask":
+        return _score_dask(args, config, champion)
     # every decision of the run goes to the decision store (source batch)
     writer = DecisionWriter(
         settings.workspace_paths.decisions,
@@ -574,6 +597,7 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
                 experiment=settings.experiment,
                 decisions=writer,
                 inputs=settings.input_policy(),
+                threads=config.serving.batch_threads,
             )
         writer.close()
     except DataError as exc:
@@ -583,6 +607,27 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
         f"model {champion.model_name} v{champion.model_version}, policy {champion.policy_id[:12]}"
     )
     print(summary.text())
+    return EXIT_OK
+
+
+def _score_dask(args: argparse.Namespace, config: BayesPilotConfig, champion: Champion) -> int:
+    """``score --engine dask``: the row groups scored on the cluster's workers
+    (``serving/batch_dask.py``); this process receives per-partition summaries."""
+    from serving.batch_dask import cluster_client, score_file_dask
+    from tasks.load_data import DataError
+
+    try:
+        with cluster_client(config, args.dask_address) as client:
+            summary = score_file_dask(
+                client, config, champion, args.input, args.output, rejects_path=args.rejects
+            )
+    except DataError as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"model {champion.model_name} v{champion.model_version}, policy {champion.policy_id[:12]}"
+    )
+    print(f"{summary.text()} ({summary.partitions} partitions on the dask workers)")
     return EXIT_OK
 
 

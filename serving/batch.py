@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from serving.experiment import Experiment
+from serving.fast_scorer import pin_threads
 from serving.loader import Champion
 from serving.predlog import InputPolicy, frame_inputs
-from serving.scoring import RESULT_COLUMNS, score_frame
-from tasks.decision_store import DecisionWriter
+from serving.scoring import RESULT_COLUMNS, Decided, decide_columns, score_frame
+from tasks.decision_store import FIXED_SCHEMA, DecisionWriter, input_array
 from tasks.load_data import ColumnRoles, DataError
 
 BLANK = r"^\s*$"
@@ -39,6 +45,11 @@ class BatchSummary:
     experiment_id: str | None = None
     decisions: int = 0  # rows written to the decision store
     run_id: str | None = None  # the decisions' request_id
+    # seconds per step, summed over chunks (scoring threads overlap: the sum can exceed
+    # the wall time)
+    step_seconds: dict[str, float] = field(default_factory=dict, compare=False)
+    partitions: int = 0  # the dask engine: partitions scored on the workers
+    decision_files: tuple[str, ...] = ()  # the dask engine: the decision files written
 
     def text(self) -> str:
         held = (
@@ -77,18 +88,6 @@ def count_rows(path: Path) -> int | None:
             newlines += block.count(b"\n")
             last = block[-1:]
     return max(0, newlines + (last != b"\n") - 1)
-
-
-def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    if not path.is_file():
-        raise DataError(f"--input: file not found: {path}")
-    if _kind(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
-        return
-    yield from pd.read_csv(path, chunksize=chunk_rows, low_memory=False)
 
 
 def _roles(champion: Champion) -> ColumnRoles:
@@ -220,6 +219,23 @@ class _Writer:
         self.rows = 0
         self._pq: Any = None
 
+    def write_table(self, table: pa.Table) -> None:
+        """Append an Arrow table (typed rows: CSV through Arrow's writer)."""
+        if self.kind == "csv":
+            import pyarrow.csv as pcsv
+
+            with open(self.tmp, "ab") as fh:
+                pcsv.write_csv(
+                    table, fh, write_options=pcsv.WriteOptions(include_header=self.rows == 0)
+                )
+        else:
+            import pyarrow.parquet as pq
+
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self.tmp, table.schema)
+            self._pq.write_table(table)
+        self.rows += table.num_rows
+
     def write(self, frame: pd.DataFrame) -> None:
         if self.kind == "csv" and not self.arrow_csv:
             frame.to_csv(self.tmp, mode="a", header=self.rows == 0, index=False)
@@ -264,7 +280,9 @@ def batch_decisions(
 ) -> pd.DataFrame:
     """The decision-store rows of one scored chunk (``tasks.decision_store`` columns):
     ``request_id`` is the batch run's id, inputs as ``inputs`` (``serving.log_inputs``) keeps
-    them."""
+    them. ``good`` may carry any index (a chunk with rejected rows has gaps): rows are
+    matched by position."""
+    good = good.reset_index(drop=True)
     kept = frame_inputs(
         inputs,
         good,
@@ -287,6 +305,171 @@ def batch_decisions(
     return pd.DataFrame(columns, index=pd.RangeIndex(len(good)))
 
 
+@dataclass(frozen=True)
+class ChunkResult:
+    """One scored chunk: ``output`` (the output file's rows, Arrow), ``decisions`` (the
+    decision-store rows, Arrow; None without a store), ``rejects`` (rows that failed
+    validation, with ``reject_reason``), counts, and the seconds each step took."""
+
+    rows: int
+    output: pa.Table | None
+    decisions: pa.Table | None
+    rejects: pd.DataFrame
+    contacts: int
+    holdout: int
+    held_back: int
+    profit_usd: float
+    seconds: dict[str, float]
+
+
+def _constant(value: str | None, n: int) -> pa.Array:
+    """``n`` copies of one text (or nulls) as an Arrow string array, without Python objects."""
+    nulls = pa.nulls(n, pa.string())
+    return nulls if value is None else pc.fill_null(nulls, pa.scalar(value, pa.string()))
+
+
+def _text(values: np.ndarray) -> pa.Array:
+    return pa.array(values, pa.string())
+
+
+def _id_text(ids: pd.Series) -> pa.Array:
+    """The ``customer_id`` column of the store from an id column, as ``decision_table``
+    writes it: text stays text; anything else becomes ``str(value)``."""
+    if ids.dtype == object or isinstance(ids.dtype, pd.StringDtype):
+        return pa.array(ids, type=pa.string(), from_pandas=True)
+    return pa.array(ids.astype(str).where(ids.notna(), None), type=pa.string(), from_pandas=True)
+
+
+@dataclass(frozen=True)
+class ChunkScorer:
+    """Scores chunks of a file (``__call__``: validate, score, build the output and decision
+    rows as Arrow arrays); thread-safe, so chunks can be scored on several threads.
+    ``decisions``: whether to build decision-store rows (``request_id`` ``run_id``, the
+    inputs ``inputs`` keeps)."""
+
+    champion: Champion
+    experiment: Experiment | None = None
+    inputs: InputPolicy = InputPolicy("full")
+    run_id: str = ""
+    decisions: bool = False
+
+    def __call__(self, chunk: pd.DataFrame | pa.RecordBatch, start: int) -> ChunkResult:
+        """Score ``chunk``, whose first row is row ``start`` of the file (0-based)."""
+        champion = self.champion
+        t0 = time.perf_counter()
+        frame = chunk.to_pandas() if isinstance(chunk, pa.RecordBatch) else chunk
+        t1 = time.perf_counter()
+        good, bad = validate_chunk(with_row_positions(frame, champion, start), champion)
+        t2 = time.perf_counter()
+        seconds = {"read": t1 - t0, "validate": t2 - t1, "score": 0.0, "arrow": 0.0}
+        if not len(good):
+            return ChunkResult(len(frame), None, None, bad, 0, 0, 0, 0.0, seconds)
+        n = len(good)
+        id_col = champion.id_column
+        columns = {c: good[c] for c in champion.scorer.features}
+        if champion.value_column:
+            columns[champion.value_column] = good[champion.value_column]
+        ids = good[id_col].tolist() if self.experiment is not None else None
+        d = decide_columns(champion, columns, n, ids=ids, experiment=self.experiment)
+        t3 = time.perf_counter()
+        output = self._output(good, d)
+        decisions = self._decisions(good, d) if self.decisions else None
+        t4 = time.perf_counter()
+        seconds.update(score=t3 - t2, arrow=t4 - t3)
+        contact = d.contact
+        return ChunkResult(
+            len(frame),
+            output,
+            decisions,
+            bad,
+            int(contact.sum()),
+            int(d.holdout.sum()),
+            int((d.holdout & d.would_contact).sum()),
+            float(d.expected_value[contact].sum()),
+            seconds,
+        )
+
+    def _output(self, good: pd.DataFrame, d: Decided) -> pa.Table:
+        """The output rows as ``score_frame`` gives them (same columns, types and pandas
+        metadata: the schema is taken from ``score_frame`` of the chunk's first row)."""
+        champion = self.champion
+        n = len(good)
+        schema = pa.Schema.from_pandas(
+            score_frame(champion, good.iloc[:1], self.experiment), preserve_index=False
+        )
+        action = pc.if_else(pa.array(d.contact), "contact", "no_contact")
+        arrays: dict[str, Any] = {
+            champion.id_column: pa.array(good[champion.id_column], from_pandas=True),
+            "churn_probability": pa.array(d.probability, pa.float64()),
+            "expected_value_usd": pa.array(np.round(d.expected_value, 4), pa.float64()),
+            "action": action,
+            "tier": _text(d.tier),
+            "model_version": _constant(champion.model_version, n),
+            "policy_id": _constant(champion.policy_id, n),
+            "would_contact": pa.array(d.would_contact, pa.bool_()),
+            "holdout": pa.array(d.holdout, pa.bool_()),
+            "experiment_id": _constant(d.experiment_id, n),
+        }
+        if d.effect is not None:
+            arrays["uplift_effect"] = pa.array(d.effect, pa.float64())
+        cols = [arrays[f.name].cast(f.type) for f in schema]
+        return pa.Table.from_arrays(cols, schema=schema)
+
+    def _decisions(self, good: pd.DataFrame, d: Decided) -> pa.Table:
+        """The decision-store rows of the chunk, the same as ``decision_table`` of
+        ``batch_decisions`` (the pandas reference), built as Arrow arrays."""
+        champion = self.champion
+        n = len(good)
+        kept = frame_inputs(
+            self.inputs,
+            good,
+            id_column=champion.id_column,
+            columns=[*champion.scorer.features, *filter(None, [champion.value_column])],
+            value_column=champion.value_column,
+        )
+        cid = kept.pop("customer_id")
+        now = np.full(n, time.time_ns() // 1000, dtype="datetime64[us]")
+        arrays: dict[str, pa.Array] = {
+            "time": pa.array(now).cast(FIXED_SCHEMA.field("time").type),
+            "source": _constant("batch", n),
+            "request_id": _constant(self.run_id, n),
+            "model_version": _constant(champion.model_version, n),
+            "policy_id": _constant(champion.policy_id, n),
+            "customer_id": (
+                _id_text(cid) if isinstance(cid, pd.Series) else pa.array(cid, pa.string())
+            ),
+            "probability": pa.array(d.probability, pa.float64()),
+            "action": pc.if_else(pa.array(d.contact), "contact", "no_contact"),
+            "expected_value_usd": pa.array(np.round(d.expected_value, 4), pa.float64()),
+            "would_contact": pa.array(d.would_contact, pa.bool_()),
+            "holdout": pa.array(d.holdout, pa.bool_()),
+            "experiment_id": _constant(d.experiment_id, n),
+            "champion_action": _constant(None, n),
+            "tier": _text(d.tier),
+        }
+        for c, v in kept.items():
+            arrays[c] = input_array(v if isinstance(v, pd.Series) else pd.Series(v))
+        return pa.table(arrays)
+
+
+def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame | pa.RecordBatch]:
+    """The file's chunks: Arrow record batches of a Parquet file (converted to pandas on
+    the scoring thread), pandas frames of a CSV file. Parquet chunks never span two
+    partitions of ``plan_partitions(path, chunk_rows)``, so a file is cut into the same chunks
+    here as by the dask engine's workers (a row's score is then the same to the last bit:
+    the estimator's arithmetic may round differently in chunks of another composition)."""
+    if not path.is_file():
+        raise DataError(f"--input: file not found: {path}")
+    if _kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        for part in plan_partitions(path, chunk_rows):
+            yield from pf.iter_batches(batch_size=chunk_rows, row_groups=list(part.row_groups))
+        return
+    yield from pd.read_csv(path, chunksize=chunk_rows, low_memory=False)
+
+
 def score_file(
     champion: Champion,
     input_path: Path,
@@ -299,6 +482,7 @@ def score_file(
     decisions: DecisionWriter | None = None,
     inputs: InputPolicy | None = None,
     run_id: str | None = None,
+    threads: int = 1,
 ) -> BatchSummary:
     """Score ``input_path`` into ``output_path`` chunk by chunk (``chunk_rows`` rows: memory
     flat in the file's size), with the randomized holdout of ``experiment`` applied exactly as
@@ -307,41 +491,73 @@ def score_file(
     ``source="batch"`` writer), every decision goes to the decision store with ``request_id``
     ``run_id`` and the inputs ``inputs`` keeps (default full). Outputs appear complete (temp +
     rename); when scoring fails, the run's decision files are removed too
-    (``DecisionWriter.abort``)."""
+    (``DecisionWriter.abort``).
+
+    ``threads`` chunks are scored at the same time on a thread pool while this thread reads
+    the next chunk and writes finished ones in input order (the output keeps the input's
+    order); at most ``threads + 1`` chunks are in flight, so memory stays flat."""
     run_id = run_id or uuid.uuid4().hex
-    policy = inputs or InputPolicy("full")
+    scorer = ChunkScorer(
+        champion,
+        experiment,
+        inputs or InputPolicy("full"),
+        run_id,
+        decisions is not None,
+    )
     rejects_path = rejects_path or output_path.with_name(
         f"{output_path.stem}.rejects{output_path.suffix}"
     )
     out, rej = _Writer(output_path, arrow_csv=True), _Writer(rejects_path)
     rows = contacts = holdout = held_back = 0
     profit = 0.0
+    steps: dict[str, float] = {}
     ok = False
+    pool = ThreadPoolExecutor(max(1, threads), initializer=pin_threads if threads > 1 else None)
+    pending: deque[Future[ChunkResult]] = deque()
+
+    def finish(result: ChunkResult) -> None:
+        nonlocal rows, contacts, holdout, held_back, profit
+        for k, v in result.seconds.items():
+            steps[k] = steps.get(k, 0.0) + v
+        t0 = time.perf_counter()
+        if result.output is not None:
+            out.write_table(result.output)
+        t1 = time.perf_counter()
+        if decisions is not None and result.decisions is not None:
+            decisions.append_table(result.decisions)
+        t2 = time.perf_counter()
+        if len(result.rejects):
+            rej.write(result.rejects)
+        steps["write_output"] = steps.get("write_output", 0.0) + t1 - t0
+        steps["append_decisions"] = steps.get("append_decisions", 0.0) + t2 - t1
+        contacts += result.contacts
+        holdout += result.holdout
+        held_back += result.held_back
+        profit += result.profit_usd
+        rows += result.rows
+        if progress:
+            progress(rows)
+
     try:
-        for chunk in read_chunks(input_path, chunk_rows):
-            good, bad = validate_chunk(with_row_positions(chunk, champion, rows), champion)
-            if len(good):
-                scored = score_frame(champion, good, experiment)
-                out.write(scored)
-                if decisions is not None:
-                    decisions.append(
-                        batch_decisions(champion, good, scored, inputs=policy, run_id=run_id)
-                    )
-                contacted = scored["action"].to_numpy() == "contact"
-                contacts += int(contacted.sum())
-                held = scored["holdout"].to_numpy(bool)
-                holdout += int(held.sum())
-                held_back += int((held & scored["would_contact"].to_numpy(bool)).sum())
-                profit += float(scored["expected_value_usd"].to_numpy()[contacted].sum())
-            if len(bad):
-                rej.write(bad)
-            rows += len(chunk)
-            if progress:
-                progress(rows)
+        start = 0
+        reader = read_chunks(input_path, chunk_rows)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(reader, None)
+            steps["read_file"] = steps.get("read_file", 0.0) + time.perf_counter() - t0
+            if chunk is None:
+                break
+            pending.append(pool.submit(scorer, chunk, start))
+            start += len(chunk)
+            while len(pending) > max(1, threads) or (pending and pending[0].done()):
+                finish(pending.popleft().result())
+        while pending:
+            finish(pending.popleft().result())
         if decisions is not None:
             decisions.flush()
         ok = True
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if decisions is not None and not ok:
             decisions.abort()
         if ok and out.rows == 0:
@@ -361,4 +577,148 @@ def score_file(
         None if experiment is None else experiment.experiment_id,
         decisions=0 if decisions is None else decisions.rows_written,
         run_id=None if decisions is None else run_id,
+        step_seconds=steps,
+    )
+
+
+# ------------------------------------------------------------------ partitions (dask engine)
+@dataclass(frozen=True)
+class Partition:
+    """Whole row groups ``row_groups`` of the Parquet file ``input``, whose first row is row
+    ``first_row`` of the file (0-based); ``index`` numbers the output part."""
+
+    index: int
+    input: str
+    row_groups: tuple[int, ...]
+    first_row: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    """What a worker reports of one partition: counts, the part files it wrote and the
+    decision files its writer wrote (paths as text)."""
+
+    index: int
+    rows: int
+    scored: int
+    rejected: int
+    contacts: int
+    holdout: int
+    held_back: int
+    expected_profit_usd: float
+    output: str | None
+    rejects: str | None
+    decisions: int
+    decision_files: tuple[str, ...]
+    step_seconds: dict[str, float]
+
+
+def plan_partitions(path: Path, min_rows: int) -> list[Partition]:
+    """Partitions of a Parquet file: consecutive whole row groups of at least ``min_rows``
+    rows each (the last may be smaller). A file of one row group is one partition. Raises
+    DataError for a file that is not Parquet."""
+    if _kind(path) != "parquet":
+        raise DataError(
+            f"{path}: the dask engine reads Parquet row groups; convert the CSV to Parquet "
+            "or score it with --engine local"
+        )
+    if not path.is_file():
+        raise DataError(f"--input: file not found: {path}")
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    parts: list[Partition] = []
+    groups: list[int] = []
+    first = rows = 0
+    for g in range(meta.num_row_groups):
+        groups.append(g)
+        rows += meta.row_group(g).num_rows
+        if rows >= min_rows or g == meta.num_row_groups - 1:
+            parts.append(Partition(len(parts), str(path), tuple(groups), first, rows))
+            first += rows
+            groups, rows = [], 0
+    return parts
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def score_partition(
+    champion: Champion,
+    part: Partition,
+    output_dir: Path,
+    rejects_dir: Path,
+    *,
+    chunk_rows: int,
+    experiment: Experiment | None = None,
+    decisions: DecisionWriter | None = None,
+    inputs: InputPolicy | None = None,
+    run_id: str,
+) -> PartitionSummary:
+    """Score one partition chunk by chunk (``chunk_rows`` rows) into
+    ``output_dir/part-<index>.parquet`` (rejected rows into ``rejects_dir``, only if any), the
+    decisions through ``decisions`` (flushed here; on failure its files are removed: a
+    ``DecisionWriter.abort``). The scores, actions and decisions are those of ``score_file``
+    for the same rows: rows are numbered by their position in the whole file."""
+    import pyarrow.parquet as pq
+
+    scorer = ChunkScorer(
+        champion, experiment, inputs or InputPolicy("full"), run_id, decisions is not None
+    )
+    out = _Writer(output_dir / part_name(part.index), arrow_csv=True)
+    rej = _Writer(rejects_dir / part_name(part.index))
+    steps: dict[str, float] = {}
+    rows = contacts = holdout = held_back = 0
+    profit = 0.0
+    ok = False
+    try:
+        reader = pq.ParquetFile(part.input).iter_batches(
+            batch_size=chunk_rows, row_groups=list(part.row_groups)
+        )
+        for batch in reader:
+            result = scorer(batch, part.first_row + rows)
+            for k, v in result.seconds.items():
+                steps[k] = steps.get(k, 0.0) + v
+            t0 = time.perf_counter()
+            if result.output is not None:
+                out.write_table(result.output)
+            if decisions is not None and result.decisions is not None:
+                decisions.append_table(result.decisions)
+            if len(result.rejects):
+                rej.write(result.rejects)
+            steps["write"] = steps.get("write", 0.0) + time.perf_counter() - t0
+            rows += result.rows
+            contacts += result.contacts
+            holdout += result.holdout
+            held_back += result.held_back
+            profit += result.profit_usd
+        if rows != part.rows:
+            raise DataError(
+                f"{part.input}: read {rows} rows of partition {part.index}, "
+                f"expected {part.rows} (the file changed while scoring)"
+            )
+        if decisions is not None:
+            decisions.flush()
+        ok = True
+    finally:
+        if decisions is not None and not ok:
+            decisions.abort()
+        out.close(keep=ok and out.rows > 0)  # no part for a partition without scored rows
+        rej.close(keep=ok and rej.rows > 0)
+    return PartitionSummary(
+        part.index,
+        rows,
+        out.rows,
+        rej.rows,
+        contacts,
+        holdout,
+        held_back,
+        profit,
+        str(out.path) if out.rows else None,
+        str(rej.path) if rej.rows else None,
+        0 if decisions is None else decisions.rows_written,
+        (),
+        steps,
     )

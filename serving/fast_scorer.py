@@ -73,6 +73,35 @@ class ScoreOutput:
     unknown: dict[str, np.ndarray]  # feature -> rows with a category unseen in training
 
 
+def _arrow_text_codes(
+    values: pd.Series, mapping: dict[str, int], fill: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(codes, missing, unknown) of an Arrow-backed text column (what a Parquet/Arrow batch
+    becomes in pandas), looked up in Arrow without a Python string per row; the same result
+    as the generic path (``str`` of a text is itself; missing takes ``fill``'s code). None
+    for any other column (the generic path handles it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dtype = values.dtype
+    if not (
+        (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow")
+        or (isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype))
+        or (isinstance(dtype, pd.ArrowDtype) and pa.types.is_large_string(dtype.pyarrow_dtype))
+    ):
+        return None
+    arr = pa.array(values)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    miss = arr.is_null().to_numpy(zero_copy_only=False)
+    known = pa.array(list(mapping), type=arr.type)
+    found = pc.index_in(arr, value_set=known)
+    codes = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if miss.any():
+        codes[miss] = mapping.get(fill, -1)
+    return codes, miss, codes < 0
+
+
 def _step(obj: Any, name: str) -> Any:
     steps = dict(obj.steps)
     if name not in steps:
@@ -210,6 +239,9 @@ class FastScorer:
         values: Any, mapping: dict[str, int], fill: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if isinstance(values, pd.Series) and len(values) > 32:
+            text_codes = _arrow_text_codes(values, mapping, fill)
+            if text_codes is not None:
+                return text_codes
             miss = values.isna().to_numpy()
             text = values.astype(str).where(~miss, fill)
             cats = list(mapping)

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from serving.experiment import HOLDOUT_TIER, Experiment, apply_holdout
+from serving.fast_scorer import ScoreOutput
 from serving.loader import Champion
 from serving.uplift import uplift_decide
 from tasks.select_policy import decide
@@ -157,17 +158,33 @@ class Scored:
     effect: np.ndarray | None = None  # uplift policy: churn probability a contact removes
 
 
-def score_columns(
+@dataclass(frozen=True)
+class Decided:
+    """The arrays of ``Scored`` without ids or warnings (the batch path); ``flags`` holds the
+    scorer's imputed/unknown masks."""
+
+    probability: np.ndarray
+    expected_value: np.ndarray
+    contact: np.ndarray
+    tier: np.ndarray
+    would_contact: np.ndarray
+    holdout: np.ndarray
+    experiment_id: str | None
+    effect: np.ndarray | None
+    flags: ScoreOutput
+
+
+def decide_columns(
     champion: Champion,
     columns: Mapping[str, Any],
-    ids: Sequence[Any],
+    n: int,
     *,
-    with_warnings: bool = True,
+    ids: Sequence[Any] | None = None,
     experiment: Experiment | None = None,
-) -> Scored:
-    """Score column arrays (features + value column) for the given ids, with the holdout of
-    ``experiment`` (if any) applied to the policy's contacts."""
-    n = len(ids)
+) -> Decided:
+    """Score ``n`` rows of column arrays (features + value column) and decide, with the
+    holdout of ``experiment`` (if any; it needs the rows' ``ids``) applied to the policy's
+    contacts."""
     out = champion.scorer.score(columns)
     raw_values = columns.get(champion.value_column) if champion.value_column else None
     values = champion.policy.values(
@@ -180,26 +197,53 @@ def score_columns(
     else:  # an uplift policy: the effect decides; the churn probability is without contact
         effect, probability = champion.uplift.score(columns, n)
         d = uplift_decide(effect, values, champion.policy.document)
-    arm = apply_holdout(experiment, ids, d.contact)
+    if experiment is not None and ids is None:
+        raise ValueError("a holdout experiment needs the customers' ids")
+    arm = apply_holdout(experiment, ids if ids is not None else (), d.contact)
     tier = np.where(arm.holdout, HOLDOUT_TIER, d.tier) if arm.holdout.any() else d.tier
-    warnings: list[list[str]] = [[] for _ in range(n if with_warnings else 0)]
-    for col, mask in out.imputed.items() if with_warnings else ():
-        for i in np.nonzero(mask)[0]:
-            warnings[i].append(f"{col}: missing value imputed")
-    for col, mask in out.unknown.items() if with_warnings else ():
-        for i in np.nonzero(mask)[0]:
-            warnings[i].append(f"{col}: unknown category ignored")
-    return Scored(
-        list(ids),
+    return Decided(
         probability,
         d.expected_value_usd,
         arm.contact,
         tier,
-        warnings,
         arm.would_contact,
         arm.holdout,
         arm.experiment_id,
         effect,
+        out,
+    )
+
+
+def score_columns(
+    champion: Champion,
+    columns: Mapping[str, Any],
+    ids: Sequence[Any],
+    *,
+    with_warnings: bool = True,
+    experiment: Experiment | None = None,
+) -> Scored:
+    """Score column arrays (features + value column) for the given ids, with the holdout of
+    ``experiment`` (if any) applied to the policy's contacts."""
+    n = len(ids)
+    d = decide_columns(champion, columns, n, ids=ids, experiment=experiment)
+    warnings: list[list[str]] = [[] for _ in range(n if with_warnings else 0)]
+    for col, mask in d.flags.imputed.items() if with_warnings else ():
+        for i in np.nonzero(mask)[0]:
+            warnings[i].append(f"{col}: missing value imputed")
+    for col, mask in d.flags.unknown.items() if with_warnings else ():
+        for i in np.nonzero(mask)[0]:
+            warnings[i].append(f"{col}: unknown category ignored")
+    return Scored(
+        list(ids),
+        d.probability,
+        d.expected_value,
+        d.contact,
+        d.tier,
+        warnings,
+        d.would_contact,
+        d.holdout,
+        d.experiment_id,
+        d.effect,
     )
 
 

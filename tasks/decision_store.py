@@ -251,11 +251,11 @@ def decision_table(frame: pd.DataFrame, source: str) -> pa.Table:
             arrays[fld.name] = pa.array(frame[fld.name], type=fld.type, from_pandas=True)
     for c in frame.columns:
         if str(c).startswith(INPUT_PREFIX):
-            arrays[str(c)] = _input_array(frame[c])
+            arrays[str(c)] = input_array(frame[c])
     return pa.table(arrays)
 
 
-def _input_array(col: pd.Series) -> pa.Array:
+def input_array(col: pd.Series) -> pa.Array:
     """An input column as Arrow; values of mixed kinds (a number where text is expected, as
     a request may send) are kept as their text."""
     try:
@@ -355,6 +355,7 @@ class DecisionWriter:
         self._touched: set[Path] = set()  # partitions this writer wrote to
         self.rows_written = 0
         self.files_written = 0
+        self.write_seconds = 0.0  # spent writing flushes (s), whichever thread wrote them
         self._closed = False
         self._wake = threading.Event()
         self._background = background
@@ -369,6 +370,34 @@ class DecisionWriter:
         if frame.empty:
             return
         self._add(len(frame), table=decision_table(frame, self.source))
+
+    def append_table(self, table: pa.Table) -> None:
+        """Buffer decision rows already in the store's Arrow layout (what ``decision_table``
+        returns: the fixed columns with their types, optional ``tier``/``latency_ms``,
+        ``input.*`` columns), as the batch path builds them without pandas. Raises
+        ValueError naming a column that is missing, of another type or not a store column,
+        or rows of another source; nothing of a bad table is kept."""
+        if table.num_rows == 0:
+            return
+        names = set(table.column_names)
+        missing = [c for c in FIXED_COLUMNS if c not in names]
+        if missing:
+            raise ValueError(f"decision rows: column(s) missing: {', '.join(missing)}")
+        expected = {f.name: f.type for f in [*FIXED_SCHEMA, *OPTIONAL_SCHEMA]}
+        for fld in table.schema:
+            if fld.name in expected and fld.type != expected[fld.name]:
+                raise ValueError(
+                    f"{fld.name}: decision rows of type {fld.type}, expected {expected[fld.name]}"
+                )
+            if fld.name not in expected and not fld.name.startswith(INPUT_PREFIX):
+                raise ValueError(
+                    f"decision rows: unknown column {fld.name!r}; inputs go in "
+                    f"'{INPUT_PREFIX}<feature>' columns"
+                )
+        source = table.column("source")
+        if source.null_count or not pc.all(pc.equal(source, self.source)).as_py():
+            raise ValueError(f"source: rows of another source than this writer's {self.source!r}")
+        self._add(table.num_rows, table=table)
 
     def append_records(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Buffer decision rows given as dicts (same keys as ``append``'s columns)."""
@@ -455,6 +484,7 @@ class DecisionWriter:
                         self._rows += sum(t.num_rows for t in tables)
                         self._first_at = self._first_at or time.monotonic()
                     raise
+            started = time.perf_counter()
             try:
                 written = self._write_table(_unify(tables))
             except Exception:
@@ -464,6 +494,7 @@ class DecisionWriter:
                     self._first_at = self._first_at or time.monotonic()
                 raise
             self.rows_written += written
+            self.write_seconds += time.perf_counter() - started
             return written
 
     def _write_table(self, table: pa.Table) -> int:
@@ -553,6 +584,16 @@ class DecisionWriter:
                     continue
                 for p in paths:
                     p.unlink(missing_ok=True)
+
+    def written_files(self) -> list[Path]:
+        """The decision files of this writer that are in the store now (after ``close``:
+        its final files, merged ones included)."""
+        with self._write_lock:
+            return sorted(
+                p
+                for part in self._touched
+                for p in part.glob(f"{self.source}-{self.writer}-*.parquet")
+            )
 
     def abort(self) -> list[Path]:
         """Drop the buffer and delete every file this writer wrote (a batch run that failed:

@@ -1,0 +1,94 @@
+"""Batch scoring on a dask LocalCluster (2 workers, memory limit, 127.0.0.1) equals the local
+path; a failed run leaves no output and no decisions."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from configs.settings import build_config
+from serving.batch import score_file
+from serving.batch_dask import local_cluster, score_file_dask
+from serving.loader import load_champion
+from serving.settings import ServingSettings
+from tasks.decision_store import DecisionWriter, read_decisions
+from tasks.generate_data import TRUTH_COLUMN, generate_data
+
+
+def _decisions(root: Path, run_id: str) -> pd.DataFrame:
+    df = read_decisions(root)
+    df = df[df["request_id"] == run_id].drop(columns=["time", "request_id"])
+    return df.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.server
+def test_score_file_dask_equals_local_on_a_local_cluster(
+    workspace_copy: Path, tmp_path: Path
+) -> None:
+    config = build_config(
+        {
+            "paths": {"workspace": str(workspace_copy)},
+            "serving": {"batch_chunk_rows": 50, "experiment_id": "exp-d", "holdout_share": 0.2},
+        }
+    )
+    settings = ServingSettings.from_config(config, environ={})
+    champion = load_champion(settings, pin=False)
+    df = generate_data(rows=300, seed=7).drop(columns=["churned", TRUTH_COLUMN])
+    df.loc[10, "monthly_charges_usd"] = -1.0  # rejected
+    df.loc[70, "region"] = None
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src, row_group_size=60)
+    root = settings.workspace_paths.decisions
+    writer = DecisionWriter(root, source="batch", writer_id="local")
+    local = score_file(
+        champion,
+        src,
+        tmp_path / "local.parquet",
+        chunk_rows=50,
+        experiment=settings.experiment,
+        decisions=writer,
+        inputs=settings.input_policy(),
+        run_id="local-run",
+        threads=2,
+    )
+    writer.close()
+    with local_cluster(2, "1GiB") as client:
+        summary = score_file_dask(client, config, champion, src, tmp_path / "dask")
+        other = dataclasses.replace(
+            champion, block=champion.block.model_copy(update={"model_version": "999"})
+        )
+        with pytest.raises(RuntimeError, match="promotion during the run"):
+            score_file_dask(client, config, other, src, tmp_path / "failed")
+    assert summary.partitions == 5 and len(summary.decision_files) == 5
+    assert (summary.rows, summary.scored, summary.rejected) == (300, 299, 1)
+    assert (summary.contacts, summary.holdout, summary.held_back) == (
+        local.contacts,
+        local.holdout,
+        local.held_back,
+    )
+    assert summary.holdout > 0 and summary.expected_profit_usd == pytest.approx(
+        local.expected_profit_usd, rel=1e-12
+    )
+    parts = sorted((tmp_path / "dask").glob("part-*.parquet"))
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(5)]
+    dask_out = pa.concat_tables(pq.read_table(p) for p in parts)
+    assert dask_out.equals(pq.read_table(tmp_path / "local.parquet"))  # same rows and order
+    assert len(pq.read_table(tmp_path / "dask.rejects")) == 1
+    pd.testing.assert_frame_equal(
+        _decisions(root, summary.run_id or ""), _decisions(root, "local-run")
+    )
+    # the failed run: no output, no temp directories, no decisions
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dask",
+        "dask.rejects",
+        "in.parquet",
+        "local.parquet",
+        "local.rejects.parquet",
+        "ws",
+    ]
+    assert set(read_decisions(root)["request_id"]) == {"local-run", summary.run_id}
