@@ -5,6 +5,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_store.py [--rows 10000000] [--http-rate 20]
         [--http-requests 2000] [--http-flush-s 10] [--outcomes 1000000] [--workdir DIR]
         [--workspace DIR] [--keep] [--stages promote,data,batch,http,monitor]
+        [--engine local|dask] [--threads N] [--dask-workers N] [--dask-memory-limit 2GiB]
 
 Stages, each a child process whose wall time (s) and peak RSS (GiB, ``wait4`` rusage) are
 printed:
@@ -17,8 +18,13 @@ printed:
    plus ``--outcomes`` labels of the first customers (their generated ``churned``) ingested
    with ``bayespilot outcomes``.
 3. ``batch``: ``serving.batch.score_file`` Parquet -> Parquet with a ``source="batch"``
-   ``DecisionWriter`` (what ``bayespilot score`` does): rows/s over the scoring call (model
-   loading excluded), decisions included.
+   ``DecisionWriter`` (what ``bayespilot score`` does; ``--threads``, default
+   ``serving.batch_threads``): rows/s over the scoring call (model loading excluded),
+   decisions included, CPU seconds, the seconds per step summed over chunks and threads, and
+   the 1-minute load average at the end. ``--engine dask``: ``serving.batch_dask.
+   score_file_dask`` on a LocalCluster of ``--dask-workers`` workers with
+   ``--dask-memory-limit`` each (cluster start excluded from rows/s; the workers' CPU seconds
+   printed beside the command's; peak RSS is the command's own).
 4. ``http``: a real ``bayespilot serve`` on 127.0.0.1 gets ``--http-requests`` single-customer
    requests (8 connections); its workers write them to the store (flushed at shutdown). Then
    HTTP decisions of two simulated workers at ``--http-rate`` requests/s spread over the 24

@@ -613,10 +613,12 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 def _score_dask(args: argparse.Namespace, config: BayesPilotConfig, champion: Champion) -> int:
     """``score --engine dask``: the row groups scored on the cluster's workers
     (``serving/batch_dask.py``); this process receives per-partition summaries."""
+    from serving.batch import plan_partitions
     from serving.batch_dask import cluster_client, score_file_dask
     from tasks.load_data import DataError
 
     try:
+        plan_partitions(args.input, config.serving.batch_chunk_rows)  # before any cluster
         with cluster_client(config, args.dask_address) as client:
             summary = score_file_dask(
                 client, config, champion, args.input, args.output, rejects_path=args.rejects

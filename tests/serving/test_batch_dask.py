@@ -92,3 +92,18 @@ def test_score_file_dask_equals_local_on_a_local_cluster(
         "ws",
     ]
     assert set(read_decisions(root)["request_id"]) == {"local-run", summary.run_id}
+
+
+def test_score_engine_dask_refuses_a_csv_input_before_starting_a_cluster(
+    workspace_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    src = tmp_path / "in.csv"
+    generate_data(rows=5, seed=1).to_csv(src, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{workspace: {workspace_copy}}}\n")
+    argv = ["score", "--config", str(cfg), "--input", str(src), "--output", str(tmp_path / "o")]
+    assert main([*argv, "--engine", "dask"]) == 2
+    assert "the dask engine reads Parquet row groups" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
