@@ -28,11 +28,13 @@ from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segme
 from tasks.check_schema import FeatureSchemaMismatch, check_champion_schema
 from tasks.economics import resolve_for_run
 from tasks.evidence import (
+    ChosenScores,
     StabilityData,
     StabilityEvidence,
     fit_stability_fold,
     measure_robustness,
     score_champion,
+    score_chosen,
     stability_evidence,
     stability_folds,
 )
@@ -170,6 +172,7 @@ class Evaluation:
     stability: StabilityEvidence
     champion: dict[str, Any] | None
     gates: tuple[GateResult, ...]
+    scores: ChosenScores
 
 
 @dataclass(frozen=True)
@@ -291,10 +294,14 @@ def evaluate(
             "every candidate failed: " + "; ".join(f"{t.name}: {t.error}" for t in trained)
         )
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
+    # calibration kept each candidate's selection probabilities: not re-scored here
+    selection_probabilities = {
+        c.name: c.predict(X_sel) if c.selection_p is None else c.selection_p for c in calibrated
+    }
     selection: Selection = runner.call(
         "select-policy",
         select_candidate,
-        {c.name: c.predict(X_sel) for c in calibrated},
+        selection_probabilities,
         y_sel,
         splits.selection,
         calibration_methods={c.name: c.method for c in calibrated},
@@ -306,6 +313,11 @@ def evaluate(
     chosen = next(c for c in calibrated if c.name == selection.chosen)
     policy_ev = selection.evidence[chosen.name]
     policy = policy_ev.policy
+    # the chosen model's probabilities on test (calibrated and raw) and selection, once: every
+    # later stage reuses them instead of re-scoring the same rows
+    scores: ChosenScores = runner.call(
+        "score-chosen", score_chosen, chosen, splits, selection=selection_probabilities[chosen.name]
+    )
     packaged: PackagedModel = runner.call(
         "package-model",
         package_model,
@@ -315,6 +327,7 @@ def evaluate(
         policy_values(splits.test, policy),
         directory=models_dir,
         config=config.gates.technical,
+        p_test=scores.test,
     )
     folds: StabilityData = runner.call("stability-folds", stability_folds, splits, config=config)
     fold_results = runner.concurrent(
@@ -345,7 +358,13 @@ def evaluate(
         config=config,
     )
     robustness = runner.call(
-        "robustness", measure_robustness, chosen.predict, splits, policy, config=config
+        "robustness",
+        measure_robustness,
+        chosen.predict,
+        splits,
+        policy,
+        config=config,
+        base_p=scores.test,
     )
     gates = runner.call(
         "run-gates",
@@ -360,6 +379,7 @@ def evaluate(
         champion=champ_scores,
         robustness=robustness,
         config=config,
+        scores=scores,
     )
     return Evaluation(
         run_id,
@@ -378,6 +398,7 @@ def evaluate(
         stability,
         champion,
         gates,
+        scores,
     )
 
 
@@ -449,7 +470,7 @@ def _promotion_run(
             "data_source": ev.loaded.source,
         },
     )
-    plots = _plots(workspace, run_id, chosen, splits, ev.policy_ev, config)
+    plots = _plots(workspace, run_id, chosen, splits, ev.policy_ev, config, ev.scores)
     for t in ev.trained:
         cal = next((c for c in ev.calibrated if c.name == t.name), None)
         tracker.log_candidate(parent, t, cal, splits.X("selection").head(50), plots.get(t.name, []))
@@ -469,7 +490,7 @@ def _promotion_run(
         if config.explain.enabled
         else {}
     )
-    p_test = chosen.predict(splits.X("test"))
+    p_test = ev.scores.test
     reference = build_reference(
         splits.train,
         roles,
@@ -584,13 +605,11 @@ def _plots(
     splits: Splits,
     policy_ev: Any,
     config: BayesPilotConfig,
+    scores: ChosenScores,
 ) -> dict[str, list[Path]]:
     out_dir = workspace.run_reports(run_id)
     y = splits.y("test")
-    X = splits.X("test")
-    table = reliability_table(
-        y, chosen.raw.predict(X), chosen.predict(X), n_bins=config.calibration.n_bins
-    )
+    table = reliability_table(y, scores.test_raw, scores.test, n_bins=config.calibration.n_bins)
     rel = reports.plot_reliability(
         table,
         out_dir / f"reliability-{chosen.name}.png",
@@ -601,7 +620,7 @@ def _plots(
     segment_calibration(
         splits.test,
         y,
-        chosen.predict(X),
+        scores.test,
         segment_columns=splits.roles.segment_columns,
         n_bins=config.calibration.n_bins,
     ).to_csv(seg_path, index=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -251,6 +251,8 @@ class CalibratedModel:
     reason: str
     oof_log_loss: dict[str, float] | None = None  # method -> log loss on the out-of-fold rows
     cv_folds: int = 0
+    # ``predict`` of the selection split, kept from the method choice (not re-scored later)
+    selection_p: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
         """Calibrated churn probability per row."""
@@ -358,6 +360,7 @@ def calibrate(
     metrics: dict[str, dict[str, float]] = {}
     oof_loss: dict[str, float] = {}
     row_losses: dict[str, np.ndarray] = {}
+    selection_p: dict[str, np.ndarray] = {}
     for method in methods:
         if method == "none":
             est: object = candidate.estimator
@@ -386,6 +389,7 @@ def calibrate(
             assert raw_sel is not None and isinstance(est, CalibratedPipeline)
             p = est.calibrate_scores(raw_sel, sel_segments)
         fitted[method] = est
+        selection_p[method] = p
         metrics[method] = probability_metrics(y_sel, p, n_bins=config.n_bins).as_dict()
         row_losses[method] = row_log_loss(y_sel, p)
     best, gaps = choose_method(row_losses, z=config.tie_z)
@@ -414,6 +418,7 @@ def calibrate(
         reason,
         oof_log_loss=oof_loss,
         cv_folds=config.cv_folds,
+        selection_p=selection_p[best],
     )
 
 

@@ -113,6 +113,32 @@ class SplitScores:
         return np.where(self.contact, self.profit, 0.0)
 
 
+@dataclass(frozen=True)
+class ChosenScores:
+    """The chosen model's probabilities, computed once per run and reused by every later
+    stage that reads them (packaging's fast-scorer check, robustness, the gates, the plots and
+    the monitoring reference): ``test`` calibrated and ``test_raw`` the candidate's own on the
+    test split, ``selection`` calibrated on the selection split."""
+
+    test: np.ndarray
+    test_raw: np.ndarray
+    selection: np.ndarray
+
+
+def score_chosen(
+    chosen: CalibratedModel, splits: Splits, *, selection: np.ndarray | None = None
+) -> ChosenScores:
+    """Score the test split once with the served estimator and once with the raw candidate;
+    ``selection``: the chosen model's selection probabilities when already computed (by
+    calibration), else they are scored here."""
+    X_test = splits.X("test")
+    return ChosenScores(
+        test=chosen.predict(X_test),
+        test_raw=chosen.raw.predict(X_test),
+        selection=chosen.predict(splits.X("selection")) if selection is None else selection,
+    )
+
+
 def score_split(
     p: np.ndarray, frame: pd.DataFrame, y: np.ndarray, policy: Policy, *, config: BayesPilotConfig
 ) -> SplitScores:
@@ -231,13 +257,15 @@ def measure_robustness(
     policy: Policy,
     *,
     config: BayesPilotConfig,
+    base_p: np.ndarray | None = None,
 ) -> RobustnessEvidence:
     """Perturb the test split and re-decide: noise on all numeric features; then, one feature
-    at a time on a seeded share of rows, missing values, and unseen categories."""
+    at a time on a seeded share of rows, missing values, and unseen categories. ``base_p``:
+    ``predict`` of the unperturbed test split when already computed (not re-scored)."""
     cfg = config.gates.robustness
     test, y = splits.test, splits.y("test")
     X = splits.X("test")
-    base_p = predict(X)
+    base_p = predict(X) if base_p is None else base_p
     base = score_split(base_p, test, y, policy, config=config)
     rng = np.random.default_rng(config.bootstrap.seed + 17)
     rows = rng.random(len(X)) < cfg.perturbed_row_share

@@ -180,14 +180,20 @@ def check_fast_scorer(
     *,
     tolerance: float,
     latency_rows: int,
+    reference: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Compile the serving fast path and compare it with the sklearn pipeline on every row of
-    ``X``: max |dp| and identical actions under ``policy``; also its single-row latency (ms)."""
+    ``X``: max |dp| and identical actions under ``policy``; also its single-row latency (ms).
+    ``reference``: the pipeline's probabilities on ``X`` when already computed."""
     try:
         scorer = compile_scorer(estimator)
     except UnsupportedPipeline as exc:
         return {"compiled": False, "error": str(exc), "checks": {"fast scorer compiles": False}}
-    ref = estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
+    ref = (
+        estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
+        if reference is None
+        else reference
+    )
     fast = scorer.score_frame(X).probability
     diff = float(np.max(np.abs(fast - ref))) if len(ref) else 0.0
     same_actions = bool(
@@ -242,9 +248,11 @@ def package_model(
     *,
     directory: Path,
     config: TechnicalGateConfig,
+    p_test: np.ndarray | None = None,
 ) -> PackagedModel:
     """Write ``model.joblib`` and ``policy.json`` into ``directory`` (atomically), measure the
-    written artifact in a fresh process, and check the fast scorer on every test row."""
+    written artifact in a fresh process, and check the fast scorer on every test row
+    (``p_test``: the estimator's probabilities on ``X_test`` when already computed)."""
     artifact = directory / "model.joblib"
     sha = save_artifact(estimator, artifact)
     policy_path = directory / "policy.json"
@@ -264,6 +272,7 @@ def package_model(
         values_test,
         tolerance=config.fast_scorer_tolerance,
         latency_rows=config.latency_rows,
+        reference=p_test,
     )
     extra = {**technical.extra, "fast_scorer": fast, "checks": fast["checks"]}
     technical = replace(technical, extra=extra)

@@ -21,6 +21,7 @@ from configs.settings import BayesPilotConfig, BootstrapConfig, EconomicsConfig,
 from tasks.evaluate import profit_at_stake, realised_profit
 from tasks.evidence import (
     ChampionScores,
+    ChosenScores,
     RobustnessEvidence,
     SplitScores,
     StabilityEvidence,
@@ -134,23 +135,31 @@ def gate_inputs(
     champion: ChampionScores | None = None,
     robustness: RobustnessEvidence | None = None,
     config: BayesPilotConfig,
+    scores: ChosenScores | None = None,
 ) -> GateInputs:
     """Score the candidate and baselines on test (and the candidate on selection) under
-    ``policy``; ``predict`` gives calibrated probabilities, ``predict_raw`` the model's own."""
+    ``policy``; ``predict`` gives calibrated probabilities, ``predict_raw`` the model's own.
+    ``scores``: those probabilities when the run already computed them (not re-scored)."""
     econ = config.economics
     test, y = splits.test, splits.y("test")
     X_test = splits.X("test")
-    cand = score_split(predict(X_test), test, y, policy, config=config)
+    p_test = predict(X_test) if scores is None else scores.test
+    cand = score_split(p_test, test, y, policy, config=config)
     base_scores = {
         b.name: score_split(b.predict(X_test), test, y, policy, config=config)
         for b in baselines
         if b.ok
     }
     sel, y_sel = splits.selection, splits.y("selection")
-    sel_scores = score_split(predict(splits.X("selection")), sel, y_sel, policy, config=config)
+    p_sel = predict(splits.X("selection")) if scores is None else scores.selection
+    sel_scores = score_split(p_sel, sel, y_sel, policy, config=config)
+    if scores is not None:
+        p_raw = scores.test_raw
+    else:
+        p_raw = cand.p if predict_raw is None else predict_raw(X_test)
     return GateInputs(
         candidate=cand,
-        p_raw=cand.p if predict_raw is None else predict_raw(X_test),
+        p_raw=p_raw,
         baselines=base_scores,
         contact_all_profit=realised_profit(y, cand.values, economics=econ),
         segments=segment_index(test, splits.roles.segment_columns),
@@ -182,8 +191,10 @@ def run_gates(
     robustness: RobustnessEvidence | None = None,
     config: BayesPilotConfig,
     only: tuple[str, ...] | None = None,
+    scores: ChosenScores | None = None,
 ) -> tuple[GateResult, ...]:
-    """Every registered gate (or those in ``only``), in order, on the test split."""
+    """Every registered gate (or those in ``only``), in order, on the test split; ``scores``:
+    the candidate's probabilities already computed by the run (see :func:`gate_inputs`)."""
     inputs = gate_inputs(
         predict,
         baselines,
@@ -195,5 +206,6 @@ def run_gates(
         champion=champion,
         robustness=robustness,
         config=config,
+        scores=scores,
     )
     return run_registered(inputs, only=only)
