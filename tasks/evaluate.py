@@ -204,37 +204,63 @@ def weighted_mean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (counts @ values) / counts.sum(axis=1)
 
 
+def _cumulative_at(
+    counts: np.ndarray, class_positions: np.ndarray, at: np.ndarray
+) -> np.ndarray:
+    """Per resample, the summed counts of one class's rows up to and including each sorted
+    position in ``at``. ``counts``: (resamples x class rows), the class's columns in sorted
+    order; ``class_positions``: their (increasing) sorted positions."""
+    cum = np.cumsum(counts, axis=1)
+    cum = np.concatenate([np.zeros((len(counts), 1)), cum], axis=1)
+    out: np.ndarray = cum[:, np.searchsorted(class_positions, at, side="right")]
+    return out
+
+
 def weighted_average_precision(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Average precision per resample (rows weighted by counts), matching sklearn on ties."""
+    """Average precision per resample (rows weighted by counts), matching sklearn on ties.
+
+    True and false positives at each distinct score are cumulative sums of one class's
+    columns only (no count x label products over every row). With integer counts (bootstrap
+    resamples) those sums are exact integers in any order, so the result is bit for bit the
+    one of the direct formula."""
     order = np.argsort(-score, kind="mergesort")
-    s, yy, c = score[order], y[order].astype(float), counts[:, order]
+    s, yo = score[order], y[order] == 1
     last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tp = np.cumsum(c * yy, axis=1)[:, last]
-    fp = np.cumsum(c * (1 - yy), axis=1)[:, last]
+    pos_at, neg_at = np.nonzero(yo)[0], np.nonzero(~yo)[0]
+    tp = _cumulative_at(counts[:, order[pos_at]], pos_at, last)
+    fp = _cumulative_at(counts[:, order[neg_at]], neg_at, last)
     total = tp[:, -1:]
     precision = tp / np.maximum(tp + fp, EPS)
     recall = tp / np.maximum(total, EPS)
-    d_recall = np.diff(np.concatenate([np.zeros((len(c), 1)), recall], axis=1), axis=1)
+    d_recall = np.diff(np.concatenate([np.zeros((len(counts), 1)), recall], axis=1), axis=1)
     out: np.ndarray = (d_recall * precision).sum(axis=1)
     return out
 
 
 def weighted_roc_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """ROC-AUC per resample via weighted ranks (ties count one half)."""
+    """ROC-AUC per resample via weighted ranks (ties count one half).
+
+    Works on the positives' columns only: each positive's weight times the negatives' weight
+    below its score plus half the tied negatives' weight (a cumulative sum over the negatives'
+    columns, read at each score group's start and end). With integer counts (bootstrap
+    resamples) every partial sum is a multiple of one half well below 2**52, exact in any
+    order, so the result is bit for bit the one of the all-rows rank formula."""
     order = np.argsort(score, kind="mergesort")
-    s, yy, c = score[order], y[order].astype(float), counts[:, order]
-    neg = c * (1 - yy)
-    pos = c * yy
-    cum_neg = np.cumsum(neg, axis=1)
-    # negatives strictly below each position, and tied negatives within its score group
+    s, yo = score[order], y[order] == 1
     starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
-    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(s)]))
-    ends = np.r_[starts[1:], len(s)] - 1
-    below = np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0)[:, group]
-    tied = cum_neg[:, ends] - np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0)
-    tied = tied[:, group]
+    ends = np.r_[starts[1:], len(s)]
+    group = np.repeat(np.arange(len(starts)), np.diff(ends, prepend=0))
+    neg_at, pos_at = np.nonzero(~yo)[0], np.nonzero(yo)[0]
+    cum_neg = np.cumsum(counts[:, order[neg_at]], axis=1)
+    cum_neg = np.concatenate([np.zeros((len(counts), 1)), cum_neg], axis=1)
+    g = group[pos_at]  # score group of each positive
+    neg_before_start = np.asarray(np.searchsorted(neg_at, starts, side="left"))
+    neg_before_end = np.asarray(np.searchsorted(neg_at, ends, side="left"))
+    below = cum_neg[:, neg_before_start[g]]
+    tied = cum_neg[:, neg_before_end[g]] - below
+    pos = counts[:, order[pos_at]]
     n_pos = pos.sum(axis=1)
-    n_neg = neg.sum(axis=1)
+    n_neg = cum_neg[:, -1]
     wins = (pos * (below + 0.5 * tied)).sum(axis=1)
     out: np.ndarray = wins / np.maximum(n_pos * n_neg, EPS)
     return out

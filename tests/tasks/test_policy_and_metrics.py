@@ -43,6 +43,48 @@ def test_weighted_metrics_match_sklearn_sample_weights(rng) -> None:
         assert auc[i] == pytest.approx(roc_auc_score(y, s, sample_weight=w))
 
 
+def _all_rows_average_precision(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The direct formula over every row (the one the fast form replaced)."""
+    order = np.argsort(-score, kind="mergesort")
+    s, yy, c = score[order], y[order].astype(float), counts[:, order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(c * yy, axis=1)[:, last]
+    fp = np.cumsum(c * (1 - yy), axis=1)[:, last]
+    precision = tp / np.maximum(tp + fp, 1e-15)
+    recall = tp / np.maximum(tp[:, -1:], 1e-15)
+    d_recall = np.diff(np.concatenate([np.zeros((len(c), 1)), recall], axis=1), axis=1)
+    out: np.ndarray = (d_recall * precision).sum(axis=1)
+    return out
+
+
+def _all_rows_roc_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The direct weighted-rank formula over every row (the one the fast form replaced)."""
+    order = np.argsort(score, kind="mergesort")
+    s, yy, c = score[order], y[order].astype(float), counts[:, order]
+    neg, pos = c * (1 - yy), c * yy
+    cum_neg = np.cumsum(neg, axis=1)
+    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(s)]))
+    ends = np.r_[starts[1:], len(s)] - 1
+    before = np.where(starts > 0, cum_neg[:, np.maximum(starts - 1, 0)], 0.0)
+    below, tied = before[:, group], (cum_neg[:, ends] - before)[:, group]
+    wins = (pos * (below + 0.5 * tied)).sum(axis=1)
+    out: np.ndarray = wins / np.maximum(pos.sum(axis=1) * neg.sum(axis=1), 1e-15)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 400, 5000])
+def test_weighted_metrics_equal_the_all_rows_formulas_bit_for_bit(rng, n: int) -> None:
+    for decimals in (1, 3, 12):  # many ties, some ties, none
+        y = rng.integers(0, 2, n)
+        s = np.round(rng.random(n) + 0.3 * y, decimals)
+        counts = rng.integers(0, 4, (7, n)).astype(float)
+        assert np.array_equal(
+            weighted_average_precision(counts, y, s), _all_rows_average_precision(counts, y, s)
+        )
+        assert np.array_equal(weighted_roc_auc(counts, y, s), _all_rows_roc_auc(counts, y, s))
+
+
 def test_paired_bootstrap_is_seeded_and_caps_rows() -> None:
     cfg = BootstrapConfig(resamples=120, max_rows=500, chunk_resamples=50)
     a = PairedBootstrap(2000, config=cfg)
