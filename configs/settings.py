@@ -828,6 +828,14 @@ class ScaleConfig(Section):
         description="Rows per chunk for validation and data hashing (memory per chunk grows "
         "with it; results do not depend on it).",
     )
+    evidence_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads that compute a stage's independent pieces of evidence at once: "
+        "the gates, the robustness perturbations, the permutation-importance features "
+        "(threads; NumPy and the models release the GIL). Results do not depend on it; "
+        "memory grows with it (one gate's bootstrap chunk per thread).",
+    )
 
     @model_validator(mode="after")
     def _sample_within_threshold(self) -> ScaleConfig:
