@@ -5,7 +5,9 @@ computations and their typed results; the gates in ``tasks.gates`` decide."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -275,27 +277,32 @@ def measure_robustness(
         s = score_split(p, test, y, policy, config=config)
         return Perturbation(name, float((s.contact != base.contact).mean()), float(s.profit.mean()))
 
-    def splice(Xp: pd.DataFrame) -> np.ndarray:  # noqa: N803
-        """Re-score only the perturbed rows; the others keep their base probability."""
+    def spliced(col: str, value: float | str) -> np.ndarray:
+        """Set ``col`` to ``value`` on the perturbed rows and re-score only those rows; the
+        others keep their base probability."""
+        changed = part.copy()
+        changed[col] = value
         p = base_p.copy()
-        p[rows] = predict(Xp)
+        p[rows] = predict(changed)
         return p
 
-    out = []
-    noisy = X.copy()
+    noisy = X.copy()  # the only random perturbation: drawn here, in order, before any job
     for col in splits.roles.numeric:
         sd = float(np.nanstd(noisy[col].to_numpy(dtype=float)))
         noisy[col] = noisy[col] + rng.normal(0.0, cfg.noise_sd_share * sd, len(noisy))
-    out.append(run(f"numeric noise ({cfg.noise_sd_share:g} sd)", predict(noisy)))
     share = f"{cfg.perturbed_row_share:.0%} of rows"
-    for col in splits.roles.features:
-        missing = part.copy()
-        missing[col] = np.nan
-        out.append(run(f"{col} missing ({share})", splice(missing)))
-    for col in splits.roles.categorical:
-        unseen = part.copy()
-        unseen[col] = UNSEEN
-        out.append(run(f"{col} unseen category ({share})", splice(unseen)))
+    jobs: list[tuple[str, Callable[[], np.ndarray]]] = [
+        (f"numeric noise ({cfg.noise_sd_share:g} sd)", partial(predict, noisy)),
+        *((f"{c} missing ({share})", partial(spliced, c, np.nan)) for c in splits.roles.features),
+        *(
+            (f"{c} unseen category ({share})", partial(spliced, c, UNSEEN))
+            for c in splits.roles.categorical
+        ),
+    ]
+    # the perturbations are independent re-scorings: several at a time, same results
+    with ThreadPoolExecutor(max_workers=config.scale.evidence_threads) as pool:
+        scored = list(pool.map(lambda job: job[1](), jobs))
+    out = [run(name, p) for (name, _), p in zip(jobs, scored, strict=True)]
     return RobustnessEvidence(float(base.profit.mean()), tuple(out))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import parallel_backend
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_auc_score
 
@@ -59,15 +60,19 @@ def explain(
     scoring = _Business(
         values, policy.document, float(econ["save_rate"]), float(econ["contact_cost_usd"])
     )
-    result = permutation_importance(
-        estimator,
-        X,
-        y,
-        scoring=scoring,
-        n_repeats=cfg.repeats,
-        random_state=config.split.seed,
-        n_jobs=1,
-    )
+    # features on scale.evidence_threads threads: every feature's shuffles come from the same
+    # seed whatever the thread count, so the importances are the same
+    threads = config.scale.evidence_threads
+    with parallel_backend("threading", n_jobs=threads):
+        result = permutation_importance(
+            estimator,
+            X,
+            y,
+            scoring=scoring,
+            n_repeats=cfg.repeats,
+            random_state=config.split.seed,
+            n_jobs=threads,
+        )
     importance: dict[str, list[dict[str, Any]]] = {}
     for metric, r in result.items():
         order = np.argsort(-r.importances_mean, kind="mergesort")[: cfg.top_features]
