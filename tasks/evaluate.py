@@ -170,8 +170,10 @@ class PairedBootstrap:
         for start in range(0, self.resamples, step):
             b = min(step, self.resamples - start)
             idx = rng.integers(0, self.n, size=(b, self.n))
-            flat = (idx + (np.arange(b) * self.n)[:, None]).ravel()
-            yield np.bincount(flat, minlength=b * self.n).reshape(b, self.n).astype(np.float64)
+            counts = np.empty((b, self.n), dtype=np.float64)
+            for i in range(b):  # row by row: no offset copy of idx, no int64 count matrix
+                counts[i] = np.bincount(idx[i], minlength=self.n)
+            yield counts
 
     def describe(self) -> dict[str, object]:
         return {
