@@ -8,7 +8,9 @@ of rows that is reported as such.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -74,12 +76,34 @@ def ece_table(y: np.ndarray, p: np.ndarray, *, n_bins: int) -> pd.DataFrame:
     return g.reset_index()
 
 
+_NULL_ECE_CACHE: dict[tuple[str, int, int, int], np.ndarray] = {}
+_NULL_ECE_LOCK = threading.Lock()
+_NULL_ECE_CACHE_SIZE = 256  # entries of ``simulations`` floats each
+
+
 def ece_null_quantile(
     p: np.ndarray, *, n_bins: int, simulations: int, quantile: float, seed: int
 ) -> tuple[float, np.ndarray]:
     """ECE of a perfectly calibrated model at this sample size: labels drawn from ``p``.
 
-    Returns the ``quantile`` of the simulated ECEs and the simulations (vectorised)."""
+    Returns the ``quantile`` of the simulated ECEs and the simulations (vectorised). The
+    simulations depend only on ``p``, ``n_bins``, ``simulations`` and ``seed``; they are kept
+    (by a digest of ``p``) so a second check of the same rows at another quantile (the
+    calibration and segments gates test the same segments) does not redraw them."""
+    digest = hashlib.blake2b(np.ascontiguousarray(p, dtype=np.float64).tobytes()).hexdigest()
+    key = (digest, n_bins, simulations, seed)
+    with _NULL_ECE_LOCK:
+        sims = _NULL_ECE_CACHE.get(key)
+    if sims is None:
+        sims = _ece_null_simulations(p, n_bins=n_bins, simulations=simulations, seed=seed)
+        with _NULL_ECE_LOCK:
+            if len(_NULL_ECE_CACHE) >= _NULL_ECE_CACHE_SIZE:
+                _NULL_ECE_CACHE.pop(next(iter(_NULL_ECE_CACHE)))
+            _NULL_ECE_CACHE[key] = sims
+    return float(np.quantile(sims, quantile)), sims.copy()
+
+
+def _ece_null_simulations(p: np.ndarray, *, n_bins: int, simulations: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     bins = _quantile_bins(p, n_bins)
     k = int(bins.max()) + 1
@@ -91,7 +115,7 @@ def ece_null_quantile(
         stop = min(simulations, start + chunk)
         draws = (rng.random((stop - start, len(p))) < p).astype(float)
         sims[start:stop] = np.abs(draws @ onehot - pred_sum).sum(axis=1) / len(p)
-    return float(np.quantile(sims, quantile)), sims
+    return sims
 
 
 @dataclass(frozen=True)
