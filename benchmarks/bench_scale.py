@@ -4,7 +4,8 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_scale.py --rows 1000000 [--engine local|dask]
         [--block-rows 250000] [--workdir DIR] [--keep] [--config configs/default.yaml]
-        [--dask-workers 4] [--dask-memory-limit 2GiB] [--set section.key=value ...]
+        [--dask-workers 4] [--dask-memory-limit 2GiB] [--compare-with FILE]
+        [--set section.key=value ...]
 
 1. The synthetic generator writes ``--rows`` customers to a Parquet file in seeded blocks of
    ``--block-rows`` (one row group each; memory stays at one block). Timed, peak RSS shown.
@@ -16,6 +17,13 @@ Usage (from the repository root)::
    between stages is listed as ``(between stages)``.
 3. The decision: promoted/rejected, the chosen candidate, the policy's contact threshold, and
    what the record says was sampled (``data_plan``).
+4. With ``--engine dask``: the child starts the run's one LocalCluster (``--dask-workers``
+   processes, ``--dask-memory-limit`` each; the flow loads, validates and splits the file on it,
+   ``flows/distributed.py``), and after the run prints each worker's peak RSS and whether any
+   worker was killed or restarted (a changed worker pid or address, the scheduler's
+   worker-removal events). The stage table is the flow process's. ``--compare-with FILE``
+   (the ``workspace-*.json`` summary of another run, e.g. the local engine's) says whether
+   the decision, candidate, policy, data and split hashes and gate values match it.
 
 Targets on the 2-core machine (issue 16): 1M rows <= 120 s; 10M rows <= 1200 s and peak RSS
 <= 8 GiB. The figures are printed, not asserted.
