@@ -985,10 +985,12 @@ class ServingConfig(Section):
     )
     batch_chunk_rows: int = Field(200_000, ge=1, description="Rows per chunk in batch scoring.")
     batch_threads: int = Field(
-        2,
+        1,
         ge=1,
-        description="Threads that score batch chunks at the same time (reading, scoring and "
-        "writing overlap; about this many + 1 chunks of batch_chunk_rows rows are in memory).",
+        description="Threads that score batch chunks at the same time, beside the thread that "
+        "reads and writes and the decision writer's thread (reading, scoring and writing "
+        "always overlap; about this many + 1 chunks of batch_chunk_rows rows are in memory). "
+        "More than 1 helps only on idle cores: much of scoring holds Python's GIL.",
     )
     holdout_share: float = Field(
         0.05,

@@ -512,7 +512,7 @@ def score_file(
     profit = 0.0
     steps: dict[str, float] = {}
     ok = False
-    pool = ThreadPoolExecutor(max(1, threads), initializer=pin_threads if threads > 1 else None)
+    pool = ThreadPoolExecutor(max(1, threads), initializer=pin_threads)  # BLAS: 1 thread each
     pending: deque[Future[ChunkResult]] = deque()
 
     def finish(result: ChunkResult) -> None:
