@@ -23,7 +23,10 @@ consecutive row groups, ``tasks.partitions``) and return summaries; the flow red
 
 The flow process's memory is bounded by the scale caps (train sample + the judged selection
 and test samples), plus 17 bytes a row of the table for the hashes and labels, not by the
-table. Everything after the split is the local engine's code.
+table. Everything after the split is the local engine's code, except the evidence pass over
+the whole test split (when the test split was sampled, ``tasks.evidence_pass``): the chosen
+model is scattered once and the workers score their partitions' test rows, returning
+statistics only (:func:`full_test_stats`).
 
 One cluster per run: with ``scaleout.dask_address`` null, :func:`dask_cluster` starts one
 ``LocalCluster`` (worker processes, ``dask_memory_limit`` each, 127.0.0.1) that the data path
@@ -43,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from configs.settings import ROW_ID_COLUMN, BayesPilotConfig
+from tasks.evidence_pass import PassStats, partition_pass_stats
 from tasks.load_data import ColumnRoles, LoadedData, roles_from_columns
 from tasks.partitions import (
     PartitionCheck,
@@ -383,3 +387,37 @@ def split_partitioned(table: PartitionedTable, config: BayesPilotConfig, client:
         plan=plan,
         total_rows=len(y),
     )
+
+
+def full_test_stats(
+    table: PartitionedTable,
+    positions: np.ndarray,
+    model: Any,
+    policy: Any,
+    *,
+    features: tuple[str, ...],
+    edges: np.ndarray,
+    config: BayesPilotConfig,
+    client: Any,
+) -> list[PassStats]:
+    """The evidence pass over every test row on partitions (``tasks.evidence_pass``): the
+    model is shipped to each worker once (scattered), each worker reads its partition, keeps
+    the test rows at the sorted table ``positions``, scores them and returns only their
+    statistics, in partition order."""
+    [shipped] = client.scatter([model], broadcast=True, hash=False)
+    try:
+        return _fetch(
+            client,
+            table.layout,
+            positions,
+            partition_pass_stats,
+            model=shipped,
+            policy=policy,
+            data=config.data,
+            check=table.check,
+            features=features,
+            economics=config.economics,
+            edges=edges,
+        )
+    finally:
+        shipped.release()

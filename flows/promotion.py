@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import flow
 from prefect.states import Completed, Failed, State
 
@@ -38,6 +39,13 @@ from tasks.evidence import (
     stability_evidence,
     stability_folds,
 )
+from tasks.evidence_pass import (
+    FullTestEvidence,
+    PassStats,
+    chunked_pass_stats,
+    full_test_evidence,
+    probability_edges,
+)
 from tasks.explain import explain
 from tasks.gates import GateResult, run_gates
 from tasks.load_data import DataError, LoadedData, load_data
@@ -57,13 +65,14 @@ from tasks.reconcile import run_alive
 from tasks.record_models import parse_records
 from tasks.records import RecordStore, champion_of
 from tasks.select_policy import (
+    Policy,
     PolicyEvidence,
     Selection,
     apply_policy,
     policy_values,
     select_candidate,
 )
-from tasks.split_data import Splits, split_data
+from tasks.split_data import Splits, split_data, split_positions
 from tasks.train_candidates import (
     TrainedModel,
     enabled_candidates,
@@ -173,6 +182,8 @@ class Evaluation:
     champion: dict[str, Any] | None
     gates: tuple[GateResult, ...]
     scores: ChosenScores
+    full_test: FullTestEvidence | None = None
+    """The evidence pass over the whole test split (only when the test split was sampled)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,17 @@ def prepare_data(
 ) -> tuple[LoadedData, ValidatedTable, Splits, str]:
     """Load, validate (stop with a report on failure) and split. With the Dask engine on a
     Parquet file the three stages run on partitions on the cluster (``flows.distributed``)."""
+    loaded, table, splits, summary, _ = _prepare_data(
+        config, runner=runner, reports_dir=reports_dir
+    )
+    return loaded, table, splits, summary
+
+
+def _prepare_data(
+    config: BayesPilotConfig, *, runner: Runner, reports_dir: Path
+) -> tuple[LoadedData, ValidatedTable, Splits, str, distributed.PartitionedTable | None]:
+    """:func:`prepare_data`, and the partitioned table on the Dask engine's data path (what
+    the evidence pass over the whole test split reads; None with the local data path)."""
 
     def refuse(report: ValidationReport, source: str) -> ValidationFailed:
         path = reports_dir / "validation.json"
@@ -203,6 +225,7 @@ def prepare_data(
         )
         return ValidationFailed(report, path)
 
+    checked: distributed.PartitionedTable | None = None
     if distributed.uses_partitions(config):
         with distributed.data_client(config) as client:
             load = runner.call("load-data", distributed.load_partitioned, config, client)
@@ -234,7 +257,7 @@ def prepare_data(
     summary = reports.data_summary(loaded.source, table.roles, splits, report)
     runner.markdown("data-summary", summary, "Rows, column roles, base rate, split sizes/hashes")
     log.debug("data summary\n%s", summary)
-    return loaded, table, splits, summary
+    return loaded, table, splits, summary, checked
 
 
 def evaluate(
@@ -250,7 +273,7 @@ def evaluate(
 ) -> Evaluation:
     """Data -> candidates -> calibration -> policy -> evidence -> gates."""
     started = now_iso()
-    loaded, table, splits, summary = prepare_data(
+    loaded, table, splits, summary, partitioned = _prepare_data(
         config, runner=runner, reports_dir=workspace.run_reports(run_id)
     )
     check_champion_schema(champion, table.roles, promotions_dir=workspace.promotions)
@@ -381,6 +404,20 @@ def evaluate(
         config=config,
         scores=scores,
     )
+    full_test = None
+    if splits.plan.get("test", {}).get("sampled"):
+        business = next((g for g in gates if g.gate == "business"), None)
+        full_test = runner.call(
+            "full-test-evidence",
+            full_test_pass,
+            splits,
+            partitioned,
+            chosen,
+            policy,
+            sample_p=scores.test,
+            sample_profit_usd=None if business is None else business.value,
+            config=config,
+        )
     return Evaluation(
         run_id,
         started,
@@ -399,7 +436,70 @@ def evaluate(
         champion,
         gates,
         scores,
+        full_test,
     )
+
+
+def full_test_pass(
+    splits: Splits,
+    partitioned: distributed.PartitionedTable | None,
+    chosen: CalibratedModel,
+    policy: Policy,
+    *,
+    sample_p: np.ndarray,
+    sample_profit_usd: float | None,
+    config: BayesPilotConfig,
+) -> FullTestEvidence:
+    """The evidence pass over every row of the (sampled) test split (``tasks.evidence_pass``):
+    on partitions on the cluster with the Dask engine's data path, otherwise over the local
+    frame in chunks of ``scale.chunk_rows``; both give the same figures. The probability bins
+    are the quantile bins of the judged sample's probabilities ``sample_p``."""
+    edges = probability_edges(sample_p, config.calibration.n_bins)
+    roles = splits.roles
+    parts: Iterable[PassStats]
+    if partitioned is not None:
+        positions = np.sort(split_positions(partitioned.labels, config.split)["test"])
+        with distributed.data_client(config) as client:
+            parts = distributed.full_test_stats(
+                partitioned,
+                positions,
+                chosen,
+                policy,
+                features=roles.features,
+                edges=edges,
+                config=config,
+                client=client,
+            )
+    else:
+        y = splits.data[roles.label_column].to_numpy()
+        positions = np.sort(split_positions(y, config.split)["test"])
+        parts = chunked_pass_stats(
+            chosen.predict,
+            splits.data,
+            positions,
+            policy,
+            features=roles.features,
+            label_column=roles.label_column,
+            economics=config.economics,
+            edges=edges,
+            chunk_rows=config.scale.chunk_rows,
+        )
+    result = full_test_evidence(
+        parts,
+        confidence=config.bootstrap.confidence,
+        rows_judged=splits.rows["test"],
+        sample_profit_usd=sample_profit_usd,
+    )
+    log.info(
+        "full test split: %s rows, profit %.4g USD/customer (%.4g to %.4g); the judged "
+        "sample's %s %s inside",
+        f"{result.rows:,}",
+        result.profit_per_customer_usd,
+        *result.profit_interval_usd,
+        sample_profit_usd,
+        "is" if result.sample_inside_interval else "is not",
+    )
+    return result
 
 
 def promotion_pipeline(
@@ -546,6 +646,7 @@ def _promotion_run(
         trigger=trigger,
         economics=economics.lineage,
         data_plan=splits.plan,
+        full_test=None if ev.full_test is None else ev.full_test.as_dict(),
     )
     sample = splits.X("selection").head(50)
     outcome = runner.call(

@@ -134,6 +134,33 @@ def _image(path: Path) -> str:
     return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
+def full_test_lines(full: dict[str, Any] | None) -> list[str]:
+    """The record's evidence pass over the whole test split as markdown lines (none when
+    the test split was not sampled)."""
+    if not full:
+        return []
+    low, high = full["profit_interval_usd"]
+    inside = full.get("sample_inside_interval")
+    verdict = (
+        "no business gate value to compare"
+        if inside is None
+        else "the sample represents the split"
+        if inside
+        else "**the sample does not represent the split**"
+    )
+    return [
+        "",
+        f"## The whole test split ({full['rows']:,} rows; the gates judged "
+        f"{full['rows_judged']:,})",
+        f"- profit {full['profit_per_customer_usd']:.4g} USD/customer "
+        f"({full['confidence']:.0%} interval {low:.4g} to {high:.4g}); the judged sample's "
+        f"{_cell(full.get('sample_profit_per_customer_usd'))}: {verdict}",
+        f"- base rate {full['base_rate']:.4f}, mean probability {full['mean_probability']:.4f}, "
+        f"contact rate {full['contact_rate']:.4f}, ECE {full['ece']:.4f} "
+        f"({full['calibration_bins']} bins)",
+    ]
+
+
 def decision_markdown(
     record: dict[str, Any],
     plots: dict[str, str],
@@ -173,6 +200,7 @@ def decision_markdown(
             f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['metric']} | "
             f"{_cell(g['value'])} | {_cell(g['interval'])} | {_cell(g['threshold'])} |"
         )
+    lines += full_test_lines((record.get("data") or {}).get("full_test"))
     expl = record.get("explanation") or {}
     imp = (expl.get("permutation_importance") or {}).get("profit_usd_per_customer") or []
     if imp:

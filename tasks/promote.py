@@ -83,6 +83,8 @@ class RunEvidence:
     trigger: dict[str, Any] | None = None  # what started this run (e.g. a monitoring alert)
     economics: EconomicsLineage | None = None  # the economics used and their source
     data_plan: dict[str, Any] | None = None  # per split: rows available/used, sampled, why
+    # the evidence pass over every test row (tasks.evidence_pass), when test was sampled
+    full_test: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ def _record_body(
             split_hashes=ev.split_hashes,
             split_rows=ev.split_rows,
             **({"plan": ev.data_plan} if ev.data_plan is not None else {}),
+            **({"full_test": ev.full_test} if ev.full_test is not None else {}),
         ),
         features=ev.features,
         schema=ev.schema,

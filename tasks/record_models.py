@@ -106,6 +106,34 @@ class GateRecord(_Frozen):
     reason: str = ""
 
 
+class FullTestBlock(_Frozen):
+    """The evidence pass over every row of a sampled test split (``tasks.evidence_pass``):
+    the chosen calibrated model and policy on the whole split, reduced from per-chunk
+    statistics. Evidence only: no gate or decision reads it. Money in USD per customer,
+    rates and the ECE as shares (0-1)."""
+
+    rows: int = Field(description="Rows of the whole test split (rows).")
+    rows_judged: int = Field(description="Rows of the sample the gates judged (rows).")
+    base_rate: float
+    mean_probability: float
+    contact_rate: float
+    profit_per_customer_usd: float
+    profit_interval_usd: list[float] = Field(
+        description="Normal-approximation interval of the mean realised profit (USD/customer)."
+    )
+    confidence: float
+    ece: float = Field(description="Expected calibration error over the judged sample's bins.")
+    calibration_bins: int
+    sample_profit_per_customer_usd: float | None = Field(
+        description="The business gate's value on the judged sample (USD/customer)."
+    )
+    sample_inside_interval: bool | None = Field(
+        description="Whether the sample's business figure lies inside the full split's "
+        "interval (the sample represents the split); None without a business gate value."
+    )
+    method: str = ""
+
+
 class DataBlock(_Frozen):
     """The training table (source, content hash) and its splits (hashes, row counts)."""
 
@@ -117,6 +145,11 @@ class DataBlock(_Frozen):
         None,
         description="Per split: rows available and used, whether it was sampled (label-"
         "stratified, seeded) and why (configs.settings.ScaleConfig); absent on older records.",
+    )
+    full_test: FullTestBlock | None = Field(
+        None,
+        description="The whole test split's figures when the test split was sampled "
+        "(tasks.evidence_pass); absent otherwise and on older records.",
     )
 
 

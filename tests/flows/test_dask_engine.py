@@ -99,6 +99,11 @@ def test_dask_engine_decides_as_the_local_engine_without_reading_the_table(
     assert on_dask["policy_id"] == local["policy_id"]
     assert on_dask["data"] == local["data"]  # source, data hash, split hashes, rows, plan
     assert on_dask["data"]["plan"]["train"]["sampled"]
+    # the evidence pass over every test row (the test split is sampled): the same figures
+    full_test = on_dask["data"]["full_test"]
+    assert full_test == local["data"]["full_test"]
+    assert full_test["rows"] == on_dask["data"]["plan"]["test"]["rows_available"] > 5_000
+    assert full_test["rows_judged"] == on_dask["data"]["plan"]["test"]["rows_used"] == 5_000
     gates = lambda r: {g["gate"]: (g["passed"], g["value"]) for g in r["gates"]}  # noqa: E731
     assert {k: v for k, v in gates(on_dask).items() if k != "technical"} == {
         k: v for k, v in gates(local).items() if k != "technical"

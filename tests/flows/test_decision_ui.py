@@ -11,6 +11,7 @@ import pytest
 
 from configs.settings import build_config
 from flows.promotion import decision_state, run_prefect
+from flows.reports import decision_markdown
 
 from ..conftest import small_layers
 
@@ -28,6 +29,39 @@ def test_decision_state_names_the_decision_and_why() -> None:
     assert state.is_completed() and state.name == "Rejected"
     assert state.message is not None and "business failed" in state.message
     assert decision_state({**record, "decision": "challenger"}).name == "Challenger"
+
+
+def test_decision_markdown_names_the_whole_test_split_evidence() -> None:
+    record = {
+        "decision": "promoted",
+        "sequence": 1,
+        "record_id": "cd" * 32,
+        "run_id": "r1",
+        "reasons": [],
+        "gates": [],
+        "data": {
+            "full_test": {
+                "rows": 2_000_000,
+                "rows_judged": 1_000_000,
+                "base_rate": 0.21,
+                "mean_probability": 0.2105,
+                "contact_rate": 0.31,
+                "profit_per_customer_usd": 6.2,
+                "profit_interval_usd": [6.1, 6.3],
+                "confidence": 0.95,
+                "ece": 0.004,
+                "calibration_bins": 10,
+                "sample_profit_per_customer_usd": 6.25,
+                "sample_inside_interval": True,
+            }
+        },
+    }
+    text = decision_markdown(record, {})
+    assert "## The whole test split (2,000,000 rows; the gates judged 1,000,000)" in text
+    assert "the sample represents the split" in text
+    outside = {**record["data"]["full_test"], "sample_inside_interval": False}  # type: ignore[index]
+    assert "does not represent" in decision_markdown({**record, "data": {"full_test": outside}}, {})
+    assert "whole test split" not in decision_markdown({**record, "data": {}}, {})
 
 
 def test_decision_ui_promoted_run_state_artifacts_and_mlflow(tmp_path: Path) -> None:

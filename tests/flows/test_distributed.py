@@ -7,7 +7,8 @@ real LocalCluster is tests/flows/test_dask_engine.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,14 @@ class _Done:
 
 
 class InProcessClient:
-    """``client.submit`` run at once in this process."""
+    """``client.submit`` run at once in this process (a scattered value is passed as itself)."""
 
     def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True, **kw: Any) -> _Done:
+        kw = {k: v.value if isinstance(v, _Done) else v for k, v in kw.items()}
         return _Done(fn(*args, **kw))
+
+    def scatter(self, values: list[Any], **kw: Any) -> list[_Done]:
+        return [_Done(v) for v in values]
 
 
 def _write(frame: pd.DataFrame, path: Path, row_group_rows: int) -> Path:
@@ -160,3 +165,56 @@ def test_distributed_split_samples_the_local_rows_above_the_caps(tmp_path: Path)
     for name in SPLIT_NAMES:
         pd.testing.assert_frame_equal(got.frame(name), want.frame(name))
         np.testing.assert_array_equal(got.y(name), want.y(name))
+
+
+class _Score:
+    """A fixed scorer: a logistic of one numeric feature (probabilities 0-1)."""
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        out: np.ndarray = 1 / (1 + np.exp(-(X["tenure_months"].to_numpy() - 20.0) / 10.0))
+        return out
+
+
+def test_distributed_full_test_pass_equals_the_local_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.promotion import full_test_pass
+    from tasks.select_policy import Policy
+
+    frame = generate_data(rows=6000, seed=4).drop(columns=["true_churn_probability"])
+    path = _write(frame, tmp_path / "t.parquet", 900)
+    layers = {
+        "data": {"segment_columns": ["region", "contract"]},
+        "economics": {"customer_value": {"column": "monthly_charges_usd", "multiplier": 3.0}},
+        "scale": {"judge_max_rows": 500, "chunk_rows": 333},
+    }
+    cfg = _config(path, layers, 1800)
+    table, checked, _, _ = _both(cfg)
+    assert table.validated.frame is not None
+    local_splits = split_data(
+        table.validated.frame, roles=table.roles, config=cfg.split, scale=cfg.scale
+    )
+    part_splits = distributed.split_partitioned(checked, cfg, InProcessClient())
+    assert local_splits.plan["test"]["sampled"]
+    policy = Policy(
+        {
+            "cutoff_expected_value_usd": 0.0,
+            "economics": cfg.economics.model_dump(mode="json"),
+            "tiers": [
+                {"name": "none", "min_expected_value_usd": None, "contact": False},
+                {"name": "call", "min_expected_value_usd": 0.0, "contact": True},
+            ],
+        }
+    )
+    sample_p = _Score().predict(local_splits.test)
+    kw: dict[str, Any] = {"sample_p": sample_p, "sample_profit_usd": 1.0, "config": cfg}
+    local = full_test_pass(local_splits, None, _Score(), policy, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(distributed, "data_client", _in_process_client)
+    parts = full_test_pass(part_splits, checked, _Score(), policy, **kw)  # type: ignore[arg-type]
+    assert parts.as_dict() == local.as_dict()
+    assert local.rows == local_splits.plan["test"]["rows_available"] > local.rows_judged == 500
+
+
+@contextmanager
+def _in_process_client(config: BayesPilotConfig) -> Iterator[InProcessClient]:
+    yield InProcessClient()
