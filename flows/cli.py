@@ -613,13 +613,17 @@ def cmd_score(args: argparse.Namespace, config: BayesPilotConfig) -> int:
 def _score_dask(args: argparse.Namespace, config: BayesPilotConfig, champion: Champion) -> int:
     """``score --engine dask``: the row groups scored on the cluster's workers
     (``serving/batch_dask.py``); this process receives per-partition summaries."""
+    from flows.distributed import data_client
     from serving.batch import plan_partitions
-    from serving.batch_dask import cluster_client, score_file_dask
+    from serving.batch_dask import score_file_dask
     from tasks.load_data import DataError
 
+    if args.dask_address:
+        scaleout = config.scaleout.model_copy(update={"dask_address": args.dask_address})
+        config = config.model_copy(update={"scaleout": scaleout})
     try:
         plan_partitions(args.input, config.serving.batch_chunk_rows)  # before any cluster
-        with cluster_client(config, args.dask_address) as client:
+        with data_client(config) as client:
             summary = score_file_dask(
                 client, config, champion, args.input, args.output, rejects_path=args.rejects
             )

@@ -143,26 +143,10 @@ def local_cluster(
         processes=True,
     )
     try:
-        with Client(cluster) as client:
+        with Client(cluster, set_as_default=False) as client:  # callers pass it explicitly
             yield client
     finally:
         cluster.close()
-
-
-@contextlib.contextmanager
-def cluster_client(config: BayesPilotConfig, address: str | None) -> Iterator[Any]:
-    """A client of the cluster at ``address`` (default ``scaleout.dask_address``), or of a
-    LocalCluster of ``scaleout.dask_workers`` workers for this run."""
-    from distributed import Client
-
-    s = config.scaleout
-    address = address or s.dask_address
-    if address:
-        with Client(address) as client:
-            yield client
-        return
-    with local_cluster(s.dask_workers, s.dask_memory_limit, s.dask_threads_per_worker) as c:
-        yield c
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -220,7 +204,7 @@ def score_file_dask(
         pure=False,
     )
     try:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             done.append(fut.result())
         ok = True
     finally:
