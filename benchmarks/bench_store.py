@@ -226,6 +226,13 @@ def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _peak_rss_gib() -> float:
+    """This process's peak RSS (GiB); run on each dask worker."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _batch_dask(args: argparse.Namespace, config: Any, champion: Any, src: Path) -> dict[str, Any]:
     """The dask engine: ``--dask-workers`` LocalCluster workers of ``--dask-memory-limit``
     each score the row groups (``serving.batch_dask.score_file_dask``)."""
@@ -239,6 +246,7 @@ def _batch_dask(args: argparse.Namespace, config: Any, champion: Any, src: Path)
         summary = score_file_dask(client, config, champion, src, out)
         elapsed = time.perf_counter() - t0
         worker_cpu = sum(float(v) for v in client.run(lambda: time.process_time()).values())
+        worker_peak = max(float(v) for v in client.run(_peak_rss_gib).values())
     return {
         "rows": summary.rows,
         "scored": summary.scored,
@@ -246,6 +254,7 @@ def _batch_dask(args: argparse.Namespace, config: Any, champion: Any, src: Path)
         "score_s": elapsed,
         "score_cpu_s": time.process_time() - c0,
         "worker_cpu_s": worker_cpu,
+        "worker_peak_rss_gib": worker_peak,
         "rows_per_s": summary.rows / elapsed,
         "decision_files": len(summary.decision_files),
         "partitions": summary.partitions,
@@ -496,7 +505,13 @@ def main() -> int:
                 f"({r['decision_files']} files); process wall {r['wall_s']:.1f} s, "
                 f"CPU {r['cpu_s']:.1f} s"
                 + (f" + workers' CPU {r['worker_cpu_s']:.1f} s" if "worker_cpu_s" in r else "")
-                + f", peak {r['peak_rss_gib']:.2f} GiB; load average {os.getloadavg()[0]:.2f}"
+                + f", peak {r['peak_rss_gib']:.2f} GiB"
+                + (
+                    f" (largest worker peak {r['worker_peak_rss_gib']:.2f} GiB)"
+                    if "worker_peak_rss_gib" in r
+                    else ""
+                )
+                + f"; load average {os.getloadavg()[0]:.2f}"
             )
             for step, sec in r.get("steps_s", {}).items():
                 log(f"  batch step {step}: {sec:.2f} s (summed over chunks and threads)")
