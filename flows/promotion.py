@@ -42,6 +42,7 @@ from tasks.evidence import (
 from tasks.evidence_pass import (
     FullTestEvidence,
     PassStats,
+    ServedScorer,
     chunked_pass_stats,
     full_test_evidence,
     probability_edges,
@@ -456,6 +457,7 @@ def full_test_pass(
     are the quantile bins of the judged sample's probabilities ``sample_p``."""
     edges = probability_edges(sample_p, config.calibration.n_bins)
     roles = splits.roles
+    scorer = ServedScorer(chosen.estimator)  # what is served, and all the workers need
     parts: Iterable[PassStats]
     if partitioned is not None:
         positions = np.sort(split_positions(partitioned.labels, config.split)["test"])
@@ -463,7 +465,7 @@ def full_test_pass(
             parts = distributed.full_test_stats(
                 partitioned,
                 positions,
-                chosen,
+                scorer,
                 policy,
                 features=roles.features,
                 edges=edges,
@@ -474,7 +476,7 @@ def full_test_pass(
         y = splits.data[roles.label_column].to_numpy()
         positions = np.sort(split_positions(y, config.split)["test"])
         parts = chunked_pass_stats(
-            chosen.predict,
+            scorer.predict,
             splits.data,
             positions,
             policy,

@@ -48,6 +48,20 @@ class Scorer(Protocol):
 
 
 @dataclass(frozen=True)
+class ServedScorer:
+    """The served estimator alone (``tasks.calibrate.CalibratedModel.estimator``): calibrated
+    churn probabilities (0-1) as ``CalibratedModel.predict`` gives them, without the
+    candidate's training leftovers (raw model, selection probabilities), so shipping it to
+    the workers costs the artifact's size only."""
+
+    estimator: object
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803 - sklearn convention
+        proba: np.ndarray = self.estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
+        return proba
+
+
+@dataclass(frozen=True)
 class ExactSum:
     """The exact sum of float64 values: ``sum(m * 2**(e - 53))`` over ``parts = {e: m}``
     (integer mantissa sums per binary exponent). Adding two is exact; :attr:`value` is the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +168,16 @@ def test_distributed_split_samples_the_local_rows_above_the_caps(tmp_path: Path)
 
 
 class _Score:
-    """A fixed scorer: a logistic of one numeric feature (probabilities 0-1)."""
+    """A fixed estimator: a logistic of one numeric feature (probabilities 0-1)."""
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
-        out: np.ndarray = 1 / (1 + np.exp(-(X["tenure_months"].to_numpy() - 20.0) / 10.0))
-        return out
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+        p = 1 / (1 + np.exp(-(X["tenure_months"].to_numpy() - 20.0) / 10.0))
+        return np.column_stack([1 - p, p])
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    estimator: _Score
 
 
 def test_distributed_full_test_pass_equals_the_local_chunks(
@@ -206,11 +211,11 @@ def test_distributed_full_test_pass_equals_the_local_chunks(
             ],
         }
     )
-    sample_p = _Score().predict(local_splits.test)
+    sample_p = _Score().predict_proba(local_splits.test)[:, 1]
     kw: dict[str, Any] = {"sample_p": sample_p, "sample_profit_usd": 1.0, "config": cfg}
-    local = full_test_pass(local_splits, None, _Score(), policy, **kw)  # type: ignore[arg-type]
+    local = full_test_pass(local_splits, None, _Chosen(_Score()), policy, **kw)  # type: ignore[arg-type]
     monkeypatch.setattr(distributed, "data_client", _in_process_client)
-    parts = full_test_pass(part_splits, checked, _Score(), policy, **kw)  # type: ignore[arg-type]
+    parts = full_test_pass(part_splits, checked, _Chosen(_Score()), policy, **kw)  # type: ignore[arg-type]
     assert parts.as_dict() == local.as_dict()
     assert local.rows == local_splits.plan["test"]["rows_available"] > local.rows_judged == 500
 
