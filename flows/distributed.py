@@ -281,13 +281,8 @@ def validate_partitioned(
         if label_present
         else (str(config.data.positive_label), None)
     )
-    check = PartitionCheck(
-        roles_numeric=roles.numeric,
-        roles_categorical=roles.categorical,
-        id_column=roles.id_column,
-        label_column=roles.label_column,
-        value_column=roles.value_column,
-        segment_columns=roles.segment_columns,
+    check = PartitionCheck.of(
+        roles,
         label_values=(positive, *([negative] if negative is not None else [])),
         id_generated=config.data.id_column is None,
     )

@@ -292,6 +292,34 @@ class PartitionCheck:
     label_values: tuple[str, ...]
     id_generated: bool
 
+    @classmethod
+    def of(
+        cls, roles: ColumnRoles, *, label_values: tuple[str, ...], id_generated: bool
+    ) -> PartitionCheck:
+        return cls(
+            roles_numeric=roles.numeric,
+            roles_categorical=roles.categorical,
+            id_column=roles.id_column,
+            label_column=roles.label_column,
+            value_column=roles.value_column,
+            segment_columns=roles.segment_columns,
+            label_values=label_values,
+            id_generated=id_generated,
+        )
+
+    @property
+    def roles(self) -> ColumnRoles:
+        """The column roles a partition is checked with (ignored columns play no part)."""
+        return ColumnRoles(
+            id_column=self.id_column,
+            label_column=self.label_column,
+            numeric=self.roles_numeric,
+            categorical=self.roles_categorical,
+            ignored=(),
+            segment_columns=self.segment_columns,
+            value_column=self.value_column,
+        )
+
 
 @dataclass(frozen=True)
 class PartitionValidation:
@@ -322,15 +350,7 @@ def validate_partition(
     """Blank cells, the schema's row-level failures (pandera, chunk by chunk, with the rows'
     table positions), missing cells and distinct values per feature (for the whole-column
     checks), the label counts and vector, and the id hashes of one partition."""
-    roles = ColumnRoles(
-        id_column=check.id_column,
-        label_column=check.label_column,
-        numeric=check.roles_numeric,
-        categorical=check.roles_categorical,
-        ignored=(),
-        segment_columns=check.segment_columns,
-        value_column=check.value_column,
-    )
+    roles = check.roles
     frame = read_partition(layout, part, data=data)
     work = frame.copy(deep=False)
     blanks = blanks_to_missing(work, roles=roles)
@@ -483,15 +503,7 @@ def take_rows(
 ) -> pd.DataFrame:
     """The clean rows (``tasks.validate_data``'s clean table: numbers as float, label as 0/1)
     at table ``positions`` (sorted, inside this partition), in that order."""
-    roles = ColumnRoles(
-        id_column=check.id_column,
-        label_column=check.label_column,
-        numeric=check.roles_numeric,
-        categorical=check.roles_categorical,
-        ignored=(),
-        segment_columns=check.segment_columns,
-        value_column=check.value_column,
-    )
+    roles = check.roles
     frame = read_partition(layout, part, data=data)
     work = frame.take(np.asarray(positions, dtype=np.int64) - part.offset).copy(deep=False)
     blanks_to_missing(work, roles=roles)

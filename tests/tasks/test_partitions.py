@@ -84,13 +84,8 @@ def test_partitions_take_rows_gives_the_clean_rows_at_positions(tmp_path: Path) 
     clean = table.validated.frame
     assert clean is not None
     roles = table.roles
-    check = PartitionCheck(
-        roles_numeric=roles.numeric,
-        roles_categorical=roles.categorical,
-        id_column=roles.id_column,
-        label_column=roles.label_column,
-        value_column=roles.value_column,
-        segment_columns=roles.segment_columns,
+    check = PartitionCheck.of(
+        roles,
         label_values=("yes", "no"),
         id_generated=False,
     )
