@@ -645,6 +645,10 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+class BatchAborted(RuntimeError):
+    """A partition stopped before its end because its run failed elsewhere."""
+
+
 def score_partition(
     champion: Champion,
     part: Partition,
@@ -656,12 +660,14 @@ def score_partition(
     decisions: DecisionWriter | None = None,
     inputs: InputPolicy | None = None,
     run_id: str,
+    abort: Callable[[], bool] | None = None,
 ) -> PartitionSummary:
     """Score one partition chunk by chunk (``chunk_rows`` rows) into
     ``output_dir/part-<index>.parquet`` (rejected rows into ``rejects_dir``, only if any), the
     decisions through ``decisions`` (flushed here; on failure its files are removed: a
     ``DecisionWriter.abort``). The scores, actions and decisions are those of ``score_file``
-    for the same rows: rows are numbered by their position in the whole file."""
+    for the same rows: rows are numbered by their position in the whole file. ``abort``, asked
+    before each chunk, stops the partition (``BatchAborted``, its decisions removed)."""
     import pyarrow.parquet as pq
 
     scorer = ChunkScorer(
@@ -678,6 +684,8 @@ def score_partition(
             batch_size=chunk_rows, row_groups=list(part.row_groups)
         )
         for batch in reader:
+            if abort is not None and abort():
+                raise BatchAborted(f"partition {part.index}: the run was stopped")
             result = scorer(batch, part.first_row + rows)
             for k, v in result.seconds.items():
                 steps[k] = steps.get(k, 0.0) + v

@@ -46,6 +46,7 @@ from serving.batch import (
 )
 from serving.loader import Champion
 from serving.scoring import RESULT_COLUMNS
+from tasks.failpoints import failpoint
 from tasks.load_data import DataError
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,13 @@ def score_partition_task(
 ) -> PartitionSummary:
     """What a worker runs for one partition: the champion (cached), its own decision writer,
     ``score_partition``; the summary lists the decision files written."""
+    from distributed import Event
+
     from serving.settings import ServingSettings
     from tasks.decision_store import BATCH_FLUSH_INTERVAL_S, DecisionWriter
 
     champion = worker_champion(config, model_version, policy_id)
+    stop = Event(abort_event_name(run_id))
     settings = ServingSettings.from_config(config)
     writer = DecisionWriter(
         settings.workspace_paths.decisions,
@@ -114,16 +118,29 @@ def score_partition_task(
         decisions=writer,
         inputs=settings.input_policy(),
         run_id=run_id,
+        abort=stop.is_set,
     )
     try:
         writer.close()
     except BaseException:
         writer.abort()
         raise
+    failpoint(f"batch:partition-written:{part.index}")
     files = tuple(str(p) for p in writer.written_files())
     return PartitionSummary(
         **{**summary.__dict__, "decisions": writer.rows_written, "decision_files": files}
     )
+
+
+def abort_event_name(run_id: str) -> str:
+    """The ``distributed.Event`` a failed run sets so its other partitions stop."""
+    return f"bayespilot-batch-abort-{run_id}"
+
+
+def run_decision_files(root: Path, run_id: str) -> list[Path]:
+    """Every decision file the partitions of run ``run_id`` wrote (their writer ids name the
+    run), wherever a partition got to before it failed or was killed."""
+    return sorted(root.glob(f"date=*/hour=*/batch-score-{run_id[:12]}-p*.parquet"))
 
 
 @contextlib.contextmanager
@@ -179,7 +196,9 @@ def score_file_dask(
     dataset directory ``output_path`` (module docstring). Partitions are whole row groups
     of at least ``serving.batch_chunk_rows`` rows, the same cut as the local engine's chunks,
     so both give the same scores to the last bit."""
-    from distributed import as_completed
+    from distributed import Event, as_completed
+
+    from serving.settings import ServingSettings
 
     run_id = run_id or uuid.uuid4().hex
     parts = plan_partitions(input_path, config.serving.batch_chunk_rows)
@@ -209,10 +228,15 @@ def score_file_dask(
         ok = True
     finally:
         if not ok:
-            client.cancel(futures)
-            for s in done:
-                for f in s.decision_files:
-                    Path(f).unlink(missing_ok=True)
+            # a cancelled task that is already running still finishes and writes its
+            # decisions: stop every partition at its next chunk, wait until all have ended,
+            # then remove whatever any of them wrote (a killed worker cleans up nothing)
+            Event(abort_event_name(run_id), client=client).set()
+            client.gather(futures, errors="skip")  # returns once every partition has ended
+            for f in run_decision_files(
+                ServingSettings.from_config(config).workspace_paths.decisions, run_id
+            ):
+                f.unlink(missing_ok=True)
             shutil.rmtree(tmp_out, ignore_errors=True)
             shutil.rmtree(tmp_rej, ignore_errors=True)
     done.sort(key=lambda s: s.index)

@@ -12,7 +12,8 @@ Names in use: ``after-stage:<stage>`` (flows/runner.py, after each flow stage),
 ``promote:after-alias``, ``record:temp-written`` (temp file written, before it is linked),
 ``record:linked`` (record linked, before the head marker), ``rollback:after-record``,
 ``rollback:between-aliases``, ``rollback:after-alias``, ``reconcile:between-aliases`` (the
-next run moving a lagging alias).
+next run moving a lagging alias), ``batch:partition-written:<n>`` (a dask worker, after
+partition n of a batch run wrote its decisions).
 """
 
 from __future__ import annotations

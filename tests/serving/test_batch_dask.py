@@ -107,3 +107,37 @@ def test_score_engine_dask_refuses_a_csv_input_before_starting_a_cluster(
     assert main([*argv, "--engine", "dask"]) == 2
     assert "the dask engine reads Parquet row groups" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.server
+def test_score_file_dask_failed_partition_leaves_no_decision_of_its_run(
+    workspace_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed after its partition wrote every decision (SIGKILL: no cleanup in that
+    process) fails the run while other partitions are still scoring; the command stops them,
+    waits until all have ended and removes every decision file of the run: the store holds
+    nothing of it, and there is no output."""
+    import dask
+    from distributed import KilledWorker
+
+    from tasks.failpoints import FAILPOINT_ENV
+
+    config = build_config(
+        {"paths": {"workspace": str(workspace_copy)}, "serving": {"batch_chunk_rows": 50}}
+    )
+    champion = load_champion(ServingSettings.from_config(config, environ={}), pin=False)
+    df = generate_data(rows=600, seed=3).drop(columns=["churned", TRUTH_COLUMN])
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src, row_group_size=50)
+    monkeypatch.setenv(FAILPOINT_ENV, "batch:partition-written:1")  # inherited by the workers
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        local_cluster(2, "1GiB") as client,
+        pytest.raises(KilledWorker),
+    ):
+        score_file_dask(client, config, champion, src, tmp_path / "out", run_id="f" * 32)
+    root = ServingSettings.from_config(config, environ={}).workspace_paths.decisions
+    stored = read_decisions(root)
+    assert stored.empty or "f" * 32 not in set(stored["request_id"])
+    assert not list(root.glob("date=*/hour=*/batch-score-ffffffffffff-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "ws"]
