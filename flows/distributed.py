@@ -64,11 +64,11 @@ from tasks.partitions import (
     validate_partition,
 )
 from tasks.split_data import (
-    CLEAN_CATEGORIES_DTYPE,
     SPLIT_NAMES,
     Splits,
     positive_rates,
     split_plan,
+    splits_over,
 )
 from tasks.validate_data import (
     ValidationReport,
@@ -360,26 +360,19 @@ def _clean_rows(
 def split_partitioned(table: PartitionedTable, config: BayesPilotConfig, client: Any) -> Splits:
     """The split pass (see the module docstring): the local engine's positions, samples,
     plan and hashes, over just the sampled rows."""
-    from tasks.load_data import frame_sha256
-
     y = table.labels
     index, plan = split_plan(y, roles=table.roles, config=config.split, scale=config.scale)
     needed = np.sort(np.concatenate([index[name] for name in SPLIT_NAMES]))
     frames = _fetch(client, table.layout, needed, take_rows, data=config.data, check=table.check)
     data = concat_rows(frames)
     local = {name: np.searchsorted(needed, index[name]) for name in SPLIT_NAMES}
-    step = config.scale.chunk_rows
-    return Splits(
-        data=data,
-        index=local,
+    return splits_over(
+        data,
+        local,
         roles=table.roles,
-        hashes={
-            k: frame_sha256(data, positions=v, chunk_rows=step, categories=CLEAN_CATEGORIES_DTYPE)
-            for k, v in local.items()
-        },
-        rows={k: len(v) for k, v in local.items()},
         positive_rate=positive_rates(y, index),
         plan=plan,
+        chunk_rows=config.scale.chunk_rows,
         total_rows=len(y),
     )
 

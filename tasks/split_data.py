@@ -183,18 +183,44 @@ def split_data(
     ``scale.chunk_rows``) and equal ``frame_sha256`` of the split frame."""
     y = frame[roles.label_column].to_numpy()
     index, plan = split_plan(y, roles=roles, config=config, scale=scale)
-    step = chunk_rows or (scale.chunk_rows if scale is not None else None)
+    return splits_over(
+        frame,
+        index,
+        roles=roles,
+        positive_rate=positive_rates(y, index),
+        plan=plan,
+        chunk_rows=chunk_rows or (scale.chunk_rows if scale is not None else None),
+    )
+
+
+def splits_over(
+    data: pd.DataFrame,
+    index: dict[str, np.ndarray],
+    *,
+    roles: ColumnRoles,
+    positive_rate: dict[str, float],
+    plan: dict[str, Any],
+    chunk_rows: int | None,
+    total_rows: int | None = None,
+) -> Splits:
+    """``Splits`` over ``data`` at positions ``index``, with each split's row count and its
+    hash streamed over chunks of ``chunk_rows`` (equal to ``frame_sha256`` of the split
+    frame). ``total_rows``: the whole clean table's rows when ``data`` holds only the
+    sampled rows (the Dask engine)."""
     return Splits(
-        data=frame,
+        data=data,
         index=index,
         roles=roles,
         hashes={
-            k: frame_sha256(frame, positions=v, chunk_rows=step, categories=CLEAN_CATEGORIES_DTYPE)
+            k: frame_sha256(
+                data, positions=v, chunk_rows=chunk_rows, categories=CLEAN_CATEGORIES_DTYPE
+            )
             for k, v in index.items()
         },
         rows={k: len(v) for k, v in index.items()},
-        positive_rate=positive_rates(y, index),
+        positive_rate=positive_rate,
         plan=plan,
+        total_rows=total_rows,
     )
 
 
