@@ -832,7 +832,8 @@ class ScaleConfig(Section):
         2,
         ge=1,
         description="Threads that compute a stage's independent pieces of evidence at once: "
-        "the gates, the robustness perturbations, the permutation-importance features "
+        "the calibration cross-fit folds, the gates, the robustness perturbations, the "
+        "permutation-importance features "
         "(threads; NumPy and the models release the GIL). Results do not depend on it; "
         "memory grows with it (one gate's bootstrap chunk per thread).",
     )

@@ -307,6 +307,7 @@ def evaluate(
                 "config": config.calibration,
                 "max_rows": config.scale.calibration_max_rows,
                 "seed": config.scale.seed,
+                "threads": config.scale.evidence_threads,
             }
             for t in ok
         ],

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import parallel_backend
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import _SigmoidCalibration
@@ -289,12 +290,18 @@ def out_of_fold_scores(
     y: np.ndarray,
     *,
     config: CalibrationConfig,
+    threads: int = 1,
 ) -> tuple[np.ndarray, str]:
     """Raw scores of clones of the candidate's pipeline, each fitted without the fold it
-    scores (stratified, seeded). Returns the scores and the response method."""
+    scores (stratified, seeded). Returns the scores and the response method. ``threads``:
+    folds fitted at once (threads; each fold's fit is seeded and independent of the others,
+    so the scores do not depend on it)."""
     response = response_method(candidate.estimator)
     folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
-    oof = cross_val_predict(clone(candidate.estimator), X, y, cv=folds, method=response)
+    with parallel_backend("threading", n_jobs=threads):
+        oof = cross_val_predict(
+            clone(candidate.estimator), X, y, cv=folds, method=response, n_jobs=threads
+        )
     oof = np.asarray(oof, dtype=float)
     return (oof[:, 1] if oof.ndim == 2 else oof), response
 
@@ -306,6 +313,7 @@ def calibrate(
     config: CalibrationConfig,
     max_rows: int | None = None,
     seed: int = 0,
+    threads: int = 1,
 ) -> CalibratedModel:
     """Cross-fit each allowed method on the candidate's train rows, pick the simplest one
     within noise of the lowest selection log loss (:func:`choose_method`). The served
@@ -313,7 +321,9 @@ def calibrate(
 
     ``max_rows`` (``scale.calibration_max_rows``): a candidate fitted on more train rows is
     cross-fitted on a label-stratified sample of that many of them (seeded by ``seed``); the
-    reason says so. Without it, or at or below it, on all of them."""
+    reason says so. Without it, or at or below it, on all of them. ``threads``
+    (``scale.evidence_threads``): cross-fit folds fitted at once; the result does not depend
+    on it."""
     if not candidate.ok:
         raise ValueError(f"cannot calibrate failed candidate {candidate.name}: {candidate.error}")
     index = (
@@ -343,7 +353,7 @@ def calibrate(
         notes.append("segment_sigmoid not considered: no categorical segment column")
     needs_oof = any(m != "none" for m in methods)
     oof, response = (
-        out_of_fold_scores(candidate, X_tr, y_tr, config=config)
+        out_of_fold_scores(candidate, X_tr, y_tr, config=config, threads=threads)
         if needs_oof
         else (np.zeros(0), response_method(candidate.estimator))
     )

@@ -57,6 +57,16 @@ def test_out_of_fold_scores_differ_from_in_sample_scores(splits) -> None:
     assert np.array_equal(oof, again)  # folds seeded from config
 
 
+def test_out_of_fold_scores_same_on_several_threads(splits) -> None:
+    cfg, s = splits
+    X, y = s.X("train"), s.y("train")
+    for name in ("gradient_boosting", "random_forest"):
+        cand = train_candidate(s, name=name, config=cfg.candidates)
+        one, _ = out_of_fold_scores(cand, X, y, config=cfg.calibration)
+        two, _ = out_of_fold_scores(cand, X, y, config=cfg.calibration, threads=2)
+        assert np.array_equal(one, two)  # folds fitted at once: bit for bit the same scores
+
+
 def test_segment_sigmoid_fits_a_segment_with_its_own_slope() -> None:
     rng = np.random.default_rng(0)
     n = 20_000
