@@ -340,10 +340,12 @@ class BootstrapConfig(Section):
     seed: int = 11
     confidence: float = Field(0.95, gt=0.5, lt=1)
     max_rows: int = Field(
-        200_000,
+        100_000,
         gt=0,
-        description="Resample a seeded subsample of at most this many rows "
-        "(recorded as such) to cap memory.",
+        description="Resample a seeded subsample of at most this many rows (recorded as "
+        "such) to cap memory and time: each resample costs a pass over the rows, and at "
+        "100,000 rows the standard error of a rate or of a profit per customer is already "
+        "about 1/316 of its spread (rows).",
     )
     chunk_resamples: int = Field(100, gt=0, description="Resamples drawn per chunk.")
 
@@ -476,7 +478,12 @@ class StabilityGateConfig(Section):
         description="Share (0-1) of each fold's fitting rows held back to fit its calibrator.",
     )
     max_rows: int = Field(
-        100_000, gt=0, description="Folds use a seeded subsample of at most this many rows."
+        50_000,
+        gt=0,
+        description="Folds use a seeded subsample of at most this many rows (each of the "
+        "n_splits x n_repeats folds refits the candidate on (n_splits - 1)/n_splits of them; "
+        "the noise bound the spread is judged against is computed at the fold size, so the "
+        "cap sets the cost, not the test's validity) (rows).",
     )
 
 
@@ -773,7 +780,12 @@ class MonitoringConfig(Section):
 class ExplainConfig(Section):
     enabled: bool = True
     repeats: int = Field(5, ge=1, description="Permutation repeats per feature.")
-    max_rows: int = Field(20_000, gt=0, description="Test rows used (seeded subsample).")
+    max_rows: int = Field(
+        10_000,
+        gt=0,
+        description="Test rows used (seeded subsample). Each feature costs repeats passes "
+        "of the model over them (rows).",
+    )
     top_features: int = Field(10, ge=1)
     top_slices: int = Field(5, ge=1)
     min_slice_rows: int = Field(100, ge=1, description="Smallest slice reported (rows).")
@@ -789,22 +801,22 @@ class ScaleConfig(Section):
     (so train, selection and test stay disjoint). The record's ``data.plan`` states, per split,
     the rows available, the rows used, the seed and the reason. The caps are compute budgets,
     not statistics fitted to any data set: a model with a few dozen features gains little past
-    a few hundred thousand fitting rows, while cross-fitted calibration costs ``cv_folds`` more
-    fits on every fitting row; the judging caps keep a standard error of a rate or of a profit
-    per customer under about 1/sqrt(cap) of its spread (0.1 % at 1M rows). Raise them where a
-    learning curve on your data still climbs. The existing per-stage caps still apply inside
+    about a hundred thousand fitting rows, while cross-fitted calibration costs ``cv_folds``
+    more fits on every fitting row; the judging caps keep a standard error of a rate or of a
+    profit per customer under about 1/sqrt(cap) of its spread (0.1 % at 1M rows). Raise them
+    where a learning curve on your data still climbs. The existing per-stage caps still apply inside
     the sample: ``candidates.random_forest.max_train_rows``, ``bootstrap.max_rows``,
     ``gates.stability.max_rows``, ``explain.max_rows``."""
 
     train_sample_above_rows: int = Field(
-        400_000,
+        200_000,
         gt=0,
         description="When the train split has more than this many rows, candidates, their "
         "cross-fitted calibrators, the baselines, stability folds and the monitoring reference "
         "use a label-stratified seeded sample of train_sample_rows train rows (rows).",
     )
     train_sample_rows: int = Field(
-        250_000, gt=0, description="Size of that train sample (rows); at most the threshold."
+        100_000, gt=0, description="Size of that train sample (rows); at most the threshold."
     )
     judge_max_rows: int = Field(
         1_000_000,
