@@ -22,7 +22,7 @@ from tasks.evaluate import auc_standard_error, customer_values
 from tasks.load_data import ColumnRoles
 from tasks.records import load_verified_model, load_verified_policy_text
 from tasks.select_policy import Policy, apply_policy, profit_per_customer
-from tasks.split_data import Splits
+from tasks.split_data import Splits, stratified_sample
 from tasks.train_candidates import build_candidate
 
 
@@ -95,8 +95,12 @@ class Perturbation:
 
 @dataclass(frozen=True)
 class RobustnessEvidence:
+    """``sampled_rows``: the test rows perturbed when the split was larger than
+    ``gates.robustness.max_rows`` (a label-stratified seeded sample), else None (all rows)."""
+
     base_profit_per_customer_usd: float
     perturbations: tuple[Perturbation, ...]
+    sampled_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -263,11 +267,19 @@ def measure_robustness(
 ) -> RobustnessEvidence:
     """Perturb the test split and re-decide: noise on all numeric features; then, one feature
     at a time on a seeded share of rows, missing values, and unseen categories. ``base_p``:
-    ``predict`` of the unperturbed test split when already computed (not re-scored)."""
+    ``predict`` of the unperturbed test split when already computed (not re-scored). A test
+    split above ``gates.robustness.max_rows`` is perturbed on a label-stratified seeded sample
+    of that many rows (flip rates and profits are per customer: their noise at that size is
+    far below the bounds)."""
     cfg = config.gates.robustness
     test, y = splits.test, splits.y("test")
     X = splits.X("test")
     base_p = predict(X) if base_p is None else base_p
+    sampled_rows = None
+    if len(y) > cfg.max_rows:
+        keep = stratified_sample(y, cfg.max_rows, seed=config.scale.seed)
+        test, X, y, base_p = test.iloc[keep], X.iloc[keep], y[keep], base_p[keep]
+        sampled_rows = len(keep)
     base = score_split(base_p, test, y, policy, config=config)
     rng = np.random.default_rng(config.bootstrap.seed + 17)
     rows = rng.random(len(X)) < cfg.perturbed_row_share
@@ -303,7 +315,7 @@ def measure_robustness(
     with ThreadPoolExecutor(max_workers=config.scale.evidence_threads) as pool:
         scored = list(pool.map(lambda job: job[1](), jobs))
     out = [run(name, p) for (name, _), p in zip(jobs, scored, strict=True)]
-    return RobustnessEvidence(float(base.profit.mean()), tuple(out))
+    return RobustnessEvidence(float(base.profit.mean()), tuple(out), sampled_rows)
 
 
 def score_champion(

@@ -51,6 +51,11 @@ def gate_robustness(
             "worst": worst["perturbation"],
             "failing": bad,
             "max_profit_drop_share": config.max_profit_drop_share,
+            **(
+                {"sampled_rows": evidence.sampled_rows}
+                if evidence.sampled_rows is not None
+                else {}
+            ),
         },
         reason=(
             f"brittle under: {', '.join(bad)}"

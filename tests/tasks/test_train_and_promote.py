@@ -236,3 +236,39 @@ def test_measure_robustness_fails_brittle_model(splits) -> None:
     bad = measure_robustness(_Brittle().predict, s, pol, config=cfg)
     result = gate_robustness(bad, stake=stake, config=cfg.gates.robustness)
     assert not result.passed and "numeric noise" in result.reason
+
+
+def test_measure_robustness_samples_a_test_split_above_its_cap(splits) -> None:
+    from tasks.evidence import measure_robustness
+    from tasks.gates import gate_robustness
+
+    cfg, s = splits
+    c, pol = calibrated_with_policy(cfg, s, "gradient_boosting")
+    n = len(s.y("test"))
+    whole = measure_robustness(c.predict, s, pol, config=cfg)
+    assert whole.sampled_rows is None  # at or below the cap: every test row, as before
+    capped_cfg = cfg.model_copy(
+        update={
+            "gates": cfg.gates.model_copy(
+                update={"robustness": cfg.gates.robustness.model_copy(update={"max_rows": n // 2})}
+            )
+        }
+    )
+    calls: list[int] = []
+
+    def predict(X):  # noqa: N803
+        calls.append(len(X))
+        return c.predict(X)
+
+    base_p = c.predict(s.X("test"))  # as the flow passes it: the test split scored once
+    capped = measure_robustness(predict, s, pol, config=capped_cfg, base_p=base_p)
+    assert capped.sampled_rows == n // 2
+    assert calls and max(calls) == n // 2  # nothing beyond the sample is re-scored
+    assert [p.name for p in capped.perturbations] == [p.name for p in whole.perturbations]
+    values = customer_values(s.test, economics=cfg.economics)
+    stake = profit_at_stake(s.y("test"), values, economics=cfg.economics)
+    result = gate_robustness(capped, stake=stake, config=capped_cfg.gates.robustness)
+    assert result.evidence["sampled_rows"] == n // 2
+    assert "sampled_rows" not in gate_robustness(
+        whole, stake=stake, config=cfg.gates.robustness
+    ).evidence
