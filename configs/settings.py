@@ -798,6 +798,37 @@ class ExplainConfig(Section):
     min_slice_rows: int = Field(100, ge=1, description="Smallest slice reported (rows).")
 
 
+class TrainSampleCheckConfig(Section):
+    """A learning-curve check run only when the train split was sampled (``scale``): the
+    chosen candidate is refitted on a label-stratified seeded half of its train rows and both
+    fits score the selection split (raw probabilities). The record's ``data.plan.train.
+    sample_check`` states both log losses, the paired gain of the full sample over the half
+    and its standard error, both ROC-AUCs, and whether the curve is still ``climbing``:
+    the full sample beats the half by more than ``z`` standard errors AND by more than
+    ``min_relative_gain`` of the full sample's log loss. Evidence only: no gate or decision
+    reads it. It costs one more fit of the chosen candidate on half the sample."""
+
+    enabled: bool = Field(
+        True, description="Run the check when the train split was sampled (off: never)."
+    )
+    z: float = Field(
+        2.0,
+        gt=0,
+        description="Standard errors of the paired per-row log-loss difference (selection "
+        "rows) the full sample's gain over the half must exceed to count as climbing "
+        "(standard errors).",
+    )
+    min_relative_gain: float = Field(
+        0.005,
+        ge=0,
+        lt=1,
+        description="Practical threshold: doubling the train rows (half -> full sample) that "
+        "lowered the selection log loss by less than this share of the full sample's log "
+        "loss is not climbing, however significant (share of log loss, 0-1; 0.005 = 0.5 %).",
+    )
+    seed: int = Field(29, description="Seed of the half sample (label-stratified).")
+
+
 class ScaleConfig(Section):
     """Large tables: candidates train on a sample, calibration, selection and the gates judge
     on enough rows, and the data passes work in chunks. Nothing here changes a run whose splits
@@ -811,7 +842,8 @@ class ScaleConfig(Section):
     about a hundred thousand fitting rows, while cross-fitted calibration costs ``cv_folds``
     more fits on every fitting row; the judging caps keep a standard error of a rate or of a
     profit per customer under about 1/sqrt(cap) of its spread (0.1 % at 1M rows). Raise them
-    where a learning curve on your data still climbs. The existing per-stage caps still apply inside
+    where a learning curve on your data still climbs (``train_sample_check`` measures it on
+    every sampled run). The existing per-stage caps still apply inside
     the sample: ``candidates.random_forest.max_train_rows``, ``bootstrap.max_rows``,
     ``gates.stability.max_rows``, ``explain.max_rows``."""
 
@@ -855,6 +887,11 @@ class ScaleConfig(Section):
         "permutation-importance features "
         "(threads; NumPy and the models release the GIL). Results do not depend on it; "
         "memory grows with it (one gate's bootstrap chunk per thread).",
+    )
+    train_sample_check: TrainSampleCheckConfig = Field(
+        default_factory=TrainSampleCheckConfig,
+        description="Whether a sampled train split was large enough (a learning-curve "
+        "check; evidence in the record, never a gate).",
     )
 
     @model_validator(mode="after")

@@ -65,6 +65,7 @@ from tasks.promote import (
 from tasks.reconcile import run_alive
 from tasks.record_models import parse_records
 from tasks.records import RecordStore, champion_of
+from tasks.sample_check import TrainSampleCheck, check_train_sample
 from tasks.select_policy import (
     Policy,
     PolicyEvidence,
@@ -185,6 +186,8 @@ class Evaluation:
     scores: ChosenScores
     full_test: FullTestEvidence | None = None
     """The evidence pass over the whole test split (only when the test split was sampled)."""
+    sample_check: TrainSampleCheck | None = None
+    """Whether the train sample was large enough (only when the train split was sampled)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,23 @@ def evaluate(
         population_rows=splits.table_rows,
     )
     chosen = next(c for c in calibrated if c.name == selection.chosen)
+    sample_check: TrainSampleCheck | None = None
+    if config.scale.train_sample_check.enabled and splits.plan.get("train", {}).get("sampled"):
+        sample_check = runner.call(
+            "check-train-sample",
+            check_train_sample,
+            chosen,
+            splits.restricted(("train", "selection")) if dask else splits,
+            candidates=config.candidates,
+            config=config.scale.train_sample_check,
+        )
+        if sample_check is not None:
+            runner.markdown(
+                "train-sample-check",
+                f"**Train sample check** ({'climbing' if sample_check.climbing else 'flat'}): "
+                + sample_check.sentence,
+                "Was the train sample large enough (learning-curve check)",
+            )
     policy_ev = selection.evidence[chosen.name]
     policy = policy_ev.policy
     # the chosen model's probabilities on test (calibrated and raw) and selection, once: every
@@ -439,6 +459,7 @@ def evaluate(
         gates,
         scores,
         full_test,
+        sample_check,
     )
 
 
@@ -643,12 +664,12 @@ def _promotion_run(
         artifact_sha256=packaged.artifact_sha256,
         gated_against=ev.champion,
         started_at=ev.started,
-        notes=(*_notes(splits, config, ev.stability), *cleanup),
+        notes=(*_notes(splits, config, ev.stability, ev.sample_check), *cleanup),
         explanation=explanation,
         reference=reference_block(rel(reference_file), reference_bytes, reference),
         trigger=trigger,
         economics=economics.lineage,
-        data_plan=splits.plan,
+        data_plan=_data_plan(splits, ev.sample_check),
         full_test=None if ev.full_test is None else ev.full_test.as_dict(),
     )
     sample = splits.X("selection").head(50)
@@ -775,7 +796,20 @@ def _candidates_summary(
     return out
 
 
-def _notes(splits: Splits, config: BayesPilotConfig, stability: Any) -> tuple[str, ...]:
+def _data_plan(splits: Splits, check: TrainSampleCheck | None) -> dict[str, Any]:
+    """The record's ``data.plan``: the split plan, and on train the sample check if it ran
+    (a new dict: ``splits.plan`` is not changed)."""
+    if check is None:
+        return splits.plan
+    return {**splits.plan, "train": {**splits.plan["train"], "sample_check": check.as_dict()}}
+
+
+def _notes(
+    splits: Splits,
+    config: BayesPilotConfig,
+    stability: Any,
+    sample_check: TrainSampleCheck | None = None,
+) -> tuple[str, ...]:
     notes = [
         f"{name}: {entry['rows_used']:,} of {entry['rows_available']:,} rows ({entry['reason']})"
         for name, entry in splits.plan.items()
@@ -790,6 +824,14 @@ def _notes(splits: Splits, config: BayesPilotConfig, stability: Any) -> tuple[st
         )
     if stability is not None and stability.subsampled:
         notes.append(f"stability folds on a seeded subsample of {stability.rows} rows")
+    if sample_check is not None and sample_check.climbing:
+        notes.append(
+            f"the train sample may be too small: {sample_check.candidate} fitted on "
+            f"{sample_check.rows_full:,} train rows beat its fit on {sample_check.rows_half:,} "
+            f"by {sample_check.relative_gain:.2%} of the selection log loss "
+            f"({sample_check.gain_nats:.5f} +/- {sample_check.gain_se_nats:.5f} nats); raise "
+            f"scale.train_sample_rows (and scale.train_sample_above_rows) if the table allows"
+        )
     return tuple(notes)
 
 

@@ -254,6 +254,9 @@ class CalibratedModel:
     cv_folds: int = 0
     # ``predict`` of the selection split, kept from the method choice (not re-scored later)
     selection_p: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # the candidate's raw (uncalibrated) churn probability on the selection split, kept from
+    # the method choice when it was computed there (None: not computed; score it if needed)
+    selection_raw: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:  # noqa: N803
         """Calibrated churn probability per row."""
@@ -429,6 +432,9 @@ def calibrate(
         oof_log_loss=oof_loss,
         cv_folds=config.cv_folds,
         selection_p=selection_p[best],
+        selection_raw=(
+            p_none if p_none is not None else raw_sel if response == "predict_proba" else None
+        ),
     )
 
 

@@ -134,6 +134,51 @@ class FullTestBlock(_Frozen):
     method: str = ""
 
 
+class TrainSampleCheckBlock(_Frozen):
+    """Whether the sampled train split was large enough (``tasks.sample_check``): the chosen
+    candidate fitted on the sample (``rows_full``) and on a stratified half of it
+    (``rows_half``), both scored raw on the selection split. Log losses in nats per row;
+    ``gain_nats`` = mean paired per-row log loss of the half minus the full fit (positive: the
+    full sample is better), ``gain_se_nats`` its standard error, ``relative_gain`` the gain as
+    a share of ``log_loss_full``. ``climbing``: gain > ``z`` standard errors and
+    ``relative_gain`` > ``min_relative_gain``. Evidence only: no gate or decision reads it."""
+
+    candidate: str
+    rows_full: int = Field(description="Train rows of the chosen candidate's own fit (rows).")
+    rows_half: int = Field(description="Train rows of the half-sample refit (rows).")
+    selection_rows: int = Field(description="Selection rows both fits were scored on (rows).")
+    log_loss_full: float
+    log_loss_half: float
+    gain_nats: float
+    gain_se_nats: float
+    relative_gain: float
+    roc_auc_full: float | None
+    roc_auc_half: float | None
+    z: float = Field(description="Standard errors the gain had to exceed.")
+    min_relative_gain: float = Field(description="Share of the log loss the gain had to exceed.")
+    climbing: bool
+    fit_seconds: float = Field(description="Wall seconds of the half-sample refit (s).")
+    sentence: str
+
+
+class SplitPlan(_Frozen):
+    """One split's plan (``tasks.split_data.split_plan``): rows available and used, whether it
+    was sampled (label-stratified by ``stratified_by``, seeded by ``seed``) and why; on a
+    sampled train split, the learning-curve check of the sample (``sample_check``)."""
+
+    rows_available: int = Field(description="Rows of the split before sampling (rows).")
+    rows_used: int = Field(description="Rows the split was used with (rows).")
+    sampled: bool
+    stratified_by: str | None = None
+    seed: int | None = None
+    reason: str | None = None
+    sample_check: TrainSampleCheckBlock | None = Field(
+        None,
+        description="Train only, when it was sampled and scale.train_sample_check.enabled: "
+        "whether the sample was large enough; absent otherwise and on older records.",
+    )
+
+
 class DataBlock(_Frozen):
     """The training table (source, content hash) and its splits (hashes, row counts)."""
 
@@ -141,10 +186,11 @@ class DataBlock(_Frozen):
     sha256: str
     split_hashes: dict[str, str] = Field(default_factory=dict)
     split_rows: dict[str, int] = Field(default_factory=dict)
-    plan: dict[str, Any] | None = Field(
+    plan: dict[str, SplitPlan] | None = Field(
         None,
         description="Per split: rows available and used, whether it was sampled (label-"
-        "stratified, seeded) and why (configs.settings.ScaleConfig); absent on older records.",
+        "stratified, seeded) and why (configs.settings.ScaleConfig), and on a sampled train "
+        "split whether the sample was large enough; absent on older records.",
     )
     full_test: FullTestBlock | None = Field(
         None,

@@ -99,6 +99,34 @@ def test_promotion_flow_rejection_keeps_champion(prefect_harness, workspace: Pat
     assert second["model_version"] is None
 
 
+def test_promotion_flow_sampled_train_records_the_sample_check(
+    prefect_harness, workspace: Path
+) -> None:
+    from flows.promotion import run_prefect
+    from tasks.record_models import PromotionRecord, parse_record
+
+    scale = {"train_sample_above_rows": 5_000, "train_sample_rows": 4_000}
+    rec = run_prefect(build_config(small_layers(workspace, scale=scale))).outcome.record
+    train = rec["data"]["plan"]["train"]
+    assert train["sampled"] and train["rows_used"] == 4_000
+    check = train["sample_check"]
+    assert check["candidate"] == rec["candidate"]
+    rows_full = rec["candidates"][rec["candidate"]]["train_rows"]
+    assert (check["rows_full"], check["rows_half"]) == (rows_full, rows_full // 2)
+    assert check["selection_rows"] == rec["data"]["split_rows"]["selection"]
+    assert check["gain_nats"] == pytest.approx(check["log_loss_half"] - check["log_loss_full"])
+    assert isinstance(check["climbing"], bool) and check["sentence"]
+    climbing_note = any("scale.train_sample_rows" in n for n in rec["notes"])
+    assert climbing_note == check["climbing"]
+    typed = parse_record(rec)
+    assert isinstance(typed, PromotionRecord)
+    assert typed.data is not None and typed.data.plan is not None
+    sample_check = typed.data.plan["train"].sample_check
+    assert sample_check is not None and sample_check.rows_half == rows_full // 2
+    assert "sample_check" not in rec["data"]["plan"]["test"]
+    assert "train-sample-check" in _artifact_keys(rec["flow_run_id"])
+
+
 def _write_config(tmp_path: Path, layers: dict) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(layers))
