@@ -134,13 +134,14 @@ class ChosenScores:
 def score_chosen(
     chosen: CalibratedModel, splits: Splits, *, selection: np.ndarray | None = None
 ) -> ChosenScores:
-    """Score the test split once with the served estimator and once with the raw candidate;
+    """Score the test split with the served estimator and with the raw candidate (one pass of
+    the pipeline where the two share it: ``CalibratedModel.predict_with_raw``);
     ``selection``: the chosen model's selection probabilities when already computed (by
     calibration), else they are scored here."""
-    X_test = splits.X("test")
+    test, test_raw = chosen.predict_with_raw(splits.X("test"))
     return ChosenScores(
-        test=chosen.predict(X_test),
-        test_raw=chosen.raw.predict(X_test),
+        test=test,
+        test_raw=test_raw,
         selection=chosen.predict(splits.X("selection")) if selection is None else selection,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from tasks.calibrate import (
     SegmentSigmoid,
     calibrate,
     choose_method,
+    decision_and_probability,
     out_of_fold_scores,
 )
 from tasks.train_candidates import train_candidate
@@ -135,3 +137,26 @@ def test_calibrate_cross_fits_on_a_seeded_stratified_sample_above_max_rows(split
     every = calibrate(cand, s, config=cfg.calibration, max_rows=n)  # at the cap: all rows
     assert "calibration_max_rows" not in every.reason
     assert every.oof_log_loss == calibrate(cand, s, config=cfg.calibration).oof_log_loss
+
+
+def test_decision_and_probability_equal_the_two_public_calls(splits) -> None:
+    cfg, s = splits
+    X = s.X("test")
+    for name in ("gradient_boosting", "logistic_regression"):
+        pipe: Any = train_candidate(s, name=name, config=cfg.candidates).estimator
+        decision, proba = decision_and_probability(pipe, X)
+        assert np.array_equal(decision, pipe.decision_function(X))
+        assert np.array_equal(proba, pipe.predict_proba(X)[:, 1])
+
+
+def test_predict_with_raw_equals_predict_and_raw_predict(splits) -> None:
+    cfg, s = splits
+    X = s.X("test")
+    for name in ("gradient_boosting", "random_forest", "logistic_regression"):
+        cand = train_candidate(s, name=name, config=cfg.candidates)
+        for method in ("none", "sigmoid", "segment_sigmoid"):
+            forced = cfg.calibration.model_copy(update={"methods": [method]})
+            c = calibrate(cand, s, config=forced)
+            p, p_raw = c.predict_with_raw(X)
+            assert np.array_equal(p, c.predict(X)), (name, method)
+            assert np.array_equal(p_raw, c.raw.predict(X)), (name, method)
