@@ -157,7 +157,6 @@ class TrainSampleCheckBlock(_Frozen):
     z: float = Field(description="Standard errors the gain had to exceed.")
     min_relative_gain: float = Field(description="Share of the log loss the gain had to exceed.")
     climbing: bool
-    fit_seconds: float = Field(description="Wall seconds of the half-sample refit (s).")
     sentence: str
 
 

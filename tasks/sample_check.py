@@ -14,7 +14,6 @@ user should raise ``scale.train_sample_rows``. Evidence only: it never changes a
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -52,7 +51,6 @@ class TrainSampleCheck:
     z: float
     min_relative_gain: float
     climbing: bool
-    fit_seconds: float
     sentence: str
 
     def as_dict(self) -> dict[str, object]:
@@ -83,10 +81,8 @@ def check_train_sample(
     index = raw.train_index if raw.train_index is not None else np.arange(splits.rows["train"])
     y_train = splits.y("train")
     half = index[stratified_sample(y_train[index], len(index) // 2, seed=config.seed)]
-    start = time.perf_counter()
     pipeline = build_candidate(raw.name, splits.roles, config=candidates)
     pipeline.fit(splits.X("train").iloc[half], y_train[half])
-    fit_seconds = round(time.perf_counter() - start, 3)
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
     p_full = chosen.selection_raw if chosen.selection_raw is not None else raw.predict(X_sel)
     p_half = np.asarray(pipeline.predict_proba(X_sel)[:, 1], dtype=float)
@@ -137,6 +133,5 @@ def check_train_sample(
         z=config.z,
         min_relative_gain=config.min_relative_gain,
         climbing=bool(climbing),
-        fit_seconds=fit_seconds,
         sentence=sentence,
     )

@@ -99,6 +99,8 @@ def test_dask_engine_decides_as_the_local_engine_without_reading_the_table(
     assert on_dask["policy_id"] == local["policy_id"]
     assert on_dask["data"] == local["data"]  # source, data hash, split hashes, rows, plan
     assert on_dask["data"]["plan"]["train"]["sampled"]
+    # the train sample check ran on the cluster with the same figures (inside data above)
+    assert on_dask["data"]["plan"]["train"]["sample_check"]["rows_full"] > 0
     # the evidence pass over every test row (the test split is sampled): the same figures
     full_test = on_dask["data"]["full_test"]
     assert full_test == local["data"]["full_test"]
