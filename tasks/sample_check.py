@@ -92,22 +92,33 @@ def check_train_sample(
     se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     mean_full = float(np.mean(loss_full))
     relative = gain / mean_full if mean_full > 0 else 0.0
-    climbing = gain > config.z * se and relative > config.min_relative_gain
     auc_full, auc_half = _auc(y_sel, p_full), _auc(y_sel, p_half)
     aucs = (
         f"; ROC-AUC {auc_half:.4f} -> {auc_full:.4f}"
         if auc_full is not None and auc_half is not None
         else ""
     )
-    verdict = (
-        f"still climbing: the gain exceeds {config.z:g} standard errors and "
-        f"{config.min_relative_gain:.2%} of the log loss, so more train rows would likely "
-        "help; raise scale.train_sample_rows"
-        if climbing
-        else f"flat: the gain is within {config.z:g} standard errors or below "
-        f"{config.min_relative_gain:.2%} of the log loss, so the sample is large enough by "
-        "this check"
-    )
+    significant = gain > config.z * se
+    practical = relative > config.min_relative_gain
+    climbing = bool(significant and practical)
+    if climbing:
+        verdict = (
+            f"still climbing: the gain exceeds {config.z:g} standard errors and "
+            f"{config.min_relative_gain:.2%} of the log loss, so more train rows would likely "
+            "help; raise scale.train_sample_rows"
+        )
+    else:
+        why = (
+            f"within {config.z:g} standard errors (noise)"
+            if not significant
+            else f"beyond noise but below {config.min_relative_gain:.2%} of the log loss"
+        )
+        if not significant and not practical:
+            why = (
+                f"within {config.z:g} standard errors and below "
+                f"{config.min_relative_gain:.2%} of the log loss"
+            )
+        verdict = f"flat: the gain is {why}, so the sample is large enough by this check"
     sentence = (
         f"Doubling {raw.name}'s train rows from {len(half):,} to {len(index):,} changed its "
         f"raw selection log loss from {float(np.mean(loss_half)):.5f} to {mean_full:.5f} nats "
@@ -132,6 +143,6 @@ def check_train_sample(
         roc_auc_half=None if auc_half is None else round(auc_half, 6),
         z=config.z,
         min_relative_gain=config.min_relative_gain,
-        climbing=bool(climbing),
+        climbing=climbing,
         sentence=sentence,
     )

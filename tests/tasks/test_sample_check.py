@@ -145,4 +145,5 @@ def test_check_train_sample_practical_share_decides_a_significant_but_small_gain
     strict = TrainSampleCheckConfig(min_relative_gain=min(0.99, check.relative_gain + 0.01))
     again = check_train_sample(chosen, splits, candidates=ONLY_LR, config=strict)
     assert again is not None and not again.climbing
+    assert "beyond noise but below" in again.sentence
     assert again.gain_nats == check.gain_nats  # same seeded half, only the verdict moves
