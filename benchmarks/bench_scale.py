@@ -11,10 +11,13 @@ Usage (from the repository root)::
    ``--block-rows`` (one row group each; memory stays at one block). Timed, peak RSS shown.
 2. A child process (this script with ``--child``) runs the promotion flow on that file
    (``data.source: file``) with direct calls and a timing runner: for every stage it prints
-   the wall time (seconds) and the peak RSS (MiB) reached during the stage, sampled every
-   20 ms from ``/proc/self/status`` (plus ``ru_maxrss`` as the process peak). Concurrent
-   stages (candidates, calibration, stability folds) are one stage each; work the flow does
-   between stages is listed as ``(between stages)``.
+   its interval (start..end) and wall time (seconds), and the process's CPU seconds and peak
+   RSS (MiB) during that interval, sampled every 20 ms from ``/proc/self/status`` and
+   ``getrusage`` (plus ``ru_maxrss`` as the process peak). The flow runs independent stages at
+   the same time (``flows/runner.py``), so the CPU and RSS of overlapping stages are shared
+   and listed with the stages overlapped; a concurrent stage (candidates, calibration,
+   stability folds) is one row from its first call's start to its last call's end; time when
+   no stage ran is listed as ``(between stages)``.
 3. The decision: promoted/rejected, the chosen candidate, the policy's contact threshold, and
    what the record says was sampled (``data_plan``).
 4. With ``--engine dask``: the child starts the run's one LocalCluster (``--dask-workers``
@@ -79,35 +82,64 @@ def max_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 class RssWatcher:
-    """A daemon thread sampling RSS; ``take()`` returns the peak since the last ``take()``."""
+    """A daemon thread sampling this process's RSS (MiB) and CPU seconds every ``interval_s``
+    into a time series (seconds since start), so that any interval's peak RSS and CPU can be
+    read afterwards, whatever else ran during it."""
 
     def __init__(self, interval_s: float = SAMPLE_S) -> None:
         self.interval_s = interval_s
-        self._peak = rss_mib()
+        self.t0 = time.perf_counter()
+        self.samples: list[tuple[float, float, float]] = []  # (t s, RSS MiB, CPU s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.sample()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def sample(self) -> None:
+        row = (self.now(), rss_mib(), cpu_s())
+        with self._lock:
+            self.samples.append(row)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            now = rss_mib()
-            with self._lock:
-                self._peak = max(self._peak, now)
+            self.sample()
 
-    def take(self) -> float:
-        now = rss_mib()
+    def peak_rss(self, start: float, end: float) -> float:
+        """Peak RSS (MiB) sampled in [start, end] (the nearest sample when none fell in it)."""
         with self._lock:
-            peak, self._peak = max(self._peak, now), now
-        return peak
+            inside = [r for t, r, _ in self.samples if start <= t <= end]
+            if not inside:
+                inside = [min(self.samples, key=lambda x: abs(x[0] - end))[1]]
+        return max(inside)
+
+    def cpu_at(self, t: float) -> float:
+        """Process CPU seconds at time ``t``, interpolated between samples."""
+        with self._lock:
+            samples = list(self.samples)
+        before = [x for x in samples if x[0] <= t]
+        after = [x for x in samples if x[0] >= t]
+        if not before:
+            return after[0][2]
+        if not after:
+            return before[-1][2]
+        (t0, _, c0), (t1, _, c1) = before[-1], after[0]
+        return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()
 
 
 class TimedRunner:
-    """``flows.runner.DirectRunner`` that records wall time and peak RSS per stage."""
+    """``flows.runner.DirectRunner`` that records each stage's own interval (start..end, in
+    seconds since the watcher started). Stages run at the same time (``submit``), so per stage
+    only its wall interval is its own; the CPU seconds and peak RSS of an interval are the
+    whole process's while the stage ran (shared with the stages that overlapped it)."""
 
     def __init__(self, watcher: RssWatcher) -> None:
         from flows.runner import DirectRunner
@@ -115,34 +147,26 @@ class TimedRunner:
         self.inner = DirectRunner()
         self.flow_run_id: str | None = None
         self.watcher = watcher
-        self.stages: list[dict[str, Any]] = []
-        self._last = time.perf_counter()
-        self._last_cpu = cpu_s()
+        self.spans: list[tuple[str, float, float]] = []  # (stage, start s, end s)
+        self._lock = threading.Lock()
 
-    def _record(self, stage: str, start: float, start_cpu: float) -> None:
-        self._last, self._last_cpu = time.perf_counter(), cpu_s()
-        self.stages.append(
-            {
-                "stage": stage,
-                "wall_s": self._last - start,
-                "cpu_s": self._last_cpu - start_cpu,
-                "peak_rss_mib": self.watcher.take(),
-            }
-        )
+    def _timed(self, name: str, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn``, recording the interval of each call under ``name``."""
 
-    def _between(self) -> None:
-        self._record("(between stages)", self._last, self._last_cpu)
+        def timed(*args: Any, **kwargs: Any) -> T:
+            start = self.watcher.now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                end = self.watcher.now()
+                with self._lock:
+                    self.spans.append((name, start, end))
+                log.info("stage %s: %.1f s (from %.1f s)", name, end - start, start)
 
-    def _timed(self, name: str, fn: Callable[[], T]) -> T:
-        self._between()
-        start, start_cpu = time.perf_counter(), cpu_s()
-        out = fn()
-        self._record(name, start, start_cpu)
-        log.info("stage %s: %.1f s", name, self._last - start)
-        return out
+        return timed
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return self._timed(name, lambda: self.inner.call(name, fn, *args, **kwargs))
+        return self.inner.call(name, self._timed(name, fn), *args, **kwargs)
 
     def concurrent(
         self,
@@ -151,7 +175,22 @@ class TimedRunner:
         calls: Sequence[dict[str, Any]],
         labels: Sequence[str],
     ) -> list[T]:
-        return self._timed(name, lambda: self.inner.concurrent(name, fn, calls, labels))
+        return self.inner.concurrent(name, self._timed(name, fn), calls, labels)
+
+    def submit(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.submit(name, self._timed(name, fn), *args, **kwargs)
+
+    def submit_concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> Any:
+        return self.inner.submit_concurrent(name, self._timed(name, fn), calls, labels)
+
+    def settle(self) -> None:
+        self.inner.settle()
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
         return None
@@ -159,21 +198,47 @@ class TimedRunner:
     def markdown(self, key: str, text: str, description: str) -> None:
         return None
 
-    def finish(self) -> None:
-        self._between()
-
-    def merged(self) -> list[dict[str, Any]]:
-        """Stages in order, with the time between stages summed into one line."""
-        out: dict[str, dict[str, Any]] = {}
-        for s in self.stages:
-            row = out.setdefault(
-                s["stage"], {"stage": s["stage"], "wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0}
+    def merged(self, start: float, end: float) -> list[dict[str, Any]]:
+        """One row per stage in order of start: its interval (the calls of a concurrent stage
+        from the first start to the last end), wall seconds, the process's CPU seconds and
+        peak RSS during it, and the stages it overlapped; then ``(between stages)``: the time
+        in [start, end] when no stage ran, its CPU and peak RSS."""
+        spans: dict[str, tuple[float, float]] = {}
+        for name, a, b in self.spans:
+            lo, hi = spans.get(name, (a, b))
+            spans[name] = (min(lo, a), max(hi, b))
+        w = self.watcher
+        rows = []
+        for name, (a, b) in sorted(spans.items(), key=lambda kv: kv[1][0]):
+            rows.append(
+                {
+                    "stage": name,
+                    "start_s": a - start,
+                    "end_s": b - start,
+                    "wall_s": b - a,
+                    "cpu_s": w.cpu_at(b) - w.cpu_at(a),
+                    "peak_rss_mib": w.peak_rss(a, b),
+                    "overlaps": [o for o, (c, d) in spans.items() if o != name and c < b and d > a],
+                }
             )
-            row["wall_s"] += s["wall_s"]
-            row["cpu_s"] += s["cpu_s"]
-            row["peak_rss_mib"] = max(row["peak_rss_mib"], s["peak_rss_mib"])
-        between = out.pop("(between stages)", None)
-        return [*out.values(), *([between] if between else [])]
+        # gaps: [start, end] less the union of the stage intervals
+        gaps, cursor = [], start
+        for a, b in sorted(spans.values()):
+            if a > cursor:
+                gaps.append((cursor, a))
+            cursor = max(cursor, b)
+        if end > cursor:
+            gaps.append((cursor, end))
+        rows.append(
+            {
+                "stage": "(between stages)",
+                "wall_s": sum(b - a for a, b in gaps),
+                "cpu_s": sum(w.cpu_at(b) - w.cpu_at(a) for a, b in gaps),
+                "peak_rss_mib": max((w.peak_rss(a, b) for a, b in gaps), default=0.0),
+                "overlaps": [],
+            }
+        )
+        return rows
 
 
 def child(args: argparse.Namespace) -> int:
@@ -208,10 +273,9 @@ def child(args: argparse.Namespace) -> int:
             address = stack.enter_context(dask_cluster(config))
             client = stack.enter_context(_client(address))
             cluster["before"] = _worker_pids(client)
-        start, start_cpu = time.perf_counter(), cpu_s()
+        start, start_cpu, t_start = time.perf_counter(), cpu_s(), watcher.now()
         result = promotion_pipeline(config, runner=runner)
-        runner.finish()
-        wall, cpu = time.perf_counter() - start, cpu_s() - start_cpu
+        wall, cpu, t_end = time.perf_counter() - start, cpu_s() - start_cpu, watcher.now()
         if args.engine == "dask":
             cluster.update(_worker_report(client, cluster.pop("before")))
     rec = result.outcome.record
@@ -223,7 +287,7 @@ def child(args: argparse.Namespace) -> int:
         "load_average_1m": os.getloadavg()[0],
         "peak_rss_mib": max_rss_mib(),
         "peak_rss_children_mib": max_rss_mib(resource.RUSAGE_CHILDREN),
-        "stages": runner.merged(),
+        "stages": [],  # below, once the watcher has its last sample
         "decision": rec["decision"],
         "candidate": rec["candidate"],
         "policy_threshold": {
@@ -240,6 +304,7 @@ def child(args: argparse.Namespace) -> int:
         "cluster": cluster or None,
     }
     watcher.stop()
+    summary["stages"] = runner.merged(t_start, t_end)
     Path(args.out).write_text(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -313,15 +378,27 @@ def report(
         f"  generate Parquet: {gen['wall_s']:.1f} s, peak RSS {gen['peak_rss_mib']:.0f} MiB, "
         f"file {gen['file_mib']:.0f} MiB"
     )
-    print(f"  {'stage':<24}{'wall s':>10}{'CPU s':>10}{'peak RSS MiB':>14}")
+    print(
+        "  stages run at the same time: each row is the stage's own interval (start..end, "
+        "seconds from the\n  start of the run) and wall time; CPU s and peak RSS are the whole "
+        "process's during that interval,\n  shared with the stages listed as overlapping (the "
+        "rows do not add up; the total line is the real wall)"
+    )
+    print(
+        f"  {'stage':<24}{'start s':>9}{'end s':>9}{'wall s':>9}{'CPU s':>9}"
+        f"{'peak RSS MiB':>14}  overlaps"
+    )
     for s in summary["stages"]:
+        span = (
+            f"{s['start_s']:>9.1f}{s['end_s']:>9.1f}" if "start_s" in s else f"{'':>9}{'':>9}"
+        )
         print(
-            f"  {s['stage']:<24}{s['wall_s']:>10.1f}{s.get('cpu_s', float('nan')):>10.1f}"
-            f"{s['peak_rss_mib']:>14.0f}"
+            f"  {s['stage']:<24}{span}{s['wall_s']:>9.1f}{s.get('cpu_s', float('nan')):>9.1f}"
+            f"{s['peak_rss_mib']:>14.0f}  {', '.join(s.get('overlaps') or []) or '-'}"
         )
     print(
-        f"  {'promotion total':<24}{wall:>10.1f}{summary['cpu_s']:>10.1f}"
-        f"{summary['peak_rss_mib']:>14.0f}"
+        f"  {'promotion total':<24}{'':>9}{'':>9}{wall:>9.1f}{summary['cpu_s']:>9.1f}"
+        f"{summary['peak_rss_mib']:>14.0f}  (CPU {summary['cpu_s'] / wall:.2f} cores on average)"
     )
     print(
         f"  load average at the end: {summary['load_average_1m']:.1f} (2 cores: above 2, other "

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from prefect.states import Completed, Failed, State
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, ConfigError, build_config
 from flows import distributed, reports
-from flows.runner import DirectRunner, PrefectRunner, Runner
-from flows.tracking import Tracker
+from flows.runner import DirectRunner, InFlight, PrefectRunner, Runner, in_background
+from flows.tracking import Tracker, preload_mlflow
 from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
 from tasks.check_schema import FeatureSchemaMismatch, check_champion_schema
 from tasks.economics import resolve_for_run
@@ -47,7 +47,7 @@ from tasks.evidence_pass import (
     full_test_evidence,
     probability_edges,
 )
-from tasks.explain import explain
+from tasks.explain import explain as explain_model
 from tasks.gates import GateResult, run_gates
 from tasks.load_data import DataError, LoadedData, load_data
 from tasks.monitor import REFERENCE_FILE, build_reference, reference_block, reference_document
@@ -188,6 +188,8 @@ class Evaluation:
     """The evidence pass over the whole test split (only when the test split was sampled)."""
     sample_check: TrainSampleCheck | None = None
     """Whether the train sample was large enough (only when the train split was sampled)."""
+    explanation: dict[str, Any] = field(default_factory=dict)
+    """The chosen model's explanation (``tasks.explain``; empty when not asked for)."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,26 @@ def _prepare_data(
     return loaded, table, splits, summary, checked
 
 
+@dataclass(frozen=True)
+class Choice:
+    """Everything up to the chosen candidate and its policy (what the evidence stages read)."""
+
+    started: str
+    loaded: LoadedData
+    report: ValidationReport
+    splits: Splits
+    summary: str
+    partitioned: distributed.PartitionedTable | None
+    baselines: InFlight[tuple[TrainedModel, ...]]
+    """Started beside the candidates; read by the gates."""
+    trained: list[TrainedModel]
+    calibrated: list[CalibratedModel]
+    selection: Selection
+    selection_probabilities: dict[str, np.ndarray]
+    chosen: CalibratedModel
+    policy_ev: PolicyEvidence
+
+
 def evaluate(
     config: BayesPilotConfig,
     *,
@@ -274,8 +296,42 @@ def evaluate(
     champion: dict[str, Any] | None,
     champion_record_id: str,
     expected_data_sha256: str | None = None,
+    explain: bool = False,
 ) -> Evaluation:
-    """Data -> candidates -> calibration -> policy -> evidence -> gates."""
+    """Data -> candidates -> calibration -> policy -> evidence -> gates (and, with
+    ``explain``, the chosen model's explanation)."""
+    choice = choose(
+        config,
+        runner=runner,
+        workspace=workspace,
+        run_id=run_id,
+        champion=champion,
+        expected_data_sha256=expected_data_sha256,
+    )
+    return judge(
+        config,
+        choice,
+        runner=runner,
+        run_id=run_id,
+        workspace=workspace,
+        models_dir=models_dir,
+        champion=champion,
+        champion_record_id=champion_record_id,
+        explain=explain,
+    )
+
+
+def choose(
+    config: BayesPilotConfig,
+    *,
+    runner: Runner,
+    workspace: Workspace,
+    run_id: str,
+    champion: dict[str, Any] | None,
+    expected_data_sha256: str | None = None,
+) -> Choice:
+    """Data -> baselines (started, collected by the gates) and candidates -> calibration ->
+    policy and the chosen candidate."""
     started = now_iso()
     loaded, table, splits, summary, partitioned = _prepare_data(
         config, runner=runner, reports_dir=workspace.run_reports(run_id)
@@ -286,7 +342,7 @@ def evaluate(
             f"data hash {loaded.sha256[:12]} does not match the record's "
             f"{expected_data_sha256[:12]}: the data changed since that run"
         )
-    baselines = runner.call("train-baselines", train_baselines, splits, config=config.candidates)
+    baselines = runner.submit("train-baselines", train_baselines, splits, config=config.candidates)
     names = enabled_candidates(config.candidates)
     # the Dask engine ships a task run's arguments to a worker: only the splits it reads
     dask = config.scaleout.engine == "dask"
@@ -339,43 +395,55 @@ def evaluate(
         population_rows=splits.table_rows,
     )
     chosen = next(c for c in calibrated if c.name == selection.chosen)
-    sample_check: TrainSampleCheck | None = None
-    if config.scale.train_sample_check.enabled and splits.plan.get("train", {}).get("sampled"):
-        sample_check = runner.call(
-            "check-train-sample",
-            check_train_sample,
-            chosen,
-            splits.restricted(("train", "selection")) if dask else splits,
-            candidates=config.candidates,
-            config=config.scale.train_sample_check,
-        )
-        if sample_check is not None:
-            runner.markdown(
-                "train-sample-check",
-                f"**Train sample check** ({'climbing' if sample_check.climbing else 'flat'}): "
-                + sample_check.sentence,
-                "Was the train sample large enough (learning-curve check)",
-            )
-    policy_ev = selection.evidence[chosen.name]
-    policy = policy_ev.policy
+    return Choice(
+        started,
+        loaded,
+        table.validated.report,
+        splits,
+        summary,
+        partitioned,
+        baselines,
+        trained,
+        calibrated,
+        selection,
+        selection_probabilities,
+        chosen,
+        selection.evidence[chosen.name],
+    )
+
+
+def judge(
+    config: BayesPilotConfig,
+    choice: Choice,
+    *,
+    runner: Runner,
+    run_id: str,
+    workspace: Workspace,
+    models_dir: Path,
+    champion: dict[str, Any] | None,
+    champion_record_id: str,
+    explain: bool = False,
+) -> Evaluation:
+    """The chosen candidate's evidence -> gates. Stages that do not depend on each other run
+    at the same time: scoring the chosen model, the stability folds, the train sample check
+    (when train was sampled) and the champion's scores;
+    once the chosen model's test probabilities are there, packaging it, the robustness
+    perturbations (both reuse them) and, with ``explain``, the explanation (small: at most
+    ``explain.max_rows`` test rows; collected last, it runs beside the gates). The gates wait
+    for every stage they read. The memory-heavy stages (the gates, then the full-test evidence
+    pass) never run at the same time as each other."""
+    splits, chosen, policy = choice.splits, choice.chosen, choice.policy_ev.policy
     # the chosen model's probabilities on test (calibrated and raw) and selection, once: every
     # later stage reuses them instead of re-scoring the same rows
-    scores: ChosenScores = runner.call(
-        "score-chosen", score_chosen, chosen, splits, selection=selection_probabilities[chosen.name]
-    )
-    packaged: PackagedModel = runner.call(
-        "package-model",
-        package_model,
-        chosen.estimator,
-        policy,
-        splits.X("test"),
-        policy_values(splits.test, policy),
-        directory=models_dir,
-        config=config.gates.technical,
-        p_test=scores.test,
+    scoring: InFlight[ChosenScores] = runner.submit(
+        "score-chosen",
+        score_chosen,
+        chosen,
+        splits,
+        selection=choice.selection_probabilities[chosen.name],
     )
     folds: StabilityData = runner.call("stability-folds", stability_folds, splits, config=config)
-    fold_results = runner.concurrent(
+    fold_results = runner.submit_concurrent(
         "stability-fold",
         fit_stability_fold,
         [
@@ -392,8 +460,22 @@ def evaluate(
         ],
         [str(i) for i in range(len(folds.folds))],
     )
-    stability = stability_evidence(fold_results, folds)
-    champ_scores = runner.call(
+    checking_sample = (
+        runner.submit(
+            "check-train-sample",
+            check_train_sample,
+            chosen,
+            splits.restricted(("train", "selection"))
+            if config.scaleout.engine == "dask"
+            else splits,
+            candidates=config.candidates,
+            config=config.scale.train_sample_check,
+        )
+        if config.scale.train_sample_check.enabled
+        and splits.plan.get("train", {}).get("sampled")
+        else None
+    )
+    champ_scores = runner.submit(
         "score-champion",
         score_champion,
         champion,
@@ -402,7 +484,19 @@ def evaluate(
         workspace.root,
         config=config,
     )
-    robustness = runner.call(
+    scores = scoring.result()
+    packaging: InFlight[PackagedModel] = runner.submit(
+        "package-model",
+        package_model,
+        chosen.estimator,
+        policy,
+        splits.X("test"),
+        policy_values(splits.test, policy),
+        directory=models_dir,
+        config=config.gates.technical,
+        p_test=scores.test,
+    )
+    robustness = runner.submit(
         "robustness",
         measure_robustness,
         chosen.predict,
@@ -411,6 +505,15 @@ def evaluate(
         config=config,
         base_p=scores.test,
     )
+    # started last: needed only by the record, it fills the cores while the gates run
+    explaining = (
+        runner.submit("explain", explain_model, chosen.estimator, splits, policy, config=config)
+        if explain
+        else None
+    )
+    packaged = packaging.result()
+    stability = stability_evidence(fold_results.result(), folds)
+    baselines = choice.baselines.result()
     gates = runner.call(
         "run-gates",
         run_gates,
@@ -421,8 +524,8 @@ def evaluate(
         predict_raw=chosen.raw.predict,
         technical=packaged.technical,
         stability=stability,
-        champion=champ_scores,
-        robustness=robustness,
+        champion=champ_scores.result(),
+        robustness=robustness.result(),
         config=config,
         scores=scores,
     )
@@ -433,26 +536,34 @@ def evaluate(
             "full-test-evidence",
             full_test_pass,
             splits,
-            partitioned,
+            choice.partitioned,
             chosen,
             policy,
             sample_p=scores.test,
             sample_profit_usd=None if business is None else business.value,
             config=config,
         )
+    sample_check = None if checking_sample is None else checking_sample.result()
+    if sample_check is not None:
+        runner.markdown(
+            "train-sample-check",
+            f"**Train sample check** ({'climbing' if sample_check.climbing else 'flat'}): "
+            + sample_check.sentence,
+            "Was the train sample large enough (learning-curve check)",
+        )
     return Evaluation(
         run_id,
-        started,
-        loaded,
-        table.validated.report,
+        choice.started,
+        choice.loaded,
+        choice.report,
         splits,
-        summary,
+        choice.summary,
         baselines,
-        trained,
-        calibrated,
-        selection,
+        choice.trained,
+        choice.calibrated,
+        choice.selection,
         chosen,
-        policy_ev,
+        choice.policy_ev,
         packaged,
         stability,
         champion,
@@ -460,6 +571,7 @@ def evaluate(
         scores,
         full_test,
         sample_check,
+        {} if explaining is None else explaining.result(),
     )
 
 
@@ -538,9 +650,12 @@ def promotion_pipeline(
     run_id = runner.flow_run_id or uuid.uuid4().hex
     cleanup = reconcile_at_start(config, workspace, own_run=run_id)
     with run_alive(workspace.run_models(run_id)), _run_cluster(config):
-        return _promotion_run(
-            config, runner=runner, trigger=trigger, run_id=run_id, cleanup=cleanup.notes()
-        )
+        try:
+            return _promotion_run(
+                config, runner=runner, trigger=trigger, run_id=run_id, cleanup=cleanup.notes()
+            )
+        finally:
+            runner.settle()  # no stage outlives the run (one failed: the others end first)
 
 
 @contextmanager
@@ -568,20 +683,36 @@ def _promotion_run(
     economics = resolve_for_run(config, parse_records(store.records()))
     log.info("%s", economics.message)
     config = economics.apply(config)
-    ev = evaluate(
+    champion = champion_of(head)
+    mlflow_import = in_background("import-mlflow", preload_mlflow)  # imports only
+    choice = choose(
+        config, runner=runner, workspace=workspace, run_id=run_id, champion=champion
+    )
+    workspace.ensure()
+    # the MLflow client (its database) starts while the evidence stages run
+    tracking = in_background(
+        "start-tracking",
+        Tracker.after,
+        mlflow_import,
+        workspace,
+        config.promotion.experiment,
+        uri=config.mlflow_uri(),
+    )
+    ev = judge(
         config,
+        choice,
         runner=runner,
         run_id=run_id,
         workspace=workspace,
         models_dir=workspace.run_models(run_id),
-        champion=champion_of(head),
+        champion=champion,
         champion_record_id=head["record_id"] if head else "",
+        explain=config.explain.enabled,
     )
     splits, chosen, policy, packaged = ev.splits, ev.chosen, ev.policy_ev.policy, ev.packaged
     roles = splits.roles
 
-    workspace.ensure()
-    tracker = Tracker(workspace, config.promotion.experiment, uri=config.mlflow_uri())
+    tracker = tracking.result()
     parent = tracker.start_parent(
         f"promotion-{run_id[:8]}",
         {"bayespilot.run_id": run_id, "prefect.flow_run_id": str(runner.flow_run_id)},
@@ -609,11 +740,7 @@ def _promotion_run(
         },
     )
 
-    explanation = (
-        runner.call("explain", explain, chosen.estimator, splits, policy, config=config)
-        if config.explain.enabled
-        else {}
-    )
+    explanation = ev.explanation
     p_test = ev.scores.test
     reference = build_reference(
         splits.train,

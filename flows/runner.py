@@ -1,22 +1,125 @@
 """How stages run: as Prefect task runs inside a flow, or as direct calls (for benchmarks and
 for measuring Prefect's overhead against the very same functions).
 
+A stage runs now (``call``, ``concurrent``: the flow waits for its result) or is started and
+collected later (``submit``, ``submit_concurrent``: an :class:`InFlight` whose ``result()``
+waits), so that stages that do not depend on each other run at the same time. A submitted stage
+runs where ``call`` would run it (in the flow process, in its own thread, with a copy of the
+flow's context variables: under Prefect it is the same named task run, retried the same way);
+a submitted concurrent stage fans out like ``concurrent`` (Prefect's task runner: threads, or
+Dask workers with ``scaleout.engine: dask``). What a stage computes does not depend on what
+else runs meanwhile.
+
 Every stage boundary is a failpoint ``after-stage:<name>`` (``tasks/failpoints.py``): the
-crash-consistency test kills a run there."""
+crash-consistency test kills a run there. For a submitted stage the boundary is when the flow
+collects its result."""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tasks.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class InFlight(Generic[T]):
+    """A started stage. ``result()`` waits for it, then (the first time) checks the value with
+    the runner's ``collect`` (e.g. re-raises a carried input error) and passes the stage's
+    failpoint; an exception of the stage is raised by every ``result()``."""
+
+    def __init__(
+        self,
+        name: str,
+        future: Future[Any],
+        collect: Callable[[Any], T],
+        *,
+        boundary: bool = True,
+    ) -> None:
+        self.name = name
+        self._future = future
+        self._collect = collect
+        self._boundary = boundary
+        self._collected = False
+        self._value: T | None = None
+
+    def result(self) -> T:
+        raw = self._future.result()
+        if not self._collected:
+            self._value = self._collect(raw)
+            self._collected = True
+            if self._boundary:
+                failpoint(f"after-stage:{self.name}")
+        return self._value  # type: ignore[return-value]
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self) -> None:
+        """Wait until the stage has ended, whether it succeeded or failed (nothing raised)."""
+        wait([self._future])
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+def _in_thread(name: str, body: Callable[[], Any]) -> Future[Any]:
+    """Run ``body`` in a new thread with a copy of the calling thread's context variables."""
+    future: Future[Any] = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(context.run(body))
+        except BaseException as exc:  # carried to result(), raised there
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name).start()
+    return future
+
+
+def in_background(name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> InFlight[T]:
+    """Flow wiring that is not a stage (no task run, no failpoint), e.g. starting the MLflow
+    client, in its own thread while the stages run; ``result()`` waits for it."""
+    future = _in_thread(name, functools.partial(fn, *args, **kwargs))
+    return InFlight(name, future, _identity, boundary=False)
+
+
+class _Starter:
+    """Starts stage bodies in their own threads of the flow process, each with a copy of the
+    context variables of the thread that starts it (under Prefect: the flow run's context),
+    and keeps them until ``settle()``."""
+
+    def __init__(self) -> None:
+        self._started: list[InFlight[Any]] = []
+        self._lock = threading.Lock()
+
+    def _start(
+        self, name: str, body: Callable[[], Any], collect: Callable[[Any], T]
+    ) -> InFlight[T]:
+        handle = InFlight(name, _in_thread(f"stage-{name}", body), collect)
+        with self._lock:
+            self._started.append(handle)
+        return handle
+
+    def settle(self) -> None:
+        """Wait until every started stage has ended (a run that stops on an error does not
+        leave stages running behind it); raises nothing."""
+        with self._lock:
+            started, self._started = self._started, []
+        for handle in started:
+            handle.wait()
 
 
 class Runner(Protocol):
@@ -32,23 +135,46 @@ class Runner(Protocol):
         labels: Sequence[str],
     ) -> list[T]: ...
 
+    def submit(
+        self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> InFlight[T]: ...
+
+    def submit_concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> InFlight[list[T]]: ...
+
+    def settle(self) -> None: ...
+
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None: ...
 
     def markdown(self, key: str, text: str, description: str) -> None: ...
 
 
-class DirectRunner:
-    """Plain calls; concurrent stages on a thread pool of the same width Prefect uses."""
+class DirectRunner(_Starter):
+    """Plain calls; concurrent stages on a thread pool of the same width Prefect uses.
+    ``sequential``: ``submit``/``submit_concurrent`` run the stage at once in the calling
+    thread (nothing overlaps: the reference the overlapped run is compared with)."""
 
     flow_run_id: str | None = None
 
-    def __init__(self, max_workers: int = 3) -> None:
+    def __init__(self, max_workers: int = 3, *, sequential: bool = False) -> None:
+        super().__init__()
         self.max_workers = max_workers
+        self.sequential = sequential
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         result = fn(*args, **kwargs)
         failpoint(f"after-stage:{name}")
         return result
+
+    def _fan_out(self, fn: Callable[..., T], calls: Sequence[dict[str, Any]]) -> list[T]:
+        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+            futures = [pool.submit(fn, **kw) for kw in calls]
+            return [f.result() for f in futures]
 
     def concurrent(
         self,
@@ -57,11 +183,37 @@ class DirectRunner:
         calls: Sequence[dict[str, Any]],
         labels: Sequence[str],
     ) -> list[T]:
-        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            futures = [pool.submit(fn, **kw) for kw in calls]
-            results = [f.result() for f in futures]
+        results = self._fan_out(fn, calls)
         failpoint(f"after-stage:{name}")
         return results
+
+    def _now(self, name: str, body: Callable[[], T]) -> InFlight[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(body())
+        except Exception as exc:
+            future.set_exception(exc)
+        return InFlight(name, future, _identity)
+
+    def submit(
+        self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> InFlight[T]:
+        body = functools.partial(fn, *args, **kwargs)
+        if self.sequential:
+            return self._now(name, body)
+        return self._start(name, body, _identity)
+
+    def submit_concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> InFlight[list[T]]:
+        body = functools.partial(self._fan_out, fn, calls)
+        if self.sequential:
+            return self._now(name, body)
+        return self._start(name, body, _identity)
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
         return None
@@ -93,9 +245,26 @@ def _raise_input_problem(result: Any) -> None:
         raise result.error
 
 
-class PrefectRunner:
+def _checked(result: T) -> T:
+    _raise_input_problem(result)
+    return result
+
+
+def _raise_input_problems(results: list[T]) -> list[T]:
+    for r in results:
+        _raise_input_problem(r)
+    return results
+
+
+class PrefectRunner(_Starter):
     """Each stage a named Prefect task run. Results that carry frames or models are not
     persisted (no result storage, no cache keys computed over frames).
+
+    ``submit``: the stage's task is called in its own thread of the flow process with a copy
+    of the flow run's context (how Prefect's own thread-pool task runner starts a task run), so
+    it runs where ``call`` runs it even when the flow's task runner is Dask (no frames shipped
+    to a worker). ``submit_concurrent``: ``concurrent``'s task submissions, made from such a
+    thread.
 
     ``input_errors``: exception types that mean bad input (deterministic: a retry cannot fix
     them). A stage raising one ends its task run without a traceback in Prefect's log and
@@ -114,20 +283,23 @@ class PrefectRunner:
         self.retries = retries or {}
         self.input_errors = input_errors
         self._tasks: dict[str, Any] = {}
+        self._tasks_lock = threading.Lock()
+        super().__init__()
 
     def _task(self, name: str, fn: Callable[..., Any]) -> Any:
-        if name not in self._tasks:
-            from prefect import task
-            from prefect.cache_policies import NO_CACHE
+        with self._tasks_lock:
+            if name not in self._tasks:
+                from prefect import task
+                from prefect.cache_policies import NO_CACHE
 
-            self._tasks[name] = task(
-                name=name,
-                persist_result=False,
-                cache_policy=NO_CACHE,
-                retries=self.retries.get(name, 0),
-                retry_delay_seconds=2,
-            )(_returning(fn, self.input_errors) if self.input_errors else fn)
-        return self._tasks[name]
+                self._tasks[name] = task(
+                    name=name,
+                    persist_result=False,
+                    cache_policy=NO_CACHE,
+                    retries=self.retries.get(name, 0),
+                    retry_delay_seconds=2,
+                )(_returning(fn, self.input_errors) if self.input_errors else fn)
+            return self._tasks[name]
 
     def call(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         result: T = self._task(name, fn)(*args, **kwargs)
@@ -135,7 +307,7 @@ class PrefectRunner:
         failpoint(f"after-stage:{name}")
         return result
 
-    def concurrent(
+    def _fan_out(
         self,
         name: str,
         fn: Callable[..., T],
@@ -147,11 +319,34 @@ class PrefectRunner:
             t.with_options(task_run_name=f"{name}-{label}").submit(**kw)
             for kw, label in zip(calls, labels, strict=True)
         ]
-        results = [f.result() for f in futures]
-        for r in results:
-            _raise_input_problem(r)
+        return [f.result() for f in futures]
+
+    def concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> list[T]:
+        results = _raise_input_problems(self._fan_out(name, fn, calls, labels))
         failpoint(f"after-stage:{name}")
         return results
+
+    def submit(
+        self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> InFlight[T]:
+        task = self._task(name, fn)
+        return self._start(name, functools.partial(task, *args, **kwargs), _checked)
+
+    def submit_concurrent(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> InFlight[list[T]]:
+        body = functools.partial(self._fan_out, name, fn, calls, labels)
+        return self._start(name, body, _raise_input_problems)
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
         from prefect.artifacts import create_table_artifact

@@ -21,7 +21,24 @@ for _chatty in ("mlflow.sklearn", "mlflow.utils.environment", "mlflow.models.mod
     logging.getLogger(_chatty).setLevel(logging.ERROR)
 
 
+def preload_mlflow() -> None:
+    """Import MLflow and the parts the tracker uses (seconds of CPU; no side effects), so that
+    it can happen while other work runs."""
+    import mlflow  # noqa: F401
+    import mlflow.sklearn  # noqa: F401
+    from mlflow import MlflowClient  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+
+
 class Tracker:
+    @classmethod
+    def after(
+        cls, preload: Any, workspace: Workspace, experiment: str, *, uri: str | None = None
+    ) -> Tracker:
+        """A tracker started once ``preload`` (an in-flight :func:`preload_mlflow`) is done."""
+        preload.result()
+        return cls(workspace, experiment, uri=uri)
+
     def __init__(self, workspace: Workspace, experiment: str, *, uri: str | None = None) -> None:
         import mlflow
         from mlflow import MlflowClient
