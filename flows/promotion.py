@@ -465,9 +465,7 @@ def judge(
             "check-train-sample",
             check_train_sample,
             chosen,
-            splits.restricted(("train", "selection"))
-            if config.scaleout.engine == "dask"
-            else splits,
+            splits,  # a submitted stage runs in the flow process: nothing shipped, no copy
             candidates=config.candidates,
             config=config.scale.train_sample_check,
         )
