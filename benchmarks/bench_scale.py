@@ -177,6 +177,26 @@ class TimedRunner:
     ) -> list[T]:
         return self.inner.concurrent(name, self._timed(name, fn), calls, labels)
 
+    def concurrent_then(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+        then_name: str,
+        then_fn: Callable[..., Any],
+        then_call: Callable[[T], dict[str, Any] | None],
+    ) -> tuple[list[T], list[Any]]:
+        return self.inner.concurrent_then(
+            name,
+            self._timed(name, fn),
+            calls,
+            labels,
+            then_name,
+            self._timed(then_name, then_fn),
+            then_call,
+        )
+
     def submit(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Any:
         return self.inner.submit(name, self._timed(name, fn), *args, **kwargs)
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -347,32 +348,27 @@ def choose(
     # the Dask engine ships a task run's arguments to a worker: only the splits it reads
     dask = config.scaleout.engine == "dask"
     fit_splits = splits.restricted(("train",)) if dask else splits
-    trained: list[TrainedModel] = runner.concurrent(
+    cal_splits = splits.restricted(("train", "selection")) if dask else splits
+    # each candidate is calibrated as soon as it has trained (a failed one is not)
+    trained, calibrated = runner.concurrent_then(
         "train-candidate",
         train_candidate,
         [{"splits": fit_splits, "name": n, "config": config.candidates} for n in names],
         names,
-    )
-    del fit_splits
-    cal_splits = splits.restricted(("train", "selection")) if dask else splits
-    ok = [t for t in trained if t.ok]
-    calibrated: list[CalibratedModel] = runner.concurrent(
         "calibrate",
         calibrate,
-        [
+        partial(
+            _calibration_call,
             {
-                "candidate": t,
                 "splits": cal_splits,
                 "config": config.calibration,
                 "max_rows": config.scale.calibration_max_rows,
                 "seed": config.scale.seed,
                 "threads": config.scale.evidence_threads,
-            }
-            for t in ok
-        ],
-        [t.name for t in ok],
+            },
+        ),
     )
-    del cal_splits
+    del fit_splits, cal_splits
     if not calibrated:
         raise NoCandidate(
             "every candidate failed: " + "; ".join(f"{t.name}: {t.error}" for t in trained)
@@ -410,6 +406,11 @@ def choose(
         chosen,
         selection.evidence[chosen.name],
     )
+
+
+def _calibration_call(common: dict[str, Any], trained: TrainedModel) -> dict[str, Any] | None:
+    """``calibrate``'s arguments for a candidate that trained; None for one that failed."""
+    return {"candidate": trained, **common} if trained.ok else None
 
 
 def judge(

@@ -1,7 +1,8 @@
 """How stages run: as Prefect task runs inside a flow, or as direct calls (for benchmarks and
 for measuring Prefect's overhead against the very same functions).
 
-A stage runs now (``call``, ``concurrent``: the flow waits for its result) or is started and
+A stage runs now (``call``, ``concurrent``, ``concurrent_then``: the flow waits for its
+result) or is started and
 collected later (``submit``, ``submit_concurrent``: an :class:`InFlight` whose ``result()``
 waits), so that stages that do not depend on each other run at the same time. A submitted stage
 runs where ``call`` would run it (in the flow process, in its own thread, with a copy of the
@@ -29,6 +30,7 @@ from tasks.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class InFlight(Generic[T]):
@@ -70,6 +72,17 @@ class InFlight(Generic[T]):
 
 def _identity(value: T) -> T:
     return value
+
+
+def _chain(
+    first: Callable[[], T],
+    then_fn: Callable[..., U],
+    then_call: Callable[[T], dict[str, Any] | None],
+) -> tuple[T, tuple[U] | None]:
+    """``first()``, then ``then_fn(**then_call(its result))`` unless ``then_call`` says None."""
+    result = first()
+    then_kwargs = then_call(result)
+    return result, None if then_kwargs is None else (then_fn(**then_kwargs),)
 
 
 def _in_thread(name: str, body: Callable[[], Any]) -> Future[Any]:
@@ -135,6 +148,22 @@ class Runner(Protocol):
         labels: Sequence[str],
     ) -> list[T]: ...
 
+    def concurrent_then(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+        then_name: str,
+        then_fn: Callable[..., U],
+        then_call: Callable[[T], dict[str, Any] | None],
+    ) -> tuple[list[T], list[U]]:
+        """Two concurrent stages pipelined per label: each call of ``fn`` is followed, as
+        soon as it has ended, by ``then_fn(**then_call(its result))`` (none when
+        ``then_call`` returns None). Returns ``fn``'s results and ``then_fn``'s, in the order of
+        ``calls``; both stages' failpoints pass once every call has ended."""
+        ...
+
     def submit(
         self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> InFlight[T]: ...
@@ -186,6 +215,33 @@ class DirectRunner(_Starter):
         results = self._fan_out(fn, calls)
         failpoint(f"after-stage:{name}")
         return results
+
+    def concurrent_then(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+        then_name: str,
+        then_fn: Callable[..., U],
+        then_call: Callable[[T], dict[str, Any] | None],
+    ) -> tuple[list[T], list[U]]:
+        if self.sequential:
+            firsts = [fn(**kw) for kw in calls]
+            nexts = [then_call(r) for r in firsts]
+            seconds = [then_fn(**kw) for kw in nexts if kw is not None]
+        else:
+            with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+                futures = [
+                    pool.submit(_chain, functools.partial(fn, **kw), then_fn, then_call)
+                    for kw in calls
+                ]
+                pairs = [f.result() for f in futures]
+            firsts = [a for a, _ in pairs]
+            seconds = [b[0] for _, b in pairs if b is not None]
+        failpoint(f"after-stage:{name}")
+        failpoint(f"after-stage:{then_name}")
+        return firsts, seconds
 
     def _now(self, name: str, body: Callable[[], T]) -> InFlight[T]:
         future: Future[T] = Future()
@@ -331,6 +387,43 @@ class PrefectRunner(_Starter):
         results = _raise_input_problems(self._fan_out(name, fn, calls, labels))
         failpoint(f"after-stage:{name}")
         return results
+
+    def concurrent_then(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        calls: Sequence[dict[str, Any]],
+        labels: Sequence[str],
+        then_name: str,
+        then_fn: Callable[..., U],
+        then_call: Callable[[T], dict[str, Any] | None],
+    ) -> tuple[list[T], list[U]]:
+        first_task, then_task = self._task(name, fn), self._task(then_name, then_fn)
+
+        def run(task: Any, stage: str, label: str, /, **kw: Any) -> Any:
+            future = task.with_options(task_run_name=f"{stage}-{label}").submit(**kw)
+            return _checked(future.result())
+
+        # one thread per label in the flow process: it submits the label's first task run,
+        # waits for it, then submits the next (the task runs go to the flow's task runner,
+        # as with ``concurrent``)
+        chains = [
+            _in_thread(
+                f"stage-{name}-{label}",
+                functools.partial(
+                    _chain,
+                    functools.partial(run, first_task, name, label, **kw),
+                    functools.partial(run, then_task, then_name, label),
+                    then_call,
+                ),
+            )
+            for kw, label in zip(calls, labels, strict=True)
+        ]
+        wait(chains)
+        pairs = [c.result() for c in chains]
+        failpoint(f"after-stage:{name}")
+        failpoint(f"after-stage:{then_name}")
+        return [a for a, _ in pairs], [b[0] for _, b in pairs if b is not None]
 
     def submit(
         self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any

@@ -64,6 +64,19 @@ class RecordingRunner(DirectRunner):
     def concurrent(self, name, fn, calls, labels):  # type: ignore[no-untyped-def]
         return super().concurrent(name, self._timed(name, fn), calls, labels)
 
+    def concurrent_then(  # type: ignore[no-untyped-def]
+        self, name, fn, calls, labels, then_name, then_fn, then_call
+    ):
+        return super().concurrent_then(
+            name,
+            self._timed(name, fn),
+            calls,
+            labels,
+            then_name,
+            self._timed(then_name, then_fn),
+            then_call,
+        )
+
     def submit(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> InFlight[T]:
         return super().submit(name, self._timed(name, fn), *args, **kwargs)
 
@@ -101,6 +114,8 @@ def test_promotion_overlapped_stages_give_the_sequential_record(tmp_path: Path) 
     assert overlapped.spans["robustness"][0] < stability_end
     assert frozenset(("robustness", "stability-fold")) in overlapped.overlapping()
     assert overlapped.spans["train-baselines"][0] < overlapped.spans["train-candidate"][1]
+    # a candidate is calibrated as soon as it has trained
+    assert overlapped.spans["calibrate"][0] < overlapped.spans["train-candidate"][1]
     # the gates started after every stage they read had ended
     gates_start = overlapped.spans["run-gates"][0]
     for stage in ("score-chosen", "package-model", "stability-fold", "robustness"):

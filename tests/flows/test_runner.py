@@ -50,6 +50,38 @@ def test_runner_submitted_stages_run_at_once_and_pass_failpoints_when_collected(
     assert "after-stage:failing" not in passed
 
 
+def test_runner_concurrent_then_starts_each_next_call_when_its_first_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passed: list[str] = []
+    monkeypatch.setattr(runner_module, "failpoint", passed.append)
+    fast_calibrated = threading.Event()
+
+    def train(label: str) -> str:
+        # the slow candidate trains until the fast one has been calibrated
+        if label == "slow" and not fast_calibrated.wait(timeout=30):
+            raise TimeoutError("the fast candidate was not calibrated while this one trained")
+        return label
+
+    def calibrate(trained: str) -> str:
+        if trained == "fast":
+            fast_calibrated.set()
+        return f"calibrated {trained}"
+
+    trained, calibrated = DirectRunner().concurrent_then(
+        "train",
+        train,
+        [{"label": x} for x in ("slow", "failed", "fast")],
+        ["slow", "failed", "fast"],
+        "calibrate",
+        calibrate,
+        lambda t: None if t == "failed" else {"trained": t},
+    )
+    assert trained == ["slow", "failed", "fast"]
+    assert calibrated == ["calibrated slow", "calibrated fast"]  # in the order of the calls
+    assert passed == ["after-stage:train", "after-stage:calibrate"]
+
+
 def test_runner_sequential_runs_submitted_stages_at_once() -> None:
     runner = DirectRunner(max_workers=1, sequential=True)
     seen: list[str] = []
