@@ -827,6 +827,14 @@ class TrainSampleCheckConfig(Section):
         "loss is not climbing, however significant (share of log loss, 0-1; 0.005 = 0.5 %).",
     )
     seed: int = Field(29, description="Seed of the half sample (label-stratified).")
+    max_selection_rows: int = Field(
+        200_000,
+        gt=0,
+        description="The two fits are compared on at most this many selection rows (a "
+        "label-stratified seeded sample when the judged selection split has more): the "
+        "standard error of the gain is already a few ten-thousandths of a nat there, and "
+        "each row costs a pass of the half-sample model (rows).",
+    )
 
 
 class ScaleConfig(Section):

@@ -72,7 +72,9 @@ def check_train_sample(
     train split was not sampled (``splits.plan["train"]["sampled"]``) or the check is off.
 
     ``splits`` needs the train and selection rows. The full-sample probabilities are the ones
-    calibration kept (``chosen.selection_raw``), scored here only when absent."""
+    calibration kept (``chosen.selection_raw``), scored here only when absent. A selection
+    split above ``config.max_selection_rows`` is compared on a label-stratified seeded sample
+    of that many rows."""
     if not config.enabled or not splits.plan.get("train", {}).get("sampled"):
         return None
     raw = chosen.raw
@@ -84,7 +86,13 @@ def check_train_sample(
     pipeline = build_candidate(raw.name, splits.roles, config=candidates)
     pipeline.fit(splits.X("train").iloc[half], y_train[half])
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
-    p_full = chosen.selection_raw if chosen.selection_raw is not None else raw.predict(X_sel)
+    p_full = chosen.selection_raw
+    if len(y_sel) > config.max_selection_rows:
+        keep = stratified_sample(y_sel, config.max_selection_rows, seed=config.seed)
+        X_sel, y_sel = X_sel.iloc[keep], y_sel[keep]
+        p_full = None if p_full is None else p_full[keep]
+    if p_full is None:
+        p_full = raw.predict(X_sel)
     p_half = np.asarray(pipeline.predict_proba(X_sel)[:, 1], dtype=float)
     loss_full, loss_half = row_log_loss(y_sel, p_full), row_log_loss(y_sel, p_half)
     d = loss_half - loss_full

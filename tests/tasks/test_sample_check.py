@@ -147,3 +147,20 @@ def test_check_train_sample_practical_share_decides_a_significant_but_small_gain
     assert again is not None and not again.climbing
     assert "beyond noise but below" in again.sentence
     assert again.gain_nats == check.gain_nats  # same seeded half, only the verdict moves
+
+
+def test_check_train_sample_compares_at_most_max_selection_rows() -> None:
+    frame, roles = _logistic_frame()
+    splits = _split(frame, roles, SCALE)
+    chosen = _chosen(splits)
+    n_sel = splits.rows["selection"]
+    capped = TrainSampleCheckConfig(max_selection_rows=n_sel // 3)
+    check = check_train_sample(chosen, splits, candidates=ONLY_LR, config=capped)
+    assert check is not None and check.selection_rows == n_sel // 3
+    # the full fit's kept probabilities are read at the same sampled rows as re-scoring gives
+    again = check_train_sample(
+        dataclasses.replace(chosen, selection_raw=None), splits, candidates=ONLY_LR, config=capped
+    )
+    assert again == check
+    whole = check_train_sample(chosen, splits, candidates=ONLY_LR, config=TrainSampleCheckConfig())
+    assert whole is not None and whole.selection_rows == n_sel
