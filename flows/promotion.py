@@ -64,9 +64,9 @@ from tasks.promote import (
     reconcile_at_start,
 )
 from tasks.reconcile import run_alive
-from tasks.record_models import parse_records
+from tasks.record_models import TrainSampleCheckBlock, parse_records
 from tasks.records import RecordStore, champion_of
-from tasks.sample_check import TrainSampleCheck, check_train_sample
+from tasks.sample_check import check_train_sample
 from tasks.select_policy import (
     Policy,
     PolicyEvidence,
@@ -187,7 +187,7 @@ class Evaluation:
     scores: ChosenScores
     full_test: FullTestEvidence | None = None
     """The evidence pass over the whole test split (only when the test split was sampled)."""
-    sample_check: TrainSampleCheck | None = None
+    sample_check: TrainSampleCheckBlock | None = None
     """Whether the train sample was large enough (only when the train split was sampled)."""
     explanation: dict[str, Any] = field(default_factory=dict)
     """The chosen model's explanation (``tasks.explain``; empty when not asked for)."""
@@ -922,19 +922,20 @@ def _candidates_summary(
     return out
 
 
-def _data_plan(splits: Splits, check: TrainSampleCheck | None) -> dict[str, Any]:
+def _data_plan(splits: Splits, check: TrainSampleCheckBlock | None) -> dict[str, Any]:
     """The record's ``data.plan``: the split plan, and on train the sample check if it ran
     (a new dict: ``splits.plan`` is not changed)."""
     if check is None:
         return splits.plan
-    return {**splits.plan, "train": {**splits.plan["train"], "sample_check": check.as_dict()}}
+    check_block = check.model_dump(mode="json")
+    return {**splits.plan, "train": {**splits.plan["train"], "sample_check": check_block}}
 
 
 def _notes(
     splits: Splits,
     config: BayesPilotConfig,
     stability: Any,
-    sample_check: TrainSampleCheck | None = None,
+    sample_check: TrainSampleCheckBlock | None = None,
 ) -> tuple[str, ...]:
     notes = [
         f"{name}: {entry['rows_used']:,} of {entry['rows_available']:,} rows ({entry['reason']})"

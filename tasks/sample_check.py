@@ -14,47 +14,18 @@ user should raise ``scale.train_sample_rows``. Evidence only: it never changes a
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from configs.settings import CandidatesConfig, TrainSampleCheckConfig
 from tasks.calibrate import CalibratedModel
+from tasks.record_models import TrainSampleCheckBlock
 from tasks.select_policy import row_log_loss
 from tasks.split_data import Splits, stratified_sample
 from tasks.train_candidates import build_candidate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSampleCheck:
-    """The two-point learning curve of the chosen candidate on the selection split.
-
-    Log losses in nats per row (raw, uncalibrated probabilities); ``gain_nats`` is the mean
-    paired per-row difference half minus full (positive: the full sample is better) and
-    ``gain_se_nats`` its standard error; ``relative_gain`` is ``gain_nats`` as a share of
-    ``log_loss_full`` (0-1); ROC-AUCs are None when selection holds one class only."""
-
-    candidate: str
-    rows_full: int
-    rows_half: int
-    selection_rows: int
-    log_loss_full: float
-    log_loss_half: float
-    gain_nats: float
-    gain_se_nats: float
-    relative_gain: float
-    roc_auc_full: float | None
-    roc_auc_half: float | None
-    z: float
-    min_relative_gain: float
-    climbing: bool
-    sentence: str
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
@@ -67,7 +38,7 @@ def check_train_sample(
     *,
     candidates: CandidatesConfig,
     config: TrainSampleCheckConfig,
-) -> TrainSampleCheck | None:
+) -> TrainSampleCheckBlock | None:
     """The learning-curve check of ``chosen`` (see the module docstring), or None when the
     train split was not sampled (``splits.plan["train"]["sampled"]``) or the check is off.
 
@@ -137,7 +108,7 @@ def check_train_sample(
         log.warning("train sample check: %s", sentence)
     else:
         log.info("train sample check: %s", sentence)
-    return TrainSampleCheck(
+    return TrainSampleCheckBlock(
         candidate=raw.name,
         rows_full=len(index),
         rows_half=len(half),
