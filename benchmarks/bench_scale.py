@@ -141,10 +141,10 @@ class TimedRunner:
     only its wall interval is its own; the CPU seconds and peak RSS of an interval are the
     whole process's while the stage ran (shared with the stages that overlapped it)."""
 
-    def __init__(self, watcher: RssWatcher) -> None:
+    def __init__(self, watcher: RssWatcher, *, sequential: bool = False) -> None:
         from flows.runner import DirectRunner
 
-        self.inner = DirectRunner()
+        self.inner = DirectRunner(sequential=sequential)
         self.flow_run_id: str | None = None
         self.watcher = watcher
         self.spans: list[tuple[str, float, float]] = []  # (stage, start s, end s)
@@ -282,7 +282,7 @@ def child(args: argparse.Namespace) -> int:
         *args.set,
     ]
     config = load_config(args.config, overrides=overrides)
-    runner = TimedRunner(watcher)
+    runner = TimedRunner(watcher, sequential=args.sequential)
     cluster: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         if args.engine == "dask":
@@ -409,9 +409,7 @@ def report(
         f"{'peak RSS MiB':>14}  overlaps"
     )
     for s in summary["stages"]:
-        span = (
-            f"{s['start_s']:>9.1f}{s['end_s']:>9.1f}" if "start_s" in s else f"{'':>9}{'':>9}"
-        )
+        span = f"{s['start_s']:>9.1f}{s['end_s']:>9.1f}" if "start_s" in s else f"{'':>9}{'':>9}"
         print(
             f"  {s['stage']:<24}{span}{s['wall_s']:>9.1f}{s.get('cpu_s', float('nan')):>9.1f}"
             f"{s['peak_rss_mib']:>14.0f}  {', '.join(s.get('overlaps') or []) or '-'}"
@@ -475,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override k=v")
     parser.add_argument("--workdir", default=None, help="keep data and workspace here")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the stages one after another (each stage's CPU s is then its own; with "
+        "--set scale.evidence_threads=1 nothing runs at the same time)",
+    )
     parser.add_argument("--dask-workers", type=int, default=4)
     parser.add_argument("--dask-memory-limit", default="2GiB")
     parser.add_argument(
@@ -523,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             "--dask-memory-limit",
             args.dask_memory_limit,
             *[x for kv in args.set for x in ("--set", kv)],
+            *(["--sequential"] if args.sequential else []),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         env["PYTHONPATH"] = str(REPO_ROOT)

@@ -873,12 +873,16 @@ class ScaleConfig(Section):
         "sample of this many rows each (rows).",
     )
     calibration_max_rows: int = Field(
-        100_000,
+        50_000,
         gt=0,
-        description="Calibrators are cross-fitted on the out-of-fold scores of at most this "
-        "many of a candidate's train rows (a label-stratified seeded sample when it has more; "
-        "recorded in the calibration reason). A calibrator has a few to a few dozen "
-        "parameters; its cross-fit costs cv_folds model fits on every row it uses (rows).",
+        description="Calibrators fit on the out-of-fold scores of at most this many of a "
+        "candidate's train rows (a label-stratified seeded sample when it has more; recorded "
+        "in the calibration reason). The cross-fit then takes ceil(cv_folds x this / train "
+        "rows) folds (at least 2) whose models fit on all the other train rows, so no fold "
+        "model sees less than (cv_folds - 1)/cv_folds of train, as in the full cross-fit. A "
+        "calibrator has 2 (sigmoid) to 2 x (1 + segment levels) (segment_sigmoid) parameters; "
+        "at this size the standard error of a calibrated rate of 0.3 is 0.002 overall and "
+        "about 0.015 in a segment holding 2 % of the rows (rows).",
     )
     seed: int = Field(17, description="Seed of the samples (split seed-independent).")
     chunk_rows: int = Field(

@@ -14,13 +14,14 @@ reported apart from probability metrics.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import parallel_backend
+from joblib import Parallel, delayed, parallel_backend
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import _SigmoidCalibration
@@ -333,6 +334,55 @@ def choose_method(
     return chosen, gaps
 
 
+def cross_fit_fold_count(rows: int, held_out: int, cv_folds: int) -> int:
+    """Folds of a cross-fit over ``rows`` fitting rows of which ``held_out`` get an
+    out-of-fold score: ``cv_folds`` when all do, else ``ceil(cv_folds * held_out / rows)``
+    (at least 2, at most ``cv_folds``): no fold withholds more than ``rows / cv_folds``."""
+    if held_out >= rows:
+        return cv_folds
+    return max(2, min(cv_folds, math.ceil(cv_folds * held_out / rows)))
+
+
+def cross_fit_folds(
+    y: np.ndarray, held_out: np.ndarray | None = None, *, cv_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-fit folds over ``len(y)`` fitting rows: ``(fit positions, scored positions)``
+    per fold, both sorted. The scored positions of the folds partition ``held_out`` (sorted
+    positions of the rows that get an out-of-fold score; all rows when None), stratified by
+    label and seeded; each fold's model fits on every other row.
+
+    With every row held out this is ``StratifiedKFold(cv_folds)``: each fold model fits on
+    ``(cv_folds - 1)/cv_folds`` of the rows. With fewer held out (``m`` of ``n``) it takes
+    ``ceil(cv_folds * m / n)`` folds (at least 2): each fold then withholds at most
+    ``n / cv_folds`` rows, so every fold model still fits on at least that share of the rows,
+    as close to the model fitted on all of them as the full cross-fit, for fewer fits."""
+    n = len(y)
+    positions = np.arange(n) if held_out is None else np.asarray(held_out)
+    m = len(positions)
+    folds = StratifiedKFold(
+        n_splits=cross_fit_fold_count(n, m, cv_folds), shuffle=True, random_state=seed
+    )
+    out = []
+    for _, scored in folds.split(np.zeros(m), y[positions]):
+        rows = positions[scored]
+        keep = np.ones(n, dtype=bool)
+        keep[rows] = False
+        out.append((np.flatnonzero(keep), rows))
+    return out
+
+
+def _fit_and_score(
+    estimator: object,
+    X: pd.DataFrame,  # noqa: N803
+    y: np.ndarray,
+    fit: np.ndarray,
+    scored: np.ndarray,
+    response: str,
+) -> np.ndarray:
+    model = clone(estimator).fit(X.iloc[fit], y[fit])  # type: ignore[attr-defined]
+    return raw_scores(model, X.iloc[scored], response)
+
+
 def out_of_fold_scores(
     candidate: TrainedModel,
     X: pd.DataFrame,  # noqa: N803
@@ -340,19 +390,27 @@ def out_of_fold_scores(
     *,
     config: CalibrationConfig,
     threads: int = 1,
+    held_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Raw scores of clones of the candidate's pipeline, each fitted without the fold it
-    scores (stratified, seeded). Returns the scores and the response method. ``threads``:
-    folds fitted at once (threads; each fold's fit is seeded and independent of the others,
-    so the scores do not depend on it)."""
+    """Raw scores of clones of the candidate's pipeline, each fitted without the rows it
+    scores (:func:`cross_fit_folds`: stratified, seeded). ``held_out``: sorted positions of
+    the rows of ``X`` to score (all when None); the scores come in that order. Returns the
+    scores and the response method. ``threads``: folds fitted at once (threads; each fold's
+    fit is seeded and independent of the others, so the scores do not depend on it)."""
     response = response_method(candidate.estimator)
-    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+    folds = cross_fit_folds(y, held_out, cv_folds=config.cv_folds, seed=config.seed)
     with parallel_backend("threading", n_jobs=threads):
-        oof = cross_val_predict(
-            clone(candidate.estimator), X, y, cv=folds, method=response, n_jobs=threads
+        scores = Parallel(n_jobs=threads)(
+            delayed(_fit_and_score)(candidate.estimator, X, y, fit, scored, response)
+            for fit, scored in folds
         )
-    oof = np.asarray(oof, dtype=float)
-    return (oof[:, 1] if oof.ndim == 2 else oof), response
+    positions = np.arange(len(y)) if held_out is None else np.asarray(held_out)
+    slot = np.empty(len(y), dtype=np.int64)
+    slot[positions] = np.arange(len(positions))
+    oof = np.empty(len(positions), dtype=float)
+    for (_, scored), s in zip(folds, scores, strict=True):
+        oof[slot[scored]] = s
+    return oof, response
 
 
 def calibrate(
@@ -368,9 +426,11 @@ def calibrate(
     within noise of the lowest selection log loss (:func:`choose_method`). The served
     estimator wraps the candidate's own fitted pipeline.
 
-    ``max_rows`` (``scale.calibration_max_rows``): a candidate fitted on more train rows is
-    cross-fitted on a label-stratified sample of that many of them (seeded by ``seed``); the
-    reason says so. Without it, or at or below it, on all of them. ``threads``
+    ``max_rows`` (``scale.calibration_max_rows``): a candidate fitted on more train rows gets
+    out-of-fold scores (and its calibrators their fitting rows) on a label-stratified sample
+    of that many of them (seeded by ``seed``), in :func:`cross_fit_fold_count` folds whose
+    models fit on all its other train rows (:func:`cross_fit_folds`); the reason says so.
+    Without it, or at or below it, every train row is scored in ``cv_folds`` folds. ``threads``
     (``scale.evidence_threads``): cross-fit folds fitted at once; the result does not depend
     on it."""
     if not candidate.ok:
@@ -381,19 +441,24 @@ def calibrate(
         else np.arange(splits.rows["train"])
     )
     notes = []
+    X_fit, y_fit = splits.X("train").iloc[index], splits.y("train")[index]
+    held: np.ndarray | None = None
+    folds = config.cv_folds
     if max_rows is not None and len(index) > max_rows:
-        available = len(index)
-        index = index[stratified_sample(splits.y("train")[index], max_rows, seed=seed)]
+        held = stratified_sample(y_fit, max_rows, seed=seed)
+        folds = cross_fit_fold_count(len(index), max_rows, config.cv_folds)
         notes.append(
-            f"cross-fitted on a label-stratified seeded sample of {max_rows} of its "
-            f"{available} train rows (scale.calibration_max_rows)"
+            f"out-of-fold scores on a label-stratified seeded sample of {max_rows} of its "
+            f"{len(index)} train rows (scale.calibration_max_rows), in {folds} folds whose "
+            f"models each fit on at least {len(index) - math.ceil(max_rows / folds)} of "
+            f"them (the other rows)"
         )
-    X_tr, y_tr = splits.X("train").iloc[index], splits.y("train")[index]
+    X_tr, y_tr = (X_fit, y_fit) if held is None else (X_fit.iloc[held], y_fit[held])
     methods = list(config.methods)
-    if "isotonic" in methods and len(index) < config.min_rows_for_isotonic:
+    if "isotonic" in methods and len(y_tr) < config.min_rows_for_isotonic:
         methods.remove("isotonic")
         notes.append(
-            f"isotonic not considered: {len(index)} out-of-fold rows < "
+            f"isotonic not considered: {len(y_tr)} out-of-fold rows < "
             f"{config.min_rows_for_isotonic}"
         )
     segments = calibration_segments(splits.roles)
@@ -402,7 +467,7 @@ def calibrate(
         notes.append("segment_sigmoid not considered: no categorical segment column")
     needs_oof = any(m != "none" for m in methods)
     oof, response = (
-        out_of_fold_scores(candidate, X_tr, y_tr, config=config, threads=threads)
+        out_of_fold_scores(candidate, X_fit, y_fit, config=config, threads=threads, held_out=held)
         if needs_oof
         else (np.zeros(0), response_method(candidate.estimator))
     )
@@ -469,8 +534,8 @@ def calibrate(
     )
     reason = (
         f"{why}; log loss and its excess over the lowest (+/- {config.tie_z:g} standard "
-        f"errors of the paired difference): {losses}; calibrators fitted on {len(index)} "
-        f"out-of-fold train rows ({config.cv_folds} folds)" + "".join(f"; {n}" for n in notes)
+        f"errors of the paired difference): {losses}; calibrators fitted on {len(y_tr)} "
+        f"out-of-fold train rows ({folds} folds)" + "".join(f"; {n}" for n in notes)
     )
     log.info("calibration for %s: %s (%s)", candidate.name, best, reason)
     return CalibratedModel(
@@ -481,7 +546,7 @@ def calibrate(
         metrics,
         reason,
         oof_log_loss=oof_loss,
-        cv_folds=config.cv_folds,
+        cv_folds=folds,
         selection_p=selection_p[best],
         selection_raw=(
             p_none if p_none is not None else raw_sel if response == "predict_proba" else None

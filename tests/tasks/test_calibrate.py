@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import expit, logit
+from sklearn.base import clone
 from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from tasks.calibrate import (
     METHOD_COMPLEXITY,
@@ -18,6 +20,8 @@ from tasks.calibrate import (
     SegmentSigmoid,
     calibrate,
     choose_method,
+    cross_fit_fold_count,
+    cross_fit_folds,
     decision_and_probability,
     out_of_fold_scores,
 )
@@ -67,6 +71,56 @@ def test_out_of_fold_scores_same_on_several_threads(splits) -> None:
         one, _ = out_of_fold_scores(cand, X, y, config=cfg.calibration)
         two, _ = out_of_fold_scores(cand, X, y, config=cfg.calibration, threads=2)
         assert np.array_equal(one, two)  # folds fitted at once: bit for bit the same scores
+
+
+def test_out_of_fold_scores_on_every_row_equal_sklearns_cross_val_predict(splits) -> None:
+    cfg, s = splits
+    X, y = s.X("train"), s.y("train")
+    folds = StratifiedKFold(
+        cfg.calibration.cv_folds, shuffle=True, random_state=cfg.calibration.seed
+    )
+    for name in ("gradient_boosting", "random_forest", "logistic_regression"):
+        cand = train_candidate(s, name=name, config=cfg.candidates)
+        oof, response = out_of_fold_scores(cand, X, y, config=cfg.calibration)
+        ref = np.asarray(cross_val_predict(clone(cand.estimator), X, y, cv=folds, method=response))
+        assert np.array_equal(oof, ref[:, 1] if ref.ndim == 2 else ref)
+
+
+def test_cross_fit_folds_withhold_at_most_one_cv_share_of_the_rows() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random(10_000) < 0.2).astype(np.int64)
+    every = cross_fit_folds(y, cv_folds=5, seed=7)
+    ref = StratifiedKFold(5, shuffle=True, random_state=7).split(np.zeros(len(y)), y)
+    for (fit, scored), (ref_fit, ref_scored) in zip(every, ref, strict=True):
+        assert np.array_equal(fit, ref_fit) and np.array_equal(scored, ref_scored)
+    for held_rows, k in ((4_000, 2), (5_000, 3), (1_000, 2), (9_000, 5)):
+        assert cross_fit_fold_count(len(y), held_rows, 5) == k
+        held = np.sort(rng.choice(len(y), held_rows, replace=False))
+        folds = cross_fit_folds(y, held, cv_folds=5, seed=7)
+        assert len(folds) == k
+        scored_all = np.concatenate([sc for _, sc in folds])
+        assert np.array_equal(np.sort(scored_all), held)  # each held-out row scored once
+        for fit, scored in folds:
+            assert len(np.intersect1d(fit, scored)) == 0
+            assert len(fit) + len(scored) == len(y)  # the model fits on every other row
+            assert len(fit) >= len(y) * 4 / 5 - 1  # no fold withholds more than 1/cv_folds
+            share = y[scored].mean()
+            assert abs(share - y[held].mean()) < 0.03  # stratified
+
+
+def test_out_of_fold_scores_on_held_out_rows_fit_on_the_other_rows(splits) -> None:
+    cfg, s = splits
+    X, y = s.X("train"), s.y("train")
+    cand = train_candidate(s, name="logistic_regression", config=cfg.candidates)
+    held = np.sort(np.random.default_rng(2).choice(len(y), len(y) // 3, replace=False))
+    oof, _ = out_of_fold_scores(cand, X, y, config=cfg.calibration, held_out=held)
+    assert oof.shape == (len(held),)
+    for fit, scored in cross_fit_folds(
+        y, held, cv_folds=cfg.calibration.cv_folds, seed=cfg.calibration.seed
+    ):
+        model = clone(cand.estimator).fit(X.iloc[fit], y[fit])
+        expected = model.decision_function(X.iloc[scored])
+        assert np.array_equal(oof[np.searchsorted(held, scored)], expected)
 
 
 def test_segment_sigmoid_fits_a_segment_with_its_own_slope() -> None:
@@ -131,7 +185,10 @@ def test_calibrate_cross_fits_on_a_seeded_stratified_sample_above_max_rows(split
     n = len(cand.train_index) if cand.train_index is not None else s.rows["train"]
     sampled = calibrate(cand, s, config=cfg.calibration, max_rows=n // 2, seed=3)
     assert f"sample of {n // 2} of its {n} train rows" in sampled.reason
-    assert f"fitted on {n // 2} out-of-fold train rows" in sampled.reason
+    k = cross_fit_fold_count(n, n // 2, cfg.calibration.cv_folds)
+    assert k == 3 and sampled.cv_folds == k  # ceil(5 x 1/2): fold models fit on 5/6 of train
+    assert f"fitted on {n // 2} out-of-fold train rows ({k} folds)" in sampled.reason
+    assert f"models each fit on at least {n - -(-(n // 2) // k)} of them" in sampled.reason
     again = calibrate(cand, s, config=cfg.calibration, max_rows=n // 2, seed=3)
     assert again.oof_log_loss == sampled.oof_log_loss  # seeded
     every = calibrate(cand, s, config=cfg.calibration, max_rows=n)  # at the cap: all rows
