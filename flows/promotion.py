@@ -26,7 +26,14 @@ from configs.settings import BayesPilotConfig, ConfigError, build_config
 from flows import distributed, reports
 from flows.runner import DirectRunner, InFlight, PrefectRunner, Runner, in_background
 from flows.tracking import Tracker, preload_mlflow
-from tasks.calibrate import CalibratedModel, calibrate, reliability_table, segment_calibration
+from tasks.calibrate import (
+    CalibratedModel,
+    calibrate,
+    fit_cross_fold,
+    plan_cross_fits,
+    reliability_table,
+    segment_calibration,
+)
 from tasks.check_schema import FeatureSchemaMismatch, check_champion_schema
 from tasks.economics import resolve_for_run
 from tasks.evidence import (
@@ -349,7 +356,31 @@ def choose(
     dask = config.scaleout.engine == "dask"
     fit_splits = splits.restricted(("train",)) if dask else splits
     cal_splits = splits.restricted(("train", "selection")) if dask else splits
-    # each candidate is calibrated as soon as it has trained (a failed one is not)
+    # the calibration cross-fit folds need no fitted candidate: they fit beside the
+    # candidates, and each candidate is calibrated once it and its folds are done (a failed
+    # one is not)
+    plans = runner.call(
+        "plan-cross-fit",
+        plan_cross_fits,
+        splits,
+        names=names,
+        candidates=config.candidates,
+        config=config.calibration,
+        max_rows=config.scale.calibration_max_rows,
+        seed=config.scale.seed,
+    )
+    cross_fits = {
+        n: runner.submit_concurrent(
+            "cross-fit-fold",
+            fit_cross_fold,
+            [
+                {"plan": plan, "fold": i, "splits": fit_splits, "candidates": config.candidates}
+                for i in range(len(plan.folds))
+            ],
+            [f"{n}-{i}" for i in range(len(plan.folds))],
+        )
+        for n, plan in plans.items()
+    }
     trained, calibrated = runner.concurrent_then(
         "train-candidate",
         train_candidate,
@@ -366,6 +397,7 @@ def choose(
                 "seed": config.scale.seed,
                 "threads": config.scale.evidence_threads,
             },
+            cross_fits,
         ),
     )
     del fit_splits, cal_splits
@@ -408,9 +440,16 @@ def choose(
     )
 
 
-def _calibration_call(common: dict[str, Any], trained: TrainedModel) -> dict[str, Any] | None:
-    """``calibrate``'s arguments for a candidate that trained; None for one that failed."""
-    return {"candidate": trained, **common} if trained.ok else None
+def _calibration_call(
+    common: dict[str, Any],
+    cross_fits: dict[str, InFlight[list[np.ndarray]]],
+    trained: TrainedModel,
+) -> dict[str, Any] | None:
+    """``calibrate``'s arguments for a candidate that trained (waiting for its cross-fit
+    folds); None for one that failed."""
+    if not trained.ok:
+        return None
+    return {"candidate": trained, **common, "out_of_fold": cross_fits[trained.name].result()}
 
 
 def judge(
@@ -470,8 +509,7 @@ def judge(
             candidates=config.candidates,
             config=config.scale.train_sample_check,
         )
-        if config.scale.train_sample_check.enabled
-        and splits.plan.get("train", {}).get("sampled")
+        if config.scale.train_sample_check.enabled and splits.plan.get("train", {}).get("sampled")
         else None
     )
     champ_scores = runner.submit(
@@ -684,9 +722,7 @@ def _promotion_run(
     config = economics.apply(config)
     champion = champion_of(head)
     mlflow_import = in_background("import-mlflow", preload_mlflow)  # imports only
-    choice = choose(
-        config, runner=runner, workspace=workspace, run_id=run_id, champion=champion
-    )
+    choice = choose(config, runner=runner, workspace=workspace, run_id=run_id, champion=champion)
     workspace.ensure()
     # the MLflow client (its database) starts while the evidence stages run
     tracking = in_background(

@@ -29,12 +29,12 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from configs.settings import CalibrationConfig
+from configs.settings import CalibrationConfig, CandidatesConfig
 from tasks.evaluate import ProbabilityMetrics, ece_table, probability_metrics
 from tasks.load_data import ColumnRoles
 from tasks.select_policy import row_log_loss
 from tasks.split_data import Splits, stratified_sample
-from tasks.train_candidates import TrainedModel
+from tasks.train_candidates import TrainedModel, build_candidate, train_rows
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +371,100 @@ def cross_fit_folds(
     return out
 
 
+@dataclass(frozen=True)
+class CrossFitPlan:
+    """A candidate's cross-fit, fixed before anything is fitted. ``fit_rows``: the train
+    positions the candidate fits on (sorted); ``held``: positions within them that get an
+    out-of-fold score (sorted; all when None); ``folds``: ``(fit, scored)`` positions within
+    ``fit_rows`` (:func:`cross_fit_folds`), none when no calibration method needs scores."""
+
+    name: str
+    fit_rows: np.ndarray = field(repr=False)
+    held: np.ndarray | None = field(repr=False)
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...] = field(repr=False)
+
+    @property
+    def scored_rows(self) -> int:
+        return len(self.fit_rows) if self.held is None else len(self.held)
+
+
+def plan_cross_fit(
+    name: str,
+    fit_rows: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    config: CalibrationConfig,
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> CrossFitPlan:
+    """The cross-fit of candidate ``name`` fitted on train positions ``fit_rows`` (labels of
+    all train rows: ``y_train``). Above ``max_rows`` fitting rows a label-stratified sample of
+    that many (seeded by ``seed``) is scored, in :func:`cross_fit_fold_count` folds."""
+    y_fit = y_train[fit_rows]
+    held = (
+        stratified_sample(y_fit, max_rows, seed=seed)
+        if max_rows is not None and len(fit_rows) > max_rows
+        else None
+    )
+    needs_scores = any(m != "none" for m in config.methods)
+    folds = (
+        tuple(cross_fit_folds(y_fit, held, cv_folds=config.cv_folds, seed=config.seed))
+        if needs_scores
+        else ()
+    )
+    return CrossFitPlan(name, np.asarray(fit_rows), held, folds)
+
+
+def plan_cross_fits(
+    splits: Splits,
+    *,
+    names: Sequence[str],
+    candidates: CandidatesConfig,
+    config: CalibrationConfig,
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> dict[str, CrossFitPlan]:
+    """:func:`plan_cross_fit` of each candidate in ``names``, on the train rows it fits on."""
+    return {
+        n: plan_cross_fit(
+            n,
+            train_rows(n, splits.rows["train"], candidates),
+            splits.y("train"),
+            config=config,
+            max_rows=max_rows,
+            seed=seed,
+        )
+        for n in names
+    }
+
+
+def fit_cross_fold(
+    plan: CrossFitPlan, fold: int, splits: Splits, *, candidates: CandidatesConfig
+) -> np.ndarray:
+    """Fold ``fold`` of ``plan``: a fresh pipeline of the candidate fitted on the fold's fitting
+    rows, and its raw scores (the candidate's response) on the fold's scored rows. Needs no
+    fitted candidate, so it runs beside the candidate's own fit."""
+    fit, scored = plan.folds[fold]
+    X = splits.X("train").iloc[plan.fit_rows]  # noqa: N806
+    y = splits.y("train")[plan.fit_rows]
+    model = build_candidate(plan.name, splits.roles, config=candidates)
+    response = response_method(model)
+    model.fit(X.iloc[fit], y[fit])
+    return raw_scores(model, X.iloc[scored], response)
+
+
+def assemble_out_of_fold(plan: CrossFitPlan, fold_scores: Sequence[np.ndarray]) -> np.ndarray:
+    """The folds' scores in the order of the scored rows (``plan.held``, or all fit rows)."""
+    n = len(plan.fit_rows)
+    positions = np.arange(n) if plan.held is None else plan.held
+    slot = np.empty(n, dtype=np.int64)
+    slot[positions] = np.arange(len(positions))
+    oof = np.empty(len(positions), dtype=float)
+    for (_, scored), scores in zip(plan.folds, fold_scores, strict=True):
+        oof[slot[scored]] = scores
+    return oof
+
+
 def _fit_and_score(
     estimator: object,
     X: pd.DataFrame,  # noqa: N803
@@ -404,13 +498,8 @@ def out_of_fold_scores(
             delayed(_fit_and_score)(candidate.estimator, X, y, fit, scored, response)
             for fit, scored in folds
         )
-    positions = np.arange(len(y)) if held_out is None else np.asarray(held_out)
-    slot = np.empty(len(y), dtype=np.int64)
-    slot[positions] = np.arange(len(positions))
-    oof = np.empty(len(positions), dtype=float)
-    for (_, scored), s in zip(folds, scores, strict=True):
-        oof[slot[scored]] = s
-    return oof, response
+    plan = CrossFitPlan(candidate.name, np.arange(len(y)), held_out, tuple(folds))
+    return assemble_out_of_fold(plan, scores), response
 
 
 def calibrate(
@@ -421,6 +510,7 @@ def calibrate(
     max_rows: int | None = None,
     seed: int = 0,
     threads: int = 1,
+    out_of_fold: Sequence[np.ndarray] | None = None,
 ) -> CalibratedModel:
     """Cross-fit each allowed method on the candidate's train rows, pick the simplest one
     within noise of the lowest selection log loss (:func:`choose_method`). The served
@@ -432,7 +522,8 @@ def calibrate(
     models fit on all its other train rows (:func:`cross_fit_folds`); the reason says so.
     Without it, or at or below it, every train row is scored in ``cv_folds`` folds. ``threads``
     (``scale.evidence_threads``): cross-fit folds fitted at once; the result does not depend
-    on it."""
+    on it. ``out_of_fold``: the folds' scores already computed by :func:`fit_cross_fold` on
+    :func:`plan_cross_fit` with the same arguments (the flow fits them beside the candidate)."""
     if not candidate.ok:
         raise ValueError(f"cannot calibrate failed candidate {candidate.name}: {candidate.error}")
     index = (
@@ -440,17 +531,18 @@ def calibrate(
         if candidate.train_index is not None
         else np.arange(splits.rows["train"])
     )
+    plan = plan_cross_fit(
+        candidate.name, index, splits.y("train"), config=config, max_rows=max_rows, seed=seed
+    )
     notes = []
     X_fit, y_fit = splits.X("train").iloc[index], splits.y("train")[index]
-    held: np.ndarray | None = None
-    folds = config.cv_folds
-    if max_rows is not None and len(index) > max_rows:
-        held = stratified_sample(y_fit, max_rows, seed=seed)
-        folds = cross_fit_fold_count(len(index), max_rows, config.cv_folds)
+    held = plan.held
+    folds = len(plan.folds) or config.cv_folds
+    if held is not None and plan.folds:
         notes.append(
-            f"out-of-fold scores on a label-stratified seeded sample of {max_rows} of its "
+            f"out-of-fold scores on a label-stratified seeded sample of {len(held)} of its "
             f"{len(index)} train rows (scale.calibration_max_rows), in {folds} folds whose "
-            f"models each fit on at least {len(index) - math.ceil(max_rows / folds)} of "
+            f"models each fit on at least {min(len(f) for f, _ in plan.folds)} of "
             f"them (the other rows)"
         )
     X_tr, y_tr = (X_fit, y_fit) if held is None else (X_fit.iloc[held], y_fit[held])
@@ -466,11 +558,15 @@ def calibrate(
         methods.remove("segment_sigmoid")
         notes.append("segment_sigmoid not considered: no categorical segment column")
     needs_oof = any(m != "none" for m in methods)
-    oof, response = (
-        out_of_fold_scores(candidate, X_fit, y_fit, config=config, threads=threads, held_out=held)
-        if needs_oof
-        else (np.zeros(0), response_method(candidate.estimator))
-    )
+    response = response_method(candidate.estimator)
+    if not needs_oof:
+        oof = np.zeros(0)
+    elif out_of_fold is not None:
+        oof = assemble_out_of_fold(plan, out_of_fold)
+    else:
+        oof, _ = out_of_fold_scores(
+            candidate, X_fit, y_fit, config=config, threads=threads, held_out=held
+        )
     X_sel, y_sel = splits.X("selection"), splits.y("selection")
     # one pass of the pipeline over selection per response (not one per method): each
     # method's selection probabilities are its calibrator applied to the same raw scores

@@ -138,7 +138,9 @@ def enabled_candidates(config: CandidatesConfig) -> tuple[str, ...]:
     return tuple(n for n in CANDIDATE_NAMES if getattr(config, n).enabled)
 
 
-def _train_rows(name: str, n: int, config: CandidatesConfig) -> np.ndarray:
+def train_rows(name: str, n: int, config: CandidatesConfig) -> np.ndarray:
+    """Sorted train positions candidate ``name`` fits on (of ``n``): all, or a seeded
+    subsample of ``random_forest.max_train_rows`` for the forest."""
     cap = config.random_forest.max_train_rows if name == "random_forest" else n
     if n <= cap:
         return np.arange(n)
@@ -148,7 +150,7 @@ def _train_rows(name: str, n: int, config: CandidatesConfig) -> np.ndarray:
 def train_candidate(splits: Splits, *, name: str, config: CandidatesConfig) -> TrainedModel:
     """Fit one candidate on train; a failure is returned, not raised, so others go on."""
     start = time.perf_counter()
-    rows = _train_rows(name, splits.rows["train"], config)
+    rows = train_rows(name, splits.rows["train"], config)
     try:
         pipeline = build_candidate(name, splits.roles, config=config)
         pipeline.fit(splits.X("train").iloc[rows], splits.y("train")[rows])

@@ -23,7 +23,9 @@ from tasks.calibrate import (
     cross_fit_fold_count,
     cross_fit_folds,
     decision_and_probability,
+    fit_cross_fold,
     out_of_fold_scores,
+    plan_cross_fits,
 )
 from tasks.train_candidates import train_candidate
 
@@ -121,6 +123,28 @@ def test_out_of_fold_scores_on_held_out_rows_fit_on_the_other_rows(splits) -> No
         model = clone(cand.estimator).fit(X.iloc[fit], y[fit])
         expected = model.decision_function(X.iloc[scored])
         assert np.array_equal(oof[np.searchsorted(held, scored)], expected)
+
+
+@pytest.mark.parametrize("max_rows", [None, 1500])
+def test_fit_cross_fold_before_training_gives_calibrate_the_same_result(splits, max_rows) -> None:
+    """The flow fits the folds beside the candidates (no fitted candidate needed) and hands
+    them to ``calibrate``: the same calibration as ``calibrate`` cross-fitting by itself."""
+    cfg, s = splits
+    names = ("gradient_boosting", "random_forest", "logistic_regression")
+    plans = plan_cross_fits(
+        s, names=names, candidates=cfg.candidates, config=cfg.calibration, max_rows=max_rows
+    )
+    for name in names:
+        plan = plans[name]
+        folds = [
+            fit_cross_fold(plan, i, s, candidates=cfg.candidates) for i in range(len(plan.folds))
+        ]
+        cand = train_candidate(s, name=name, config=cfg.candidates)
+        own = calibrate(cand, s, config=cfg.calibration, max_rows=max_rows)
+        given = calibrate(cand, s, config=cfg.calibration, max_rows=max_rows, out_of_fold=folds)
+        assert given.reason == own.reason and given.method == own.method
+        assert given.oof_log_loss == own.oof_log_loss
+        assert np.array_equal(given.selection_p, own.selection_p)
 
 
 def test_segment_sigmoid_fits_a_segment_with_its_own_slope() -> None:
