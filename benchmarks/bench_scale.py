@@ -76,15 +76,69 @@ def cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+class ProcessTree:
+    """This process and its live descendants (the flow's worker processes for model refits,
+    the technical gate's probe): their summed RSS (MiB; pages shared between them counted
+    once per process, so an upper bound) and CPU seconds (own, waited-for children's and the
+    live descendants'). The descendant list is refreshed every ``refresh_s``."""
+
+    def __init__(self, refresh_s: float = 0.25) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self._refresh_s = refresh_s
+        self._seen_at = -1.0
+        self._children: list[Any] = []
+        self._cpu_done: dict[int, float] = {}  # descendants seen, last CPU s (for those gone)
+
+    def _descendants(self) -> list[Any]:
+        now = time.perf_counter()
+        if now - self._seen_at >= self._refresh_s:
+            self._children = self._me.children(recursive=True)
+            self._seen_at = now
+        return self._children
+
+    def sample(self) -> tuple[float, float]:
+        """(RSS MiB, CPU s) of the tree now."""
+        import psutil
+
+        rss, cpu = rss_mib(), cpu_s()
+        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu += waited.ru_utime + waited.ru_stime
+        for proc in self._descendants():
+            try:
+                rss += proc.memory_info().rss / 2**20
+                t = proc.cpu_times()
+                self._cpu_done[proc.pid] = t.user + t.system
+            except psutil.Error:
+                continue
+        # a worker that ended and was waited for is in RUSAGE_CHILDREN: drop it from the
+        # live tally then; one never waited for keeps its last reading
+        live = {p.pid for p in self._children}
+        for pid in [q for q in self._cpu_done if q not in live]:
+            if not _alive(pid):
+                self._cpu_done.pop(pid)
+        return rss, cpu + sum(self._cpu_done.values())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def max_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     """Peak RSS (MiB) of this process (or its largest waited-for child) so far."""
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
 class RssWatcher:
-    """A daemon thread sampling this process's RSS (MiB) and CPU seconds every ``interval_s``
-    into a time series (seconds since start), so that any interval's peak RSS and CPU can be
-    read afterwards, whatever else ran during it."""
+    """A daemon thread sampling the RSS (MiB) and CPU seconds of this process and its worker
+    processes (:class:`ProcessTree`) every ``interval_s`` into a time series (seconds since
+    start), so that any interval's peak RSS and CPU can be read afterwards, whatever else ran
+    during it."""
 
     def __init__(self, interval_s: float = SAMPLE_S) -> None:
         self.interval_s = interval_s
@@ -92,6 +146,7 @@ class RssWatcher:
         self.samples: list[tuple[float, float, float]] = []  # (t s, RSS MiB, CPU s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._tree = ProcessTree()
         self.sample()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -100,7 +155,8 @@ class RssWatcher:
         return time.perf_counter() - self.t0
 
     def sample(self) -> None:
-        row = (self.now(), rss_mib(), cpu_s())
+        rss, cpu = self._tree.sample()
+        row = (self.now(), rss, cpu)
         with self._lock:
             self.samples.append(row)
 
@@ -293,9 +349,14 @@ def child(args: argparse.Namespace) -> int:
             address = stack.enter_context(dask_cluster(config))
             client = stack.enter_context(_client(address))
             cluster["before"] = _worker_pids(client)
-        start, start_cpu, t_start = time.perf_counter(), cpu_s(), watcher.now()
+        watcher.sample()
+        start, t_start = time.perf_counter(), watcher.now()
+        start_cpu = watcher.cpu_at(t_start)
         result = promotion_pipeline(config, runner=runner)
-        wall, cpu, t_end = time.perf_counter() - start, cpu_s() - start_cpu, watcher.now()
+        wall = time.perf_counter() - start
+        watcher.sample()
+        t_end = watcher.now()
+        cpu = watcher.cpu_at(t_end) - start_cpu
         if args.engine == "dask":
             cluster.update(_worker_report(client, cluster.pop("before")))
     rec = result.outcome.record
@@ -305,7 +366,10 @@ def child(args: argparse.Namespace) -> int:
         "wall_s": wall,
         "cpu_s": cpu,
         "load_average_1m": os.getloadavg()[0],
-        "peak_rss_mib": max_rss_mib(),
+        # the flow process and its worker processes, summed (sampled), or the flow process's
+        # own peak when that is higher (a peak between two samples)
+        "peak_rss_mib": max(max_rss_mib(), watcher.peak_rss(t_start, t_end)),
+        "peak_rss_flow_mib": max_rss_mib(),
         "peak_rss_children_mib": max_rss_mib(resource.RUSAGE_CHILDREN),
         "stages": [],  # below, once the watcher has its last sample
         "decision": rec["decision"],
@@ -401,8 +465,9 @@ def report(
     print(
         "  stages run at the same time: each row is the stage's own interval (start..end, "
         "seconds from the\n  start of the run) and wall time; CPU s and peak RSS are the whole "
-        "process's during that interval,\n  shared with the stages listed as overlapping (the "
-        "rows do not add up; the total line is the real wall)"
+        "process tree's (the flow and\n  its worker processes) during that interval, shared "
+        "with the stages listed as overlapping (the\n  rows do not add up; the total line is "
+        "the real wall)"
     )
     print(
         f"  {'stage':<24}{'start s':>9}{'end s':>9}{'wall s':>9}{'CPU s':>9}"
@@ -422,7 +487,10 @@ def report(
         f"  load average at the end: {summary['load_average_1m']:.1f} (2 cores: above 2, other "
         "processes competed and wall time overstates the flow's own)"
     )
-    print(f"  largest child process peak RSS: {summary['peak_rss_children_mib']:.0f} MiB")
+    print(
+        f"  flow process peak RSS: {summary.get('peak_rss_flow_mib', float('nan')):.0f} MiB; "
+        f"largest waited-for child process: {summary['peak_rss_children_mib']:.0f} MiB"
+    )
     target = TARGET_S.get(rows)
     if target is not None:
         print(

@@ -900,6 +900,15 @@ class ScaleConfig(Section):
         "(threads; NumPy and the models release the GIL). Results do not depend on it; "
         "memory grows with it (one gate's bootstrap chunk per thread).",
     )
+    fit_processes: int = Field(
+        2,
+        ge=0,
+        description="Worker processes the evidence refits run in: the calibration cross-fit "
+        "folds and the stability folds (model fits whose Python-level work would otherwise "
+        "queue on the flow process's interpreter lock beside every other stage); 0 runs "
+        "them in threads of the flow process. With scaleout.engine dask they run on the "
+        "cluster instead. Results do not depend on it (processes).",
+    )
     train_sample_check: TrainSampleCheckConfig = Field(
         default_factory=TrainSampleCheckConfig,
         description="Whether a sampled train split was large enough (a learning-curve "

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from prefect import flow
@@ -24,7 +24,14 @@ from prefect.states import Completed, Failed, State
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, ConfigError, build_config
 from flows import distributed, reports
-from flows.runner import DirectRunner, InFlight, PrefectRunner, Runner, in_background
+from flows.runner import (
+    DirectRunner,
+    InFlight,
+    PrefectRunner,
+    Runner,
+    in_background,
+    in_processes,
+)
 from flows.tracking import Tracker, preload_mlflow
 from tasks.calibrate import (
     CalibratedModel,
@@ -96,6 +103,7 @@ from tasks.validate_data import (
     validate_table,
 )
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 FLOW_NAME = "churn-promotion"
 
@@ -369,12 +377,15 @@ def choose(
         max_rows=config.scale.calibration_max_rows,
         seed=config.scale.seed,
     )
+    # model refits run in worker processes (or on the cluster): only train is shipped
+    processes = 0 if dask else config.scale.fit_processes
+    refit_splits = splits.restricted(("train",)) if processes else fit_splits
     cross_fits = {
         n: runner.submit_concurrent(
             "cross-fit-fold",
-            fit_cross_fold,
+            _refit(fit_cross_fold, processes),
             [
-                {"plan": plan, "fold": i, "splits": fit_splits, "candidates": config.candidates}
+                {"plan": plan, "fold": i, "splits": refit_splits, "candidates": config.candidates}
                 for i in range(len(plan.folds))
             ],
             [f"{n}-{i}" for i in range(len(plan.folds))],
@@ -400,7 +411,7 @@ def choose(
             cross_fits,
         ),
     )
-    del fit_splits, cal_splits
+    del fit_splits, cal_splits, refit_splits
     if not calibrated:
         raise NoCandidate(
             "every candidate failed: " + "; ".join(f"{t.name}: {t.error}" for t in trained)
@@ -438,6 +449,11 @@ def choose(
         chosen,
         selection.evidence[chosen.name],
     )
+
+
+def _refit(fn: Callable[..., T], processes: int) -> Callable[..., T]:
+    """A refit stage's body: ``fn`` in one of ``processes`` worker processes (0: as is)."""
+    return in_processes(fn, processes) if processes else fn
 
 
 def _calibration_call(
@@ -485,7 +501,10 @@ def judge(
     folds: StabilityData = runner.call("stability-folds", stability_folds, splits, config=config)
     fold_results = runner.submit_concurrent(
         "stability-fold",
-        fit_stability_fold,
+        _refit(
+            fit_stability_fold,
+            0 if config.scaleout.engine == "dask" else config.scale.fit_processes,
+        ),
         [
             {
                 "fold": f,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -107,6 +109,49 @@ def in_background(name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any)
     client, in its own thread while the stages run; ``result()`` waits for it."""
     future = _in_thread(name, functools.partial(fn, *args, **kwargs))
     return InFlight(name, future, _identity, boundary=False)
+
+
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Worker initializer: a daemon thread ends the worker as soon as the process that started
+    it is gone (a killed flow leaves no worker behind; its helper processes then see their
+    pipes close and end too)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _process_pool(workers: int) -> Any:
+    from joblib.externals.loky import get_reusable_executor
+
+    # reused across stages and runs of this process (started on first use, ended when idle)
+    return get_reusable_executor(
+        max_workers=workers,
+        timeout=600,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def in_processes(fn: Callable[..., T], workers: int) -> Callable[..., T]:
+    """``fn`` run in one of ``workers`` worker processes (loky's reusable executor) while the
+    calling thread waits: its arguments are pickled to the worker and its result back, so
+    ``fn`` must be a module-level function of picklable arguments. For stages whose work is a
+    Python-heavy model fit: in a thread of the flow process their interpreter time queues on
+    one lock with every other stage's; in a worker it does not. The result does not depend on
+    where it ran. Workers inherit the environment (``OMP_NUM_THREADS``)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        result: T = _process_pool(workers).submit(fn, *args, **kwargs).result()
+        return result
+
+    return run
 
 
 class _Starter:
@@ -251,9 +296,7 @@ class DirectRunner(_Starter):
             future.set_exception(exc)
         return InFlight(name, future, _identity)
 
-    def submit(
-        self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> InFlight[T]:
+    def submit(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> InFlight[T]:
         body = functools.partial(fn, *args, **kwargs)
         if self.sequential:
             return self._now(name, body)
@@ -425,9 +468,7 @@ class PrefectRunner(_Starter):
         failpoint(f"after-stage:{then_name}")
         return [a for a, _ in pairs], [b[0] for _, b in pairs if b is not None]
 
-    def submit(
-        self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> InFlight[T]:
+    def submit(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> InFlight[T]:
         task = self._task(name, fn)
         return self._start(name, functools.partial(task, *args, **kwargs), _checked)
 

@@ -43,6 +43,8 @@ ALL_STAGES = (
     "validate-data",
     "split-data",
     "train-baselines",
+    "plan-cross-fit",
+    "cross-fit-fold",
     "train-candidate",
     "calibrate",
     "select-policy",

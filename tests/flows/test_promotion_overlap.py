@@ -114,8 +114,9 @@ def test_promotion_overlapped_stages_give_the_sequential_record(tmp_path: Path) 
     assert overlapped.spans["robustness"][0] < stability_end
     assert frozenset(("robustness", "stability-fold")) in overlapped.overlapping()
     assert overlapped.spans["train-baselines"][0] < overlapped.spans["train-candidate"][1]
-    # a candidate is calibrated as soon as it has trained
-    assert overlapped.spans["calibrate"][0] < overlapped.spans["train-candidate"][1]
+    # the calibration cross-fit folds fitted beside the candidates (they need no fitted one)
+    assert overlapped.spans["cross-fit-fold"][0] < overlapped.spans["train-candidate"][1]
+    assert frozenset(("cross-fit-fold", "train-candidate")) in overlapped.overlapping()
     # the gates started after every stage they read had ended
     gates_start = overlapped.spans["run-gates"][0]
     for stage in ("score-chosen", "package-model", "stability-fold", "robustness"):

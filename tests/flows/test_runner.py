@@ -135,3 +135,20 @@ def test_runner_prefect_submit_is_a_named_task_run_of_the_flow(prefect_harness: 
     assert any(n.startswith("bad-input-") for n in names), names
     # the input error ended its task run without a failure (no retry, no traceback)
     assert set(names.values()) == {"COMPLETED"}
+
+
+def _worker_pid(fail: bool = False) -> int:
+    if fail:
+        raise DataError("column 'tenure' is missing")
+    return os.getpid()
+
+
+def test_in_processes_runs_a_stage_body_in_a_worker_process_and_carries_its_error() -> None:
+    body = runner_module.in_processes(_worker_pid, 1)
+    assert body.__name__ == "_worker_pid"  # the task run keeps the stage function's name
+    worker = body()
+    assert worker != os.getpid() and body() == worker  # one reused worker
+    with pytest.raises(DataError, match="tenure"):
+        body(fail=True)
+    results = DirectRunner().concurrent("refit", body, [{}, {}], ["0", "1"])
+    assert results == [worker, worker]

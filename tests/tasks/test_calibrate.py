@@ -144,6 +144,7 @@ def test_fit_cross_fold_before_training_gives_calibrate_the_same_result(splits, 
         given = calibrate(cand, s, config=cfg.calibration, max_rows=max_rows, out_of_fold=folds)
         assert given.reason == own.reason and given.method == own.method
         assert given.oof_log_loss == own.oof_log_loss
+        assert given.selection_p is not None and own.selection_p is not None
         assert np.array_equal(given.selection_p, own.selection_p)
 
 
