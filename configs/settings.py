@@ -904,10 +904,11 @@ class ScaleConfig(Section):
         2,
         ge=0,
         description="Worker processes the evidence refits run in: the calibration cross-fit "
-        "folds and the stability folds (model fits whose Python-level work would otherwise "
-        "queue on the flow process's interpreter lock beside every other stage); 0 runs "
-        "them in threads of the flow process. With scaleout.engine dask they run on the "
-        "cluster instead. Results do not depend on it (processes).",
+        "folds, the stability folds and the train sample check (model fits whose "
+        "Python-level work would otherwise queue on the flow process's interpreter lock "
+        "beside every other stage); 0 runs them in threads of the flow process. With "
+        "scaleout.engine dask the folds run on the cluster instead. Results do not depend "
+        "on it (processes).",
     )
     train_sample_check: TrainSampleCheckConfig = Field(
         default_factory=TrainSampleCheckConfig,

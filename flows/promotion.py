@@ -489,6 +489,8 @@ def judge(
     for every stage they read. The memory-heavy stages (the gates, then the full-test evidence
     pass) never run at the same time as each other."""
     splits, chosen, policy = choice.splits, choice.chosen, choice.policy_ev.policy
+    # model refits run in worker processes (the Dask engine: on the cluster, or in the flow)
+    processes = 0 if config.scaleout.engine == "dask" else config.scale.fit_processes
     # the chosen model's probabilities on test (calibrated and raw) and selection, once: every
     # later stage reuses them instead of re-scoring the same rows
     scoring: InFlight[ChosenScores] = runner.submit(
@@ -501,10 +503,7 @@ def judge(
     folds: StabilityData = runner.call("stability-folds", stability_folds, splits, config=config)
     fold_results = runner.submit_concurrent(
         "stability-fold",
-        _refit(
-            fit_stability_fold,
-            0 if config.scaleout.engine == "dask" else config.scale.fit_processes,
-        ),
+        _refit(fit_stability_fold, processes),
         [
             {
                 "fold": f,
@@ -522,9 +521,10 @@ def judge(
     checking_sample = (
         runner.submit(
             "check-train-sample",
-            check_train_sample,
+            _refit(check_train_sample, processes),
             chosen,
-            splits,  # a submitted stage runs in the flow process: nothing shipped, no copy
+            # in the flow process (no worker processes) nothing is shipped, no copy
+            splits.restricted(("train", "selection")) if processes else splits,
             candidates=config.candidates,
             config=config.scale.train_sample_check,
         )

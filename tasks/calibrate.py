@@ -34,7 +34,14 @@ from tasks.evaluate import ProbabilityMetrics, ece_table, probability_metrics
 from tasks.load_data import ColumnRoles
 from tasks.select_policy import row_log_loss
 from tasks.split_data import Splits, stratified_sample
-from tasks.train_candidates import TrainedModel, build_candidate, train_rows
+from tasks.train_candidates import (
+    TrainedModel,
+    binary_boosting,
+    build_candidate,
+    pipeline_scores,
+    train_rows,
+    tree_sums,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +55,10 @@ def response_method(estimator: object) -> str:
 
 
 def raw_scores(estimator: object, X: pd.DataFrame, response: str) -> np.ndarray:  # noqa: N803
-    """The uncalibrated score ``response`` of ``estimator`` per row (1-d float array)."""
-    out = np.asarray(getattr(estimator, response)(X), dtype=float)
-    return out[:, 1] if out.ndim == 2 else out
+    """The uncalibrated score ``response`` of ``estimator`` per row (1-d float array); a
+    gradient-boosting pipeline's trees are read binned (same values; see
+    :func:`tasks.train_candidates.pipeline_scores`)."""
+    return pipeline_scores(estimator, X, response)
 
 
 def decision_and_probability(
@@ -60,20 +68,13 @@ def decision_and_probability(
     """``(decision_function, predict_proba[:, 1])`` of a fitted binary ``pipeline`` per row.
 
     A gradient-boosting pipeline (sklearn's ``HistGradientBoostingClassifier``) computes both
-    from one pass of its trees: its ``predict_proba`` is its loss's link applied to the very
-    sums its ``decision_function`` returns, so the two results are bit for bit those of the
-    two public calls at half the cost. Any other pipeline is simply called twice."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.pipeline import Pipeline
-
-    model = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else None
-    if (
-        isinstance(model, HistGradientBoostingClassifier)
-        and getattr(model, "n_trees_per_iteration_", None) == 1
-        and hasattr(model, "_raw_predict")
-        and hasattr(model, "_loss")
-    ):
-        sums = model._raw_predict(pipeline[:-1].transform(X))
+    from one pass of its trees (read binned: :func:`tasks.train_candidates.tree_sums`): its
+    ``predict_proba`` is its loss's link applied to the very sums its ``decision_function``
+    returns, so the two results are bit for bit those of the two public calls at under half
+    the cost. Any other pipeline is simply called twice."""
+    model = binary_boosting(pipeline)
+    if model is not None:
+        sums = tree_sums(model, pipeline[:-1].transform(X))
         proba = np.asarray(model._loss.predict_proba(sums), dtype=float)
         return np.asarray(sums.ravel(), dtype=float), proba[:, 1]
     return (

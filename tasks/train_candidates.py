@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,68 @@ class TrainedModel:
         """Churn probability per row."""
         if self.estimator is None:
             raise RuntimeError(f"{self.name} has no fitted estimator: {self.error}")
-        proba: np.ndarray = self.estimator.predict_proba(X)[:, 1]  # type: ignore[attr-defined]
-        return proba
+        return pipeline_scores(self.estimator, X, "predict_proba")
+
+
+def binary_boosting(pipeline: Any) -> Any:
+    """The final ``HistGradientBoostingClassifier`` of a binary, numeric-split ``pipeline``
+    whose trees :func:`tree_sums` can read (None for anything else)."""
+    model = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else None
+    if not isinstance(model, HistGradientBoostingClassifier):
+        return None
+    categorical = getattr(model, "is_categorical_", None)
+    readable = (
+        getattr(model, "n_trees_per_iteration_", None) == 1
+        and (categorical is None or not np.any(categorical))
+        and all(
+            hasattr(model, a)
+            for a in (
+                "_preprocess_X",
+                "_bin_mapper",
+                "_predictors",
+                "_predict_iterations",
+                "_baseline_prediction",
+                "_loss",
+            )
+        )
+    )
+    return model if readable else None
+
+
+def tree_sums(model: Any, Xt: Any) -> np.ndarray:  # noqa: N803
+    """``model._raw_predict(Xt)`` (rows x 1, log-odds) read from the trees' binned form, as
+    sklearn scores its own early-stopping rows during ``fit``.
+
+    Exact, not approximate: a split sends a row left when ``x <= threshold``, the threshold
+    being the upper edge of bin ``b`` of that feature's bin edges, and the bin mapper puts
+    ``x`` in the first bin whose edge is ``>= x``; so ``x <= edge[b]`` exactly when
+    ``bin(x) <= b``, and a missing value goes to the missing bin, which each node sends the way
+    it sends ``NaN``. The same leaves are summed in the same order (bit for bit, tested).
+    The trees then compare one-byte bins instead of floats: about a quarter less CPU."""
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    X = model._preprocess_X(Xt, reset=False)  # noqa: N806
+    binned = model._bin_mapper.transform(X)
+    sums = np.zeros((X.shape[0], 1), dtype=model._baseline_prediction.dtype, order="F")
+    sums += model._baseline_prediction
+    model._predict_iterations(
+        binned, model._predictors, sums, True, _openmp_effective_n_threads(None)
+    )
+    return sums
+
+
+def pipeline_scores(estimator: object, X: pd.DataFrame, response: str) -> np.ndarray:  # noqa: N803
+    """The uncalibrated score ``response`` (``decision_function`` or ``predict_proba``) of a
+    fitted binary ``estimator`` per row (1-d float array); a gradient-boosting pipeline's
+    trees are read binned (:func:`tree_sums`, the same values)."""
+    model = binary_boosting(estimator)
+    if model is not None and response in ("decision_function", "predict_proba"):
+        sums = tree_sums(model, estimator[:-1].transform(X))  # type: ignore[index]
+        if response == "decision_function":
+            return np.asarray(sums.ravel(), dtype=float)
+        return np.asarray(model._loss.predict_proba(sums), dtype=float)[:, 1]
+    out = np.asarray(getattr(estimator, response)(X), dtype=float)
+    return out[:, 1] if out.ndim == 2 else out
 
 
 def build_preprocessor(roles: ColumnRoles) -> ColumnTransformer:
@@ -89,9 +150,7 @@ def build_preprocessor(roles: ColumnRoles) -> ColumnTransformer:
     )
 
 
-def build_model(
-    name: str, *, config: CandidatesConfig, regressor: bool = False
-) -> BaseEstimator:
+def build_model(name: str, *, config: CandidatesConfig, regressor: bool = False) -> BaseEstimator:
     """The unfitted model of candidate ``name`` with its configured settings: the classifier,
     or with ``regressor`` the same family as a regressor (ridge for the logistic model, with
     alpha = 1 / C), which the X-learner's effect stage fits."""
