@@ -5,18 +5,21 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_scale.py --rows 1000000 [--engine local|dask]
         [--block-rows 250000] [--workdir DIR] [--keep] [--config configs/default.yaml]
         [--dask-workers 4] [--dask-memory-limit 2GiB] [--compare-with FILE]
-        [--set section.key=value ...]
+        [--sequential] [--set section.key=value ...]
 
 1. The synthetic generator writes ``--rows`` customers to a Parquet file in seeded blocks of
    ``--block-rows`` (one row group each; memory stays at one block). Timed, peak RSS shown.
 2. A child process (this script with ``--child``) runs the promotion flow on that file
    (``data.source: file``) with direct calls and a timing runner: for every stage it prints
-   its interval (start..end) and wall time (seconds), and the process's CPU seconds and peak
-   RSS (MiB) during that interval, sampled every 20 ms from ``/proc/self/status`` and
-   ``getrusage`` (plus ``ru_maxrss`` as the process peak). The flow runs independent stages at
-   the same time (``flows/runner.py``), so the CPU and RSS of overlapping stages are shared
-   and listed with the stages overlapped; a concurrent stage (candidates, calibration,
-   stability folds) is one row from its first call's start to its last call's end; time when
+   its interval (start..end) and wall time (seconds), and the CPU seconds and peak RSS (MiB)
+   during that interval of the process tree (the flow process and its live descendants: the
+   refit worker processes, the technical probe, with the Dask engine the LocalCluster; RSS
+   summed), sampled every 20 ms (``/proc``, ``getrusage``, psutil), plus ``ru_maxrss`` as the
+   flow process's own peak. ``--sequential`` runs the stages one after another, so that with
+   ``--set scale.evidence_threads=1`` each stage's CPU is its own. The flow runs independent
+   stages at the same time (``flows/runner.py``), so the CPU and RSS of overlapping stages are
+   shared and listed with the stages overlapped; a concurrent stage (candidates, cross-fit
+   folds, stability folds) is one row from its first call's start to its last call's end; time when
    no stage ran is listed as ``(between stages)``.
 3. The decision: promoted/rejected, the chosen candidate, the policy's contact threshold, and
    what the record says was sampled (``data_plan``).
@@ -24,7 +27,7 @@ Usage (from the repository root)::
    processes, ``--dask-memory-limit`` each; the flow loads, validates and splits the file on it,
    ``flows/distributed.py``), and after the run prints each worker's peak RSS and whether any
    worker was killed or restarted (a changed worker pid or address, the scheduler's
-   worker-removal events). The stage table is the flow process's. ``--compare-with FILE``
+   worker-removal events). ``--compare-with FILE``
    (the ``workspace-*.json`` summary of another run, e.g. the local engine's) says whether
    the decision, candidate, policy, data and split hashes and gate values match it.
 
