@@ -378,7 +378,7 @@ def choose(
         seed=config.scale.seed,
     )
     # model refits run in worker processes (or on the cluster): only train is shipped
-    processes = 0 if dask else config.scale.fit_processes
+    processes = _refit_processes(config)
     refit_splits = splits.restricted(("train",)) if processes else fit_splits
     cross_fits = {
         n: runner.submit_concurrent(
@@ -451,6 +451,12 @@ def choose(
     )
 
 
+def _refit_processes(config: BayesPilotConfig) -> int:
+    """Worker processes the model refits run in: ``scale.fit_processes``, none with the Dask
+    engine (its task runs go to the cluster; a submitted stage stays in the flow process)."""
+    return 0 if config.scaleout.engine == "dask" else config.scale.fit_processes
+
+
 def _refit(fn: Callable[..., T], processes: int) -> Callable[..., T]:
     """A refit stage's body: ``fn`` in one of ``processes`` worker processes (0: as is)."""
     return in_processes(fn, processes) if processes else fn
@@ -489,8 +495,7 @@ def judge(
     for every stage they read. The memory-heavy stages (the gates, then the full-test evidence
     pass) never run at the same time as each other."""
     splits, chosen, policy = choice.splits, choice.chosen, choice.policy_ev.policy
-    # model refits run in worker processes (the Dask engine: on the cluster, or in the flow)
-    processes = 0 if config.scaleout.engine == "dask" else config.scale.fit_processes
+    processes = _refit_processes(config)
     # the chosen model's probabilities on test (calibrated and raw) and selection, once: every
     # later stage reuses them instead of re-scoring the same rows
     scoring: InFlight[ChosenScores] = runner.submit(
