@@ -92,7 +92,8 @@ class ProcessTree:
         self._refresh_s = refresh_s
         self._seen_at = -1.0
         self._children: list[Any] = []
-        self._cpu_done: dict[int, float] = {}  # descendants seen, last CPU s (for those gone)
+        # descendants seen: last CPU s, and whether this process is their parent
+        self._cpu_seen: dict[int, tuple[float, bool]] = {}
 
     def _descendants(self) -> list[Any]:
         now = time.perf_counter()
@@ -112,16 +113,15 @@ class ProcessTree:
             try:
                 rss += proc.memory_info().rss / 2**20
                 t = proc.cpu_times()
-                self._cpu_done[proc.pid] = t.user + t.system
+                self._cpu_seen[proc.pid] = (t.user + t.system, proc.ppid() == self._me.pid)
             except psutil.Error:
                 continue
-        # a worker that ended and was waited for is in RUSAGE_CHILDREN: drop it from the
-        # live tally then; one never waited for keeps its last reading
-        live = {p.pid for p in self._children}
-        for pid in [q for q in self._cpu_done if q not in live]:
-            if not _alive(pid):
-                self._cpu_done.pop(pid)
-        return rss, cpu + sum(self._cpu_done.values())
+        # a child of this process that has ended and been waited for is in RUSAGE_CHILDREN:
+        # its last reading is dropped then; a grandchild that ended keeps its last reading
+        for pid, (_, own_child) in list(self._cpu_seen.items()):
+            if own_child and not _alive(pid):
+                del self._cpu_seen[pid]
+        return rss, cpu + sum(c for c, _ in self._cpu_seen.values())
 
 
 def _alive(pid: int) -> bool:

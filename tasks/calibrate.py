@@ -446,12 +446,10 @@ def fit_cross_fold(
     rows, and its raw scores (the candidate's response) on the fold's scored rows. Needs no
     fitted candidate, so it runs beside the candidate's own fit."""
     fit, scored = plan.folds[fold]
+    model = build_candidate(plan.name, splits.roles, config=candidates)
     X = splits.X("train").iloc[plan.fit_rows]  # noqa: N806
     y = splits.y("train")[plan.fit_rows]
-    model = build_candidate(plan.name, splits.roles, config=candidates)
-    response = response_method(model)
-    model.fit(X.iloc[fit], y[fit])
-    return raw_scores(model, X.iloc[scored], response)
+    return _fit_and_score(model, X, y, fit, scored, response_method(model))
 
 
 def assemble_out_of_fold(plan: CrossFitPlan, fold_scores: Sequence[np.ndarray]) -> np.ndarray:
