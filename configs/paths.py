@@ -84,6 +84,13 @@ class Workspace:
         return self.root / "outcomes"
 
     @property
+    def staging(self) -> Path:
+        """Scratch of live runs, one folder each: with the Dask engine, a CSV input staged as
+        Parquet for the workers (``tasks/stage_csv.py``). Removed when its run ends, and by
+        the next run's reconcile when the run was killed."""
+        return self.root / "staging"
+
+    @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
 
@@ -92,6 +99,9 @@ class Workspace:
 
     def run_models(self, run_id: str) -> Path:
         return self.models / run_id
+
+    def run_staging(self, run_id: str) -> Path:
+        return self.staging / run_id
 
     def ensure(self) -> Workspace:
         for d in (self.root, self.promotions, self.models, self.reports, self.logs):

@@ -1,8 +1,11 @@
-"""The Dask engine's data path: load, validate and split a Parquet table on partitions.
+"""The Dask engine's data path: load, validate and split a table on partitions.
 
-With ``scaleout.engine: dask`` and a Parquet ``data.path``, the flow process never reads the
-table. The workers read it partition by partition (``scaleout.dask_partition_rows`` rows of
-consecutive row groups, ``tasks.partitions``) and return summaries; the flow reduces them:
+With ``scaleout.engine: dask`` and a ``data.path``, the flow process never reads the table.
+A CSV file is first staged as Parquet by one worker (``tasks.stage_csv``: two chunked reads,
+one chunk in memory, the whole-file read's column types) into the run's staging folder,
+removed when the run ends. The workers read the Parquet table partition by partition
+(``scaleout.dask_partition_rows`` rows of consecutive row groups, ``tasks.partitions``) and
+return summaries; the flow reduces them:
 
 1. **load**: per partition the 64-bit row hashes (8 bytes a row), the label's text counts and,
    for text columns that may be numeric, parse counts. The flow streams the row hashes into
@@ -63,6 +66,7 @@ from tasks.partitions import (
     take_rows,
     validate_partition,
 )
+from tasks.reconcile import run_scratch
 from tasks.split_data import (
     SPLIT_NAMES,
     Splits,
@@ -70,6 +74,7 @@ from tasks.split_data import (
     split_plan,
     splits_over,
 )
+from tasks.stage_csv import StagedCsv, is_csv, stage_csv
 from tasks.validate_data import (
     ValidationReport,
     label_values_from,
@@ -80,20 +85,39 @@ from tasks.validate_data import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# the staged CSV in a run's staging folder (configs.paths.Workspace.run_staging)
+STAGED_TABLE = "table.parquet"
 # the scheduler address of the cluster this process started for the current run
 _ACTIVE: list[str] = []
 
 
 def uses_partitions(config: BayesPilotConfig) -> bool:
-    """The Dask engine on a Parquet file: the data path runs on partitions. (The generator's
-    data and CSV files are loaded in the flow process, as with the local engine.)"""
-    path = config.data.path
+    """The Dask engine on a file (Parquet, or CSV staged as Parquet): the data path runs on
+    partitions. (The generator's data is made in the flow process, as with the local
+    engine.)"""
     return (
         config.scaleout.engine == "dask"
         and config.data.source == "file"
-        and path is not None
-        and Path(path).suffix.lower() in {".parquet", ".pq"}
+        and config.data.path is not None
     )
+
+
+def needs_staging(config: BayesPilotConfig) -> bool:
+    """The partitioned data path reads a CSV file, which a worker stages as Parquet first
+    (``tasks.stage_csv``) in the run's staging folder."""
+    return uses_partitions(config) and is_csv(str(config.data.path))
+
+
+@contextmanager
+def staging_for_run(config: BayesPilotConfig, folder: Path) -> Iterator[None]:
+    """The run's staging ``folder`` (``configs.paths.Workspace.run_staging``) for the block,
+    when the data path stages a CSV file (:func:`needs_staging`): held alive, then removed
+    with what was staged. Nothing otherwise."""
+    if not needs_staging(config):
+        yield
+        return
+    with run_scratch(folder):
+        yield
 
 
 @contextmanager
@@ -179,20 +203,32 @@ def _columns(layout: TableLayout, config: BayesPilotConfig) -> list[str]:
     return [ROW_ID_COLUMN, *cols] if config.data.id_column is None else cols
 
 
-def load_partitioned(config: BayesPilotConfig, client: Any) -> PartitionedLoad:
-    """The load pass: layout, data hash, column roles (see the module docstring)."""
+def load_partitioned(
+    config: BayesPilotConfig, client: Any, *, staging: Path | None = None
+) -> PartitionedLoad:
+    """The load pass: layout, data hash, column roles (see the module docstring). A CSV file
+    is staged as Parquet into the folder ``staging`` first (the run's, which must be where
+    the workers can write and read)."""
     assert config.data.path is not None
     path = str(Path(config.data.path))
+    rows = config.scaleout.dask_partition_rows
+    read, categories = path, None
+    if is_csv(path):
+        if staging is None:
+            raise ValueError("the dask engine stages a CSV file: a staging folder is needed")
+        read = str(staging / STAGED_TABLE)
+        staged: StagedCsv = client.submit(
+            stage_csv, path, read, chunk_rows=rows, pure=False
+        ).result()
+        categories = staged.categories
     layout: TableLayout = client.submit(
-        table_layout, path, partition_rows=config.scaleout.dask_partition_rows, pure=False
+        table_layout, read, partition_rows=rows, categories=categories, pure=False
     ).result()
     share = config.validation.numeric_inference_share
     # a text column that shows itself as text in its first cells is not counted in full
     # (tasks.load_data._looks_numeric)
     ask = tuple(
-        c
-        for c, head in layout.head_numeric_share.items()
-        if not (head == 0.0 or head < share / 2)
+        c for c, head in layout.head_numeric_share.items() if not (head == 0.0 or head < share / 2)
     )
     profiles = list(
         _each(
@@ -258,9 +294,7 @@ def _fetch(
     for part in layout.partitions:
         lo, hi = np.searchsorted(positions, [part.offset, part.offset + part.rows])
         if hi > lo:
-            futures.append(
-                client.submit(fn, layout, part, positions[lo:hi], pure=False, **kwargs)
-            )
+            futures.append(client.submit(fn, layout, part, positions[lo:hi], pure=False, **kwargs))
     out = []
     for f in futures:
         out.append(f.result())
@@ -351,7 +385,7 @@ def _clean_rows(
     order = np.argsort(positions, kind="stable")
     ranked = positions[order]
     frames = _fetch(client, layout, ranked, take_rows, data=config.data, check=check)
-    rows = concat_rows(frames)  # in ranked order
+    rows = concat_rows(frames, sort_categories=layout.csv_types)  # in ranked order
     back = np.empty(len(order), dtype=np.int64)
     back[order] = np.arange(len(order))
     return rows.take(back).reset_index(drop=True)
@@ -364,7 +398,7 @@ def split_partitioned(table: PartitionedTable, config: BayesPilotConfig, client:
     index, plan = split_plan(y, roles=table.roles, config=config.split, scale=config.scale)
     needed = np.sort(np.concatenate([index[name] for name in SPLIT_NAMES]))
     frames = _fetch(client, table.layout, needed, take_rows, data=config.data, check=table.check)
-    data = concat_rows(frames)
+    data = concat_rows(frames, sort_categories=table.layout.csv_types)
     local = {name: np.searchsorted(needed, index[name]) for name in SPLIT_NAMES}
     return splits_over(
         data,

@@ -17,7 +17,7 @@ from prefect.states import State
 
 from configs.paths import Workspace
 from configs.settings import BayesPilotConfig, load_config
-from flows import reports
+from flows import distributed, reports
 from flows.promotion import (
     INPUT_ERRORS,
     STAGE_INPUT_ERRORS,
@@ -98,7 +98,10 @@ def policy_update_pipeline(
         log.info("save rate from outcomes: %s", evidence.reason)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     cleanup = reconcile_at_start(config, ws, own_run=run_id)
-    with run_alive(ws.run_models(run_id)):
+    with (
+        run_alive(ws.run_models(run_id)),
+        distributed.staging_for_run(config, ws.run_staging(run_id)),
+    ):
         return _policy_update_run(
             config,
             runner=runner,
@@ -144,7 +147,7 @@ def _policy_update_run(
         )
     model = load_verified_model(ws.root, champ)
     loaded, _table, splits, _summary = prepare_data(
-        config, runner=runner, reports_dir=ws.run_reports(run_id)
+        config, runner=runner, reports_dir=ws.run_reports(run_id), staging=ws.run_staging(run_id)
     )
     features = champ.features.columns
 

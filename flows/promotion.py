@@ -221,18 +221,20 @@ class RunResult:
 
 
 def prepare_data(
-    config: BayesPilotConfig, *, runner: Runner, reports_dir: Path
+    config: BayesPilotConfig, *, runner: Runner, reports_dir: Path, staging: Path
 ) -> tuple[LoadedData, ValidatedTable, Splits, str]:
     """Load, validate (stop with a report on failure) and split. With the Dask engine on a
-    Parquet file the three stages run on partitions on the cluster (``flows.distributed``)."""
+    file the three stages run on partitions on the cluster (``flows.distributed``; a CSV
+    file is staged as Parquet in ``staging``, the run's folder that
+    ``distributed.staging_for_run`` holds)."""
     loaded, table, splits, summary, _ = _prepare_data(
-        config, runner=runner, reports_dir=reports_dir
+        config, runner=runner, reports_dir=reports_dir, staging=staging
     )
     return loaded, table, splits, summary
 
 
 def _prepare_data(
-    config: BayesPilotConfig, *, runner: Runner, reports_dir: Path
+    config: BayesPilotConfig, *, runner: Runner, reports_dir: Path, staging: Path
 ) -> tuple[LoadedData, ValidatedTable, Splits, str, distributed.PartitionedTable | None]:
     """:func:`prepare_data`, and the partitioned table on the Dask engine's data path (what
     the evidence pass over the whole test split reads; None with the local data path)."""
@@ -250,7 +252,9 @@ def _prepare_data(
     checked: distributed.PartitionedTable | None = None
     if distributed.uses_partitions(config):
         with distributed.data_client(config) as client:
-            load = runner.call("load-data", distributed.load_partitioned, config, client)
+            load = runner.call(
+                "load-data", distributed.load_partitioned, config, client, staging=staging
+            )
             checked = runner.call(
                 "validate-data", distributed.validate_partitioned, load, config, client
             )
@@ -350,7 +354,10 @@ def choose(
     policy and the chosen candidate."""
     started = now_iso()
     loaded, table, splits, summary, partitioned = _prepare_data(
-        config, runner=runner, reports_dir=workspace.run_reports(run_id)
+        config,
+        runner=runner,
+        reports_dir=workspace.run_reports(run_id),
+        staging=workspace.run_staging(run_id),
     )
     check_champion_schema(champion, table.roles, promotions_dir=workspace.promotions)
     if expected_data_sha256 is not None and loaded.sha256 != expected_data_sha256:
@@ -710,7 +717,11 @@ def promotion_pipeline(
     workspace = Workspace.from_setting(config.paths.workspace)
     run_id = runner.flow_run_id or uuid.uuid4().hex
     cleanup = reconcile_at_start(config, workspace, own_run=run_id)
-    with run_alive(workspace.run_models(run_id)), _run_cluster(config):
+    with (
+        run_alive(workspace.run_models(run_id)),
+        distributed.staging_for_run(config, workspace.run_staging(run_id)),
+        _run_cluster(config),
+    ):
         try:
             return _promotion_run(
                 config, runner=runner, trigger=trigger, run_id=run_id, cleanup=cleanup.notes()

@@ -133,9 +133,7 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED" if trained.ok else "FAILED")
         return run_id
 
-    def log_evidence(
-        self, run_id: str, files: list[Path], documents: dict[str, Any]
-    ) -> str:
+    def log_evidence(self, run_id: str, files: list[Path], documents: dict[str, Any]) -> str:
         """The run's plots and tables under ``plots/`` and JSON ``documents`` (name -> value)
         under ``evidence/`` of run ``run_id`` (the parent run, which the registered model
         version names as its source run). Returns the run's artifact URI."""

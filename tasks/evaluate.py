@@ -149,9 +149,7 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
         return math.inf
     a = min(max(auc, 1e-6), 1 - 1e-6)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
-        n_pos * n_neg
-    )
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     return math.sqrt(max(var, 0.0))
 
 
@@ -230,9 +228,7 @@ def weighted_mean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (counts @ values) / counts.sum(axis=1)
 
 
-def _cumulative_at(
-    counts: np.ndarray, class_positions: np.ndarray, at: np.ndarray
-) -> np.ndarray:
+def _cumulative_at(counts: np.ndarray, class_positions: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Per resample, the summed counts of one class's rows up to and including each sorted
     position in ``at``. ``counts``: (resamples x class rows), the class's columns in sorted
     order; ``class_positions``: their (increasing) sorted positions."""

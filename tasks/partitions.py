@@ -99,12 +99,21 @@ class TableLayout:
     head_numeric_share: dict[str, float] = field(default_factory=dict)
     """Per text column, the share of its first ``HEAD_ROWS`` non-blank cells that parse as
     numbers (the quick look column-role inference takes first)."""
+    csv_types: bool = False
+    """A staged CSV (``tasks.stage_csv``): types as pandas gives them to a CSV file read
+    whole, i.e. categories in sorted order (not the order of the file's dictionaries) and
+    gaps in a column of booleans as NaN (not None)."""
 
 
-def table_layout(path: str | Path, *, partition_rows: int) -> TableLayout:
+def table_layout(
+    path: str | Path, *, partition_rows: int, categories: tuple[str, ...] | None = None
+) -> TableLayout:
     """Plan the partitions of a Parquet file (consecutive row groups of at least
     ``partition_rows`` rows, the last one smaller) from its footer and its first row group.
-    Refuses what :func:`tasks.load_data.read_table` refuses, with the same errors."""
+    Refuses what :func:`tasks.load_data.read_table` refuses, with the same errors.
+    ``categories``: the text columns read as categories (a staged CSV, whose staging
+    counted them over the whole file: the layout then has ``csv_types``); by default those
+    whose first row group shows few distinct values."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data.path: file not found: {p}")
@@ -119,7 +128,7 @@ def table_layout(path: str | Path, *, partition_rows: int) -> TableLayout:
             raise DataError(
                 f"data.path: {p.name} has no data rows (only a header: {listed or 'no columns'})"
             )
-        few = dictionary_columns(pf)
+        few = dictionary_columns(pf) if categories is None else list(categories)
         as_float: list[str] = []
         as_object: list[str] = []
         for i, f in enumerate(schema):
@@ -160,6 +169,7 @@ def table_layout(path: str | Path, *, partition_rows: int) -> TableLayout:
             f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
         ),
         head_numeric_share=head,
+        csv_types=categories is not None,
     )
 
 
@@ -187,6 +197,11 @@ def read_partition(layout: TableLayout, part: Partition, *, data: DataConfig) ->
     for c in layout.as_object:
         if isinstance(frame[c].dtype, np.dtype) and frame[c].dtype.kind == "b":
             frame[c] = frame[c].astype(object)
+    if layout.csv_types:
+        for c in layout.dictionary:
+            frame[c] = frame[c].cat.set_categories(frame[c].cat.categories.sort_values())
+        for c in layout.as_object:
+            frame[c] = frame[c].where(frame[c].notna(), np.nan)
     frame.index = pd.RangeIndex(part.offset, part.offset + len(frame))
     if data.id_column is None:
         return with_row_id(frame, data=data, start=part.offset)
@@ -520,14 +535,29 @@ def id_values(
     return [str(v) for v in cells.astype(str)]
 
 
-def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _same_category_type(columns: list[pd.Series]) -> list[pd.Series]:
+    """``columns`` with the categories of those that have none (a partition where every cell
+    is missing) typed as the others', which ``union_categoricals`` requires."""
+    typed = [s.cat.categories.dtype for s in columns if len(s.cat.categories)]
+    if not typed:
+        return columns
+    empty = pd.Index([], dtype=typed[0])
+    return [s if len(s.cat.categories) else s.cat.set_categories(empty) for s in columns]
+
+
+def concat_rows(frames: list[pd.DataFrame], *, sort_categories: bool = False) -> pd.DataFrame:
     """Clean rows of several partitions as one frame (positions 0..n-1): categorical columns
     keep categories (their union, in order of first appearance, as the whole-file read
-    unifies the row groups' dictionaries)."""
+    unifies the row groups' dictionaries; sorted with ``sort_categories``, as a whole CSV
+    read types them)."""
     frames = [f for f in frames if len(f)] or frames[:1]
     cats = [c for c in frames[0].columns if isinstance(frames[0][c].dtype, pd.CategoricalDtype)]
     unified = {
-        c: pd.api.types.union_categoricals([f[c] for f in frames], ignore_order=True)
+        c: pd.api.types.union_categoricals(
+            _same_category_type([f[c] for f in frames]),
+            ignore_order=True,
+            sort_categories=sort_categories,
+        )
         for c in cats
     }
     out = pd.concat(frames, ignore_index=True)

@@ -199,7 +199,9 @@ def reconcile_at_start(
     """The start of a run (promotion, policy update): under the record lock, move a lagging
     alias to the chain's champion and remove what killed runs left (``tasks/reconcile.py``).
     A workspace without records or model folders has nothing to reconcile (no lock taken)."""
-    if not (workspace.promotions.is_dir() or workspace.models.is_dir()):
+    if not (
+        workspace.promotions.is_dir() or workspace.models.is_dir() or workspace.staging.is_dir()
+    ):
         return ReconcileReport(registry_checked=False)
     store = record_store(workspace, config)
     with store.locked(config.promotion.lock_timeout_s):
@@ -209,6 +211,7 @@ def reconcile_at_start(
             tracking_uri=config.mlflow_uri(),
             model_name=config.promotion.model_name,
             own_run=own_run,
+            staging_dir=workspace.staging,
         )
 
 

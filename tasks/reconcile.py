@@ -220,9 +220,7 @@ class MlflowRegistry:
                 return []
             raise
         return [
-            RegistryVersion(
-                str(mv.version), tuple(mv.aliases or ()), (mv.tags or {}).get("run_id")
-            )
+            RegistryVersion(str(mv.version), tuple(mv.aliases or ()), (mv.tags or {}).get("run_id"))
             for mv in found
         ]
 
@@ -281,6 +279,17 @@ def run_alive(folder: Path) -> Iterator[Path]:
             folder.rmdir()
 
 
+@contextlib.contextmanager
+def run_scratch(folder: Path) -> Iterator[Path]:
+    """A scratch folder for the run's life (``run_alive``'s lock): removed with everything in
+    it when the block ends; a killed run's is removed by the next ``reconcile``."""
+    try:
+        with run_alive(folder):
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _remove_if_dead(folder: Path) -> bool:
     """Remove ``folder`` unless a live run holds its ``.alive`` lock. True if removed."""
     path = folder / ALIVE_FILE
@@ -313,6 +322,7 @@ class ReconcileReport:
     folders_live: tuple[str, ...] = ()  # unrecorded folders of runs still alive
     problems: tuple[str, ...] = ()
     registry_checked: bool = True
+    scratch_removed: tuple[str, ...] = ()  # staging/<run> of runs no longer alive
 
     @property
     def empty(self) -> bool:
@@ -322,6 +332,7 @@ class ReconcileReport:
             or self.versions_deleted
             or self.versions_kept
             or self.folders_removed
+            or self.scratch_removed
             or self.problems
         )
 
@@ -348,6 +359,11 @@ class ReconcileReport:
             out.append(
                 "reconcile: removed model folders no record names (killed or failed runs): "
                 + ", ".join(self.folders_removed)
+            )
+        if self.scratch_removed:
+            out.append(
+                "reconcile: removed the staging folders of runs no longer alive: "
+                + ", ".join(self.scratch_removed)
             )
         out += [f"reconcile problem: {p}" for p in self.problems]
         return tuple(out)
@@ -394,13 +410,14 @@ def reconcile(
     model_name: str,
     registry: Registry | None,
     own_run: str | None = None,
+    staging_dir: Path | None = None,
 ) -> ReconcileReport:
     """Repair what a killed run left. Call holding the record lock, with the chain's verified
     records (``RecordStore.verified_records`` with ``ok``): a lagging alias is moved to the
     chain's champion, leftovers are removed (see the module docstring). ``registry`` None: the
     registry part is skipped (no registry yet); ``models_dir`` None: folders are not looked
-    at. ``own_run``: the caller's run (never
-    touched)."""
+    at. ``own_run``: the caller's run (never touched). ``staging_dir``: the runs' scratch
+    folders (``run_scratch``), those of runs no longer alive are removed."""
     temp: list[str] = []
     if promotions_dir.is_dir():
         for pattern in TEMP_PATTERNS:
@@ -447,6 +464,11 @@ def reconcile(
                 removed.append(folder.name)
             else:
                 live.append(folder.name)
+    scratch: list[str] = []
+    if staging_dir is not None and staging_dir.is_dir():
+        for folder in sorted(p for p in staging_dir.iterdir() if p.is_dir()):
+            if folder.name != own_run and _remove_if_dead(folder):
+                scratch.append(folder.name)
     report = ReconcileReport(
         alias_note,
         tuple(temp),
@@ -456,6 +478,7 @@ def reconcile(
         tuple(live),
         tuple(problems),
         registry is not None,
+        tuple(scratch),
     )
     for line in report.notes():
         log.info("%s", line)
@@ -469,11 +492,12 @@ def reconcile_workspace(
     tracking_uri: str,
     model_name: str,
     own_run: str | None = None,
+    staging_dir: Path | None = None,
 ) -> ReconcileReport:
     """``reconcile`` for a workspace: ``store`` is its ``RecordStore``, ``models_dir`` its
     ``models/`` folder; call holding
     ``store.locked()``. A broken chain is left alone (the run stops on it anyway); only
-    temp files are removed then."""
+    temp files and dead runs' staging folders are removed then."""
     report, records = store.verified_records()
     registry = MlflowRegistry(tracking_uri) if MlflowRegistry.available(tracking_uri) else None
     if not report.ok:
@@ -483,6 +507,8 @@ def reconcile_workspace(
             models_dir=None,
             model_name=model_name,
             registry=None,
+            own_run=own_run,
+            staging_dir=staging_dir,
         )
     return reconcile(
         records,
@@ -491,4 +517,5 @@ def reconcile_workspace(
         model_name=model_name,
         registry=registry,
         own_run=own_run,
+        staging_dir=staging_dir,
     )

@@ -427,9 +427,7 @@ def validate_data(
     if label_present:
         label_counts = {str(k): int(v) for k, v in work[roles.label_column].value_counts().items()}
         issues.extend(
-            label_issues(
-                label_counts, positive=positive, rows=len(work), roles=roles, split=split
-            )
+            label_issues(label_counts, positive=positive, rows=len(work), roles=roles, split=split)
         )
 
     missing_share = {

@@ -52,9 +52,7 @@ def gate_robustness(
             "failing": bad,
             "max_profit_drop_share": config.max_profit_drop_share,
             **(
-                {"sampled_rows": evidence.sampled_rows}
-                if evidence.sampled_rows is not None
-                else {}
+                {"sampled_rows": evidence.sampled_rows} if evidence.sampled_rows is not None else {}
             ),
         },
         reason=(

@@ -138,3 +138,46 @@ def test_dask_engine_bad_value_in_one_partition_fails_as_locally(
     (issue,) = on_dask.value.report.issues
     assert issue.column == "monthly_charges_usd" and issue.examples == ("n/a",)
     assert on_dask.value.report_path.is_file()
+
+
+def test_dask_engine_stages_a_csv_on_a_worker_and_decides_as_locally(
+    tmp_path: Path, table: Path, cluster_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV file: a worker stages it as Parquet with the whole-file types (here one blank
+    in the last partition makes a whole-number column float), the partitions are read on
+    the workers, and the record equals the local engine's on the same CSV. The staging
+    folder is gone when the run ends."""
+    import pandas as pd
+
+    from flows.promotion import run_direct
+
+    frame = pq.read_table(table).to_pandas()
+    frame["tenure_months"] = frame["tenure_months"].astype("Int64")
+    frame.loc[ROWS - 10, "tenure_months"] = pd.NA
+    csv = tmp_path / "churn.csv"
+    frame.to_csv(csv, index=False)
+    local = run_direct(build_config(_layers(tmp_path / "local", csv))).outcome.record
+    with monkeypatch.context() as m:
+        _no_local_reads(m)
+        m.setattr(pd, "read_csv", _refuse_read)  # this process never parses the file
+        on_dask = run_direct(
+            build_config(
+                _layers(
+                    tmp_path / "dask",
+                    csv,
+                    engine="dask",
+                    dask_address=cluster_address,
+                    dask_partition_rows=ROW_GROUP_ROWS * 2,
+                )
+            )
+        ).outcome.record
+    assert (on_dask["decision"], on_dask["candidate"]) == (local["decision"], local["candidate"])
+    assert on_dask["policy_id"] == local["policy_id"]
+    assert on_dask["data"] == local["data"]  # source (the CSV), data hash, split hashes, plan
+    assert on_dask["data"]["full_test"] == local["data"]["full_test"]
+    staging = tmp_path / "dask" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
+
+
+def _refuse_read(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("the flow process parsed the CSV")

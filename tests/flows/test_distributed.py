@@ -64,11 +64,21 @@ def _config(path: Path, layers: dict[str, Any], partition_rows: int) -> BayesPil
     return build_config(merged)
 
 
+def _table_file(frame: pd.DataFrame, tmp_path: Path, fmt: str, row_group_rows: int) -> Path:
+    """``frame`` as a Parquet file (row groups of ``row_group_rows``) or a CSV file."""
+    if fmt == "csv":
+        path = tmp_path / "t.csv"
+        frame.to_csv(path, index=False)
+        return path
+    return _write(frame, tmp_path / "t.parquet", row_group_rows)
+
+
 def _both(cfg: BayesPilotConfig) -> tuple[Any, Any, ValidationReport, ValidationReport]:
     local = load_data(cfg)
     table = validate_table(local.frame, config=cfg)
     client = InProcessClient()
-    load = distributed.load_partitioned(cfg, client)
+    staging = Path(str(cfg.data.path)).parent / "staging"
+    load = distributed.load_partitioned(cfg, client, staging=staging)
     checked = distributed.validate_partitioned(load, cfg, client)
     assert load.loaded.sha256 == local.sha256
     assert checked.roles == table.roles
@@ -92,11 +102,13 @@ def _bad_frame() -> pd.DataFrame:
     return f
 
 
-@pytest.mark.parametrize("partition_rows", [9, 30, 200])
+@pytest.mark.parametrize(
+    ("fmt", "partition_rows"), [("parquet", 9), ("parquet", 30), ("parquet", 200), ("csv", 9)]
+)
 def test_distributed_validation_reports_the_local_issues(
-    tmp_path: Path, partition_rows: int
+    tmp_path: Path, fmt: str, partition_rows: int
 ) -> None:
-    path = _write(_bad_frame(), tmp_path / "bad.parquet", row_group_rows=9)
+    path = _table_file(_bad_frame(), tmp_path, fmt, row_group_rows=9)
     cfg = _config(path, BASE, partition_rows)
     _, _, local, parts = _both(cfg)
     assert not local.passed
@@ -139,9 +151,14 @@ def test_distributed_path_without_ids_keeps_row_numbers_and_passes(tmp_path: Pat
         pd.testing.assert_frame_equal(got.frame(name), want.frame(name))
 
 
-def test_distributed_split_samples_the_local_rows_above_the_caps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_distributed_split_samples_the_local_rows_above_the_caps(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A CSV file is staged as Parquet with the whole-file types: the splits are the local
+    engine's frame for frame (dtypes and categories too)."""
     frame = generate_data(rows=6000, seed=9).drop(columns=["true_churn_probability"])
-    path = _write(frame, tmp_path / "big.parquet", 1100)
+    path = _table_file(frame, tmp_path, fmt, 1100)
     layers = {
         "data": {"segment_columns": ["region", "contract"]},
         "economics": {"customer_value": {"column": "monthly_charges_usd", "multiplier": 3.0}},

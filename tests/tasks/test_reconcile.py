@@ -14,6 +14,7 @@ from tasks.reconcile import (
     alias_state,
     reconcile,
     run_alive,
+    run_scratch,
 )
 
 MODEL = "churn-risk"
@@ -215,3 +216,28 @@ def test_promote_appends_the_record_before_moving_the_aliases(tmp_path: Path) ->
     )
     rid = out.record["record_id"]
     assert out.decision == "promoted" and on_disk == [(rid, rid)]
+
+
+def test_run_scratch_is_removed_with_its_run_and_a_dead_runs_by_reconcile(
+    tmp_path: Path,
+) -> None:
+    staging = tmp_path / "staging"
+    with run_scratch(staging / "mine") as folder:
+        (folder / "table.parquet").write_bytes(b"x")
+        killed = staging / "killed"
+        killed.mkdir()
+        (killed / ALIVE_FILE).touch()  # nobody holds its lock
+        (killed / "table.parquet").write_bytes(b"x")
+        report = reconcile(
+            [],
+            promotions_dir=tmp_path / "promotions",
+            models_dir=None,
+            model_name=MODEL,
+            registry=None,
+            own_run="other",
+            staging_dir=staging,
+        )
+        # this process holds "mine" alive: only the killed run's folder goes
+        assert report.scratch_removed == ("killed",) and folder.is_dir()
+        assert any("staging folders" in line for line in report.notes())
+    assert not (staging / "mine").exists() and not killed.exists()
