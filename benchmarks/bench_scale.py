@@ -3,12 +3,15 @@
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_scale.py --rows 1000000 [--engine local|dask]
-        [--block-rows 250000] [--workdir DIR] [--keep] [--config configs/default.yaml]
+        [--block-rows 250000] [--format parquet|csv] [--workdir DIR] [--keep]
+        [--config configs/default.yaml]
         [--dask-workers 4] [--dask-memory-limit 2GiB] [--compare-with FILE]
         [--sequential] [--set section.key=value ...]
 
 1. The synthetic generator writes ``--rows`` customers to a Parquet file in seeded blocks of
    ``--block-rows`` (one row group each; memory stays at one block). Timed, peak RSS shown.
+   With ``--format csv`` that file is then written out as CSV (the Dask engine stages it as
+   Parquet on a worker, inside the load-data stage).
 2. A child process (this script with ``--child``) runs the promotion flow on that file
    (``data.source: file``) with direct calls and a timing runner: for every stage it prints
    its interval (start..end) and wall time (seconds), and the CPU seconds and peak RSS (MiB)
@@ -445,10 +448,25 @@ def _worker_report(client: Any, before: dict[str, int]) -> dict[str, Any]:
 
 
 def generate(path: Path, rows: int, seed: int, block_rows: int) -> dict[str, float]:
+    """The generated table at ``path``: Parquet (row groups of ``block_rows``) or, for a
+    ``.csv`` path, that Parquet file written out as CSV by pandas, row group by row group."""
+    import pyarrow.parquet as pq
+
     from tasks.generate_data import write_parquet
 
     start = time.perf_counter()
-    write_parquet(path, rows=rows, seed=seed, block_rows=block_rows)
+    if path.suffix == ".csv":
+        source = path.with_suffix(".parquet")
+        if not source.exists():
+            write_parquet(source, rows=rows, seed=seed, block_rows=block_rows)
+        tmp = path.with_name(f".{path.name}.tmp")
+        pf = pq.ParquetFile(source)
+        for g in range(pf.metadata.num_row_groups):
+            frame = pf.read_row_group(g).to_pandas()
+            frame.to_csv(tmp, mode="w" if g == 0 else "a", header=g == 0, index=False)
+        os.replace(tmp, path)
+    else:
+        write_parquet(path, rows=rows, seed=seed, block_rows=block_rows)
     return {
         "wall_s": time.perf_counter() - start,
         "peak_rss_mib": max_rss_mib(),
@@ -462,7 +480,7 @@ def report(
     rows, wall = summary["rows"], summary["wall_s"]
     print(f"\nbench_scale: {rows:,} rows, engine {summary['engine']}")
     print(
-        f"  generate Parquet: {gen['wall_s']:.1f} s, peak RSS {gen['peak_rss_mib']:.0f} MiB, "
+        f"  generate the table: {gen['wall_s']:.1f} s, peak RSS {gen['peak_rss_mib']:.0f} MiB, "
         f"file {gen['file_mib']:.0f} MiB"
     )
     print(
@@ -539,6 +557,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--engine", choices=("local", "dask"), default="local")
     parser.add_argument("--block-rows", type=int, default=250_000)
+    parser.add_argument(
+        "--format",
+        choices=("parquet", "csv"),
+        default="parquet",
+        help="the generated table's file format (csv: the Parquet file written out as CSV; "
+        "the dask engine then stages it as Parquet on a worker)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "default.yaml"))
     parser.add_argument("--set", action="append", default=[], help="config override k=v")
@@ -569,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        data = root / f"churn-{args.rows}-{args.seed}-{args.block_rows}.parquet"
+        data = root / f"churn-{args.rows}-{args.seed}-{args.block_rows}.{args.format}"
         if data.exists():
             gen = {"wall_s": 0.0, "peak_rss_mib": 0.0, "file_mib": data.stat().st_size / 2**20}
             log.info("reusing %s", data)

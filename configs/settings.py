@@ -955,7 +955,8 @@ class ScaleOutConfig(Section):
         gt=0,
         description="With engine dask, a Parquet table is read on the workers in partitions of "
         "consecutive row groups of about this many rows each (rows; a row group is never "
-        "split). Worker memory per data task grows with it; results do not depend on it.",
+        "split), and a CSV table is staged as Parquet in row groups of this many rows. Worker "
+        "memory per data task grows with it; results do not depend on it.",
     )
 
 

@@ -614,7 +614,7 @@ def _score_dask(args: argparse.Namespace, config: BayesPilotConfig, champion: Ch
     """``score --engine dask``: the row groups scored on the cluster's workers
     (``serving/batch_dask.py``); this process receives per-partition summaries."""
     from flows.distributed import data_client
-    from serving.batch import plan_partitions
+    from serving.batch import input_kind, plan_partitions
     from serving.batch_dask import score_file_dask
     from tasks.load_data import DataError
 
@@ -622,7 +622,11 @@ def _score_dask(args: argparse.Namespace, config: BayesPilotConfig, champion: Ch
         scaleout = config.scaleout.model_copy(update={"dask_address": args.dask_address})
         config = config.model_copy(update={"scaleout": scaleout})
     try:
-        plan_partitions(args.input, config.serving.batch_chunk_rows)  # before any cluster
+        # bad input is refused before any cluster starts
+        if input_kind(args.input) == "parquet":
+            plan_partitions(args.input, config.serving.batch_chunk_rows)
+        elif not args.input.is_file():
+            raise DataError(f"--input: file not found: {args.input}")
         with data_client(config) as client:
             summary = score_file_dask(
                 client, config, champion, args.input, args.output, rejects_path=args.rejects

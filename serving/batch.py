@@ -67,7 +67,8 @@ class BatchSummary:
         )
 
 
-def _kind(path: Path) -> str:
+def input_kind(path: Path) -> str:
+    """``"parquet"`` or ``"csv"`` by the file's suffix; DataError for anything else."""
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return "parquet"
@@ -78,7 +79,7 @@ def _kind(path: Path) -> str:
 
 def count_rows(path: Path) -> int | None:
     """Rows in the input (Parquet metadata; CSV newlines minus the header)."""
-    if _kind(path) == "parquet":
+    if input_kind(path) == "parquet":
         import pyarrow.parquet as pq
 
         return int(pq.ParquetFile(path).metadata.num_rows)
@@ -211,7 +212,7 @@ class _Writer:
     def __init__(self, path: Path, *, arrow_csv: bool = False) -> None:
         self.path = path
         self.arrow_csv = arrow_csv  # typed frames (scores) go through Arrow's fast CSV writer
-        self.kind = _kind(path)
+        self.kind = input_kind(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
@@ -460,7 +461,7 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame | pa.Recor
     the estimator's arithmetic may round differently in chunks of another composition)."""
     if not path.is_file():
         raise DataError(f"--input: file not found: {path}")
-    if _kind(path) == "parquet":
+    if input_kind(path) == "parquet":
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
@@ -618,7 +619,7 @@ def plan_partitions(path: Path, min_rows: int) -> list[Partition]:
     """Partitions of a Parquet file: consecutive whole row groups of at least ``min_rows``
     rows each (the last may be smaller). A file of one row group is one partition. Raises
     DataError for a file that is not Parquet."""
-    if _kind(path) != "parquet":
+    if input_kind(path) != "parquet":
         raise DataError(
             f"{path}: the dask engine reads Parquet row groups; convert the CSV to Parquet "
             "or score it with --engine local"
@@ -638,6 +639,35 @@ def plan_partitions(path: Path, min_rows: int) -> list[Partition]:
             parts.append(Partition(len(parts), str(path), tuple(groups), first, rows))
             first += rows
             groups, rows = [], 0
+    return parts
+
+
+def stage_csv_chunks(path: Path, out_dir: Path, chunk_rows: int) -> list[Partition]:
+    """A CSV input for the dask engine: the chunks :func:`read_chunks` reads (pandas' own
+    parser and per-chunk types, ``chunk_rows`` rows), each written to ``out_dir`` as a
+    Parquet file of one row group, one partition each. A worker then scores a partition
+    exactly as ``score_file`` scores that chunk. Raises DataError naming the column when a
+    chunk's cells cannot be stored (whole numbers beyond 64 bits)."""
+    import pyarrow.parquet as pq
+
+    parts: list[Partition] = []
+    first = 0
+    for i, chunk in enumerate(read_chunks(path, chunk_rows)):
+        assert isinstance(chunk, pd.DataFrame)
+        target = out_dir / f"chunk-{i:05d}.parquet"
+        try:
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            column = next((c for c in chunk.columns if str(c) in str(exc)), None)
+            where = f"column {column!r} " if column is not None else ""
+            raise DataError(
+                f"{path}: {where}in rows {first + 1}-{first + len(chunk)} cannot be read as "
+                f"one type ({' '.join(str(exc).split())}); expected numbers within 64 bits or "
+                "text: score it with --engine local or convert it to Parquet",
+            ) from None
+        pq.write_table(table, target)
+        parts.append(Partition(i, str(target), (0,), first, len(chunk)))
+        first += len(chunk)
     return parts
 
 

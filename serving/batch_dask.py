@@ -1,6 +1,9 @@
 """Batch scoring on a Dask cluster (``bayespilot score --engine dask``): the wiring only.
 
-The Parquet input is cut into partitions of whole row groups (``serving.batch.plan_partitions``).
+The Parquet input is cut into partitions of whole row groups (``serving.batch.plan_partitions``);
+a CSV input is first cut by one worker into the chunks the local engine reads, one Parquet file
+each (``serving.batch.stage_csv_chunks``, in a hidden folder beside the output, removed at the
+end), one partition each.
 Each partition is scored on a worker by ``serving.batch.score_partition`` (a plain function):
 
 - the worker loads the verified champion once per process (``serving.loader.load_champion``,
@@ -40,9 +43,11 @@ from serving.batch import (
     BatchSummary,
     Partition,
     PartitionSummary,
+    input_kind,
     part_name,
     plan_partitions,
     score_partition,
+    stage_csv_chunks,
 )
 from serving.loader import Champion
 from serving.scoring import RESULT_COLUMNS
@@ -192,16 +197,42 @@ def score_file_dask(
     rejects_path: Path | None = None,
     run_id: str | None = None,
 ) -> BatchSummary:
-    """Score the Parquet file ``input_path`` on the cluster of ``client`` into the Parquet
-    dataset directory ``output_path`` (module docstring). Partitions are whole row groups
-    of at least ``serving.batch_chunk_rows`` rows, the same cut as the local engine's chunks,
-    so both give the same scores to the last bit."""
+    """Score the Parquet or CSV file ``input_path`` on the cluster of ``client`` into the
+    Parquet dataset directory ``output_path`` (module docstring). Partitions of a Parquet file
+    are whole row groups of at least ``serving.batch_chunk_rows`` rows, the same cut as the
+    local engine's chunks; a CSV file is first cut by one worker into the local engine's
+    chunks, one Parquet file each (``stage_csv_chunks``, in a hidden folder beside the output,
+    removed at the end). Both give the local engine's scores to the last bit."""
+    chunk_rows = config.serving.batch_chunk_rows
+    if input_kind(input_path) == "parquet":
+        parts = plan_partitions(input_path, chunk_rows)
+        return _score_parts(client, config, champion, parts, output_path, rejects_path, run_id)
+    staging = output_path.with_name(f".{output_path.name}.staged-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    try:
+        parts = client.submit(
+            stage_csv_chunks, input_path, staging, chunk_rows, pure=False
+        ).result()
+        return _score_parts(client, config, champion, parts, output_path, rejects_path, run_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _score_parts(
+    client: Any,
+    config: BayesPilotConfig,
+    champion: Champion,
+    parts: list[Partition],
+    output_path: Path,
+    rejects_path: Path | None,
+    run_id: str | None,
+) -> BatchSummary:
+    """:func:`score_file_dask` once the partitions are known."""
     from distributed import Event, as_completed
 
     from serving.settings import ServingSettings
 
     run_id = run_id or uuid.uuid4().hex
-    parts = plan_partitions(input_path, config.serving.batch_chunk_rows)
     rejects_path = rejects_path or output_path.with_name(f"{output_path.name}.rejects")
     tag = uuid.uuid4().hex[:8]
     tmp_out = output_path.with_name(f".{output_path.name}.tmp-{tag}")

@@ -79,9 +79,7 @@ class Experiment:
         if not self.experiment_id:
             raise ValueError("experiment_id: expected a non-empty id")
         if not 0.0 < self.holdout_share < 1.0:
-            raise ValueError(
-                f"holdout_share: expected a share in (0, 1), got {self.holdout_share}"
-            )
+            raise ValueError(f"holdout_share: expected a share in (0, 1), got {self.holdout_share}")
 
     def holdout(self, ids: Iterable[Any]) -> np.ndarray:
         """Boolean mask: which of ``ids`` fall in the holdout."""

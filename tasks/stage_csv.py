@@ -115,8 +115,8 @@ def join_kinds(kinds: Iterable[str], *, column: str) -> str:
     text anywhere makes text; numbers and booleans together are text; booleans with a
     missing cell anywhere (or a chunk of only missing cells) keep Python booleans and gaps;
     whole numbers everywhere stay integers; any other mix of numbers and gaps is float (a
-    column of only missing cells too). Refused: whole numbers pandas reads as unsigned or
-    as Python integers (beyond 64 bits), which it joins by rules of their own."""
+    column of only missing cells too). Refused: whole numbers at or beyond the signed 64-bit
+    limits (:data:`OTHER`), which pandas types by rules of their own."""
     seen = set(kinds)
     if OTHER in seen:
         raise DataError(
@@ -169,8 +169,10 @@ class StagedCsv:
 
 
 class _Distinct:
-    """Distinct non-missing values of the text columns, counted by their 64-bit hashes and
-    given up for a column once there are more than ``cap`` (it is then not categorical)."""
+    """Distinct non-missing values of the text columns, counted by their 64-bit hashes (two
+    of n distinct values collide with probability about n²/2⁶⁵) and given up for a column
+    once there are more than ``cap`` (it is then not categorical); memory at most ``cap``
+    hashes a column."""
 
     def __init__(self, columns: list[str], cap: float) -> None:
         self.cap = cap

@@ -94,19 +94,65 @@ def test_score_file_dask_equals_local_on_a_local_cluster(
     assert set(read_decisions(root)["request_id"]) == {"local-run", summary.run_id}
 
 
-def test_score_engine_dask_refuses_a_csv_input_before_starting_a_cluster(
+def test_score_engine_dask_refuses_a_missing_input_before_starting_a_cluster(
     workspace_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.cli import main
 
-    src = tmp_path / "in.csv"
-    generate_data(rows=5, seed=1).to_csv(src, index=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"paths: {{workspace: {workspace_copy}}}\n")
-    argv = ["score", "--config", str(cfg), "--input", str(src), "--output", str(tmp_path / "o")]
-    assert main([*argv, "--engine", "dask"]) == 2
-    assert "the dask engine reads Parquet row groups" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    out = tmp_path / "o"
+    for name in ("missing.csv", "missing.parquet", "in.txt"):
+        argv = ["score", "--config", str(cfg), "--input", str(tmp_path / name)]
+        assert main([*argv, "--output", str(out), "--engine", "dask"]) == 2
+        err = capsys.readouterr().err
+        assert "bad input" in err and name in err
+    assert not out.exists()
+
+
+@pytest.mark.server
+def test_score_file_dask_scores_a_csv_in_the_local_engines_chunks(
+    workspace_copy: Path, tmp_path: Path
+) -> None:
+    """A CSV input: one worker cuts it into the chunks the local engine reads (pandas types
+    each chunk by itself: a chunk whose only gap makes a count column float), the workers
+    score them; output, counts and decisions equal the local engine's, and the staged
+    chunks are gone."""
+    config = build_config(
+        {"paths": {"workspace": str(workspace_copy)}, "serving": {"batch_chunk_rows": 40}}
+    )
+    settings = ServingSettings.from_config(config, environ={})
+    champion = load_champion(settings, pin=False)
+    df = generate_data(rows=200, seed=3).drop(columns=["churned", TRUTH_COLUMN])
+    df["num_products"] = df["num_products"].astype("Int64")
+    df.loc[90, "num_products"] = pd.NA  # float in its chunk only
+    df.loc[150, "monthly_charges_usd"] = -1.0  # rejected
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False)
+    root = settings.workspace_paths.decisions
+    writer = DecisionWriter(root, source="batch", writer_id="local")
+    local = score_file(
+        champion,
+        src,
+        tmp_path / "local.parquet",
+        chunk_rows=40,
+        decisions=writer,
+        inputs=settings.input_policy(),
+        run_id="local-csv",
+    )
+    writer.close()
+    with local_cluster(2, "1GiB") as client:
+        summary = score_file_dask(client, config, champion, src, tmp_path / "dask")
+    assert summary.partitions == 5
+    assert (summary.rows, summary.scored, summary.rejected) == (200, local.scored, 1)
+    assert summary.contacts == local.contacts
+    parts = sorted((tmp_path / "dask").glob("part-*.parquet"))
+    dask_out = pa.concat_tables(pq.read_table(p) for p in parts)
+    assert dask_out.equals(pq.read_table(tmp_path / "local.parquet"))
+    pd.testing.assert_frame_equal(
+        _decisions(root, summary.run_id or ""), _decisions(root, "local-csv")
+    )
+    assert not list(tmp_path.glob(".dask.*"))  # no staged chunks, no temp directories
 
 
 @pytest.mark.server
