@@ -11,6 +11,7 @@ from typing import Any
 
 from configs.paths import Workspace
 from configs.settings import build_config
+from flows import distributed
 from flows.promotion import evaluate
 from flows.runner import DirectRunner
 from tasks.history import compare_gates
@@ -56,11 +57,15 @@ def replay(
     layers = dict(record.config)
     layers["paths"] = {"workspace": str(workspace.root)}
     config = build_config(layers)
-    with tempfile.TemporaryDirectory(prefix="bayespilot-replay-") as tmp:
+    run_id = f"replay-{uuid.uuid4().hex[:8]}"
+    with (
+        tempfile.TemporaryDirectory(prefix="bayespilot-replay-") as tmp,
+        distributed.staging_for_run(config, workspace.run_staging(run_id)),
+    ):
         ev = evaluate(
             config,
             runner=DirectRunner(),
-            run_id=f"replay-{uuid.uuid4().hex[:8]}",
+            run_id=run_id,
             workspace=workspace,
             models_dir=Path(tmp),
             champion=body_dict(record.previous_champion) if record.previous_champion else None,
