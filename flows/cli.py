@@ -660,6 +660,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # Dask's cluster chatter (scheduler, nannies, connections) from WARNING up; Dask sets
+        # its loggers' levels from this config key when it is imported, here and in workers
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
         config = load_config(Path(args.config), overrides=args.overrides)
     except ConfigError as exc:

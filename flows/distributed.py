@@ -50,7 +50,13 @@ import pandas as pd
 
 from configs.settings import ROW_ID_COLUMN, BayesPilotConfig
 from tasks.evidence_pass import PassStats, partition_pass_stats
-from tasks.load_data import ColumnRoles, LoadedData, roles_from_columns
+from tasks.load_data import (
+    ColumnRoles,
+    LoadedData,
+    refusals_returned,
+    roles_from_columns,
+    unrefused,
+)
 from tasks.partitions import (
     PartitionCheck,
     PartitionedIssues,
@@ -174,9 +180,12 @@ def data_client(config: BayesPilotConfig) -> Iterator[Any]:
 def _each(client: Any, fn: Callable[..., T], layout: TableLayout, **kwargs: Any) -> Iterator[T]:
     """``fn(layout, part, **kwargs)`` for every partition on the cluster, results in partition
     order (each released once taken)."""
-    futures = [client.submit(fn, layout, p, pure=False, **kwargs) for p in layout.partitions]
+    futures = [
+        client.submit(refusals_returned, fn, layout, p, pure=False, **kwargs)
+        for p in layout.partitions
+    ]
     for f in futures:
-        out: T = f.result()
+        out: T = unrefused(f.result())
         f.release()
         yield out
 
@@ -217,13 +226,22 @@ def load_partitioned(
         if staging is None:
             raise ValueError("the dask engine stages a CSV file: a staging folder is needed")
         read = str(staging / STAGED_TABLE)
-        staged: StagedCsv = client.submit(
-            stage_csv, path, read, chunk_rows=rows, pure=False
-        ).result()
+        staged: StagedCsv = unrefused(
+            client.submit(
+                refusals_returned, stage_csv, path, read, chunk_rows=rows, pure=False
+            ).result()
+        )
         categories = staged.categories
-    layout: TableLayout = client.submit(
-        table_layout, read, partition_rows=rows, categories=categories, pure=False
-    ).result()
+    layout: TableLayout = unrefused(
+        client.submit(
+            refusals_returned,
+            table_layout,
+            read,
+            partition_rows=rows,
+            categories=categories,
+            pure=False,
+        ).result()
+    )
     share = config.validation.numeric_inference_share
     # a text column that shows itself as text in its first cells is not counted in full
     # (tasks.load_data._looks_numeric)
@@ -294,10 +312,14 @@ def _fetch(
     for part in layout.partitions:
         lo, hi = np.searchsorted(positions, [part.offset, part.offset + part.rows])
         if hi > lo:
-            futures.append(client.submit(fn, layout, part, positions[lo:hi], pure=False, **kwargs))
-    out = []
+            futures.append(
+                client.submit(
+                    refusals_returned, fn, layout, part, positions[lo:hi], pure=False, **kwargs
+                )
+            )
+    out: list[T] = []
     for f in futures:
-        out.append(f.result())
+        out.append(unrefused(f.result()))
         f.release()
     return out
 

@@ -52,7 +52,7 @@ from serving.batch import (
 from serving.loader import Champion
 from serving.scoring import RESULT_COLUMNS
 from tasks.failpoints import failpoint
-from tasks.load_data import DataError
+from tasks.load_data import DataError, refusals_returned, unrefused
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,11 @@ def score_file_dask(
     staging = output_path.with_name(f".{output_path.name}.staged-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     try:
-        parts = client.submit(
-            stage_csv_chunks, input_path, staging, chunk_rows, pure=False
-        ).result()
+        parts = unrefused(
+            client.submit(
+                refusals_returned, stage_csv_chunks, input_path, staging, chunk_rows, pure=False
+            ).result()
+        )
         return _score_parts(client, config, champion, parts, output_path, rejects_path, run_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,8 @@ from configs.settings import (
     DataConfig,
 )
 from tasks.generate_data import TRUTH_COLUMN, generate_data
+
+T = TypeVar("T")
 
 MAX_LISTED_COLUMNS = 40
 # A text column with at most this share (0-1) of distinct values among its cells is held as
@@ -39,6 +42,31 @@ class DataError(ValueError):
     def __init__(self, message: str, *, column: str | None = None) -> None:
         super().__init__(message)
         self.column = column
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A :class:`DataError` returned as a value by a function run on a Dask worker, which then
+    does not log bad input as a failed computation with a traceback; :func:`unrefused` raises
+    it again where the result is taken."""
+
+    message: str
+    column: str | None
+
+
+def refusals_returned(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | Refused:
+    """``fn(*args, **kwargs)``, or its :class:`DataError` as a :class:`Refused` value."""
+    try:
+        return fn(*args, **kwargs)
+    except DataError as exc:
+        return Refused(str(exc), exc.column)
+
+
+def unrefused(value: T | Refused) -> T:
+    """``value``, or the :class:`DataError` a :class:`Refused` stands for, raised."""
+    if isinstance(value, Refused):
+        raise DataError(value.message, column=value.column)
+    return value
 
 
 @dataclass(frozen=True)

@@ -240,3 +240,24 @@ def test_distributed_full_test_pass_equals_the_local_chunks(
 @contextmanager
 def _in_process_client(config: BayesPilotConfig) -> Iterator[InProcessClient]:
     yield InProcessClient()
+
+
+def test_distributed_csv_refusal_comes_back_as_a_value_and_is_raised_in_the_flow(
+    tmp_path: Path,
+) -> None:
+    """A worker returns bad input as a value (no failed computation logged with a traceback on
+    the worker); the flow raises it as the loader's DataError, naming the column, and nothing
+    is left staged."""
+    from tasks.load_data import DataError, Refused, refusals_returned
+    from tasks.stage_csv import stage_csv
+
+    path = tmp_path / "t.csv"
+    path.write_text("id,Churn,iccid\n1,Yes,5\n2,No,89014103211118510720000\n")
+    staged = tmp_path / "staging" / "table.parquet"
+    value = refusals_returned(stage_csv, path, staged, chunk_rows=10)
+    assert isinstance(value, Refused) and value.column == "iccid"
+    cfg = _config(path, {"data": {"id_column": "id", "label_column": "Churn"}}, 10)
+    with pytest.raises(DataError, match="'iccid'") as err:
+        distributed.load_partitioned(cfg, InProcessClient(), staging=staged.parent)
+    assert err.value.column == "iccid"
+    assert not staged.exists()
