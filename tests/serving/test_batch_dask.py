@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs.settings import build_config
-from serving.batch import score_file
+from serving.batch import BatchSummary, score_file
 from serving.batch_dask import local_cluster, score_file_dask
-from serving.loader import load_champion
+from serving.loader import Champion, load_champion
 from serving.settings import ServingSettings
 from tasks.decision_store import DecisionWriter, read_decisions
 from tasks.generate_data import TRUTH_COLUMN, generate_data
@@ -24,6 +24,32 @@ def _decisions(root: Path, run_id: str) -> pd.DataFrame:
     df = read_decisions(root)
     df = df[df["request_id"] == run_id].drop(columns=["time", "request_id"])
     return df.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+def _score_locally(
+    settings: ServingSettings,
+    champion: Champion,
+    src: Path,
+    out: Path,
+    run_id: str,
+    chunk_rows: int,
+) -> BatchSummary:
+    """The local engine's ``score_file`` of ``src`` (2 threads), decisions stored as run
+    ``run_id``."""
+    writer = DecisionWriter(settings.workspace_paths.decisions, source="batch", writer_id="local")
+    local = score_file(
+        champion,
+        src,
+        out,
+        chunk_rows=chunk_rows,
+        experiment=settings.experiment,
+        decisions=writer,
+        inputs=settings.input_policy(),
+        run_id=run_id,
+        threads=2,
+    )
+    writer.close()
+    return local
 
 
 @pytest.mark.server
@@ -44,19 +70,7 @@ def test_score_file_dask_equals_local_on_a_local_cluster(
     src = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src, row_group_size=60)
     root = settings.workspace_paths.decisions
-    writer = DecisionWriter(root, source="batch", writer_id="local")
-    local = score_file(
-        champion,
-        src,
-        tmp_path / "local.parquet",
-        chunk_rows=50,
-        experiment=settings.experiment,
-        decisions=writer,
-        inputs=settings.input_policy(),
-        run_id="local-run",
-        threads=2,
-    )
-    writer.close()
+    local = _score_locally(settings, champion, src, tmp_path / "local.parquet", "local-run", 50)
     with local_cluster(2, "1GiB") as client:
         summary = score_file_dask(client, config, champion, src, tmp_path / "dask")
         other = dataclasses.replace(
@@ -130,17 +144,7 @@ def test_score_file_dask_scores_a_csv_in_the_local_engines_chunks(
     src = tmp_path / "in.csv"
     df.to_csv(src, index=False)
     root = settings.workspace_paths.decisions
-    writer = DecisionWriter(root, source="batch", writer_id="local")
-    local = score_file(
-        champion,
-        src,
-        tmp_path / "local.parquet",
-        chunk_rows=40,
-        decisions=writer,
-        inputs=settings.input_policy(),
-        run_id="local-csv",
-    )
-    writer.close()
+    local = _score_locally(settings, champion, src, tmp_path / "local.parquet", "local-csv", 40)
     with local_cluster(2, "1GiB") as client:
         summary = score_file_dask(client, config, champion, src, tmp_path / "dask")
     assert summary.partitions == 5
