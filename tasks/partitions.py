@@ -117,6 +117,8 @@ def table_layout(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data.path: file not found: {p}")
+    if p.suffix.lower() not in {".parquet", ".pq"}:  # as read_table says it
+        raise DataError(f"data.path: expected a .csv or .parquet file, got {p.name!r}")
     try:
         _check_parquet_schema(p)
         pf = pq.ParquetFile(p)

@@ -261,3 +261,16 @@ def test_distributed_csv_refusal_comes_back_as_a_value_and_is_raised_in_the_flow
         distributed.load_partitioned(cfg, InProcessClient(), staging=staged.parent)
     assert err.value.column == "iccid"
     assert not staged.exists()
+
+
+def test_distributed_refuses_a_file_neither_csv_nor_parquet_as_locally(tmp_path: Path) -> None:
+    from tasks.load_data import DataError
+
+    path = tmp_path / "t.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    cfg = _config(path, {}, 10)
+    with pytest.raises(DataError) as local:
+        load_data(cfg)
+    with pytest.raises(DataError) as parts:
+        distributed.load_partitioned(cfg, InProcessClient(), staging=tmp_path / "staging")
+    assert str(parts.value) == str(local.value)
