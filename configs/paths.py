@@ -15,6 +15,11 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 DEFAULT_WORKSPACE = REPO_ROOT / "artifacts"
 
 
+def staged_table(staging: Path) -> Path:
+    """The CSV input staged as Parquet in a run's staging folder (``Workspace.run_staging``)."""
+    return staging / "table.parquet"
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Paths under one workspace root."""

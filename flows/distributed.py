@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from configs.paths import staged_table
 from configs.settings import ROW_ID_COLUMN, BayesPilotConfig
 from tasks.evidence_pass import PassStats, partition_pass_stats
 from tasks.load_data import (
@@ -91,8 +92,6 @@ from tasks.validate_data import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# the staged CSV in a run's staging folder (configs.paths.Workspace.run_staging)
-STAGED_TABLE = "table.parquet"
 # the scheduler address of the cluster this process started for the current run
 _ACTIVE: list[str] = []
 
@@ -225,7 +224,7 @@ def load_partitioned(
     if is_csv(path):
         if staging is None:
             raise ValueError("the dask engine stages a CSV file: a staging folder is needed")
-        read = str(staging / STAGED_TABLE)
+        read = str(staged_table(staging))
         staged: StagedCsv = unrefused(
             client.submit(
                 refusals_returned, stage_csv, path, read, chunk_rows=rows, pure=False
